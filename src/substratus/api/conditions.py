@@ -1,0 +1,174 @@
+"""Status conditions (metav1.Condition shape) and the pure function that updates them.
+
+A reconciler recomputes every condition on every pass and calls :func:`set_condition` for each;
+the result tells it whether anything changed, so an unchanged status is never written (no
+resourceVersion churn, no event storms) and transitions can be turned into Events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple
+
+import attrs
+
+from substratus.api.fields import api_field
+from substratus.api.meta import format_time
+
+# Condition status values.
+TRUE = "True"
+FALSE = "False"
+UNKNOWN = "Unknown"
+CONDITION_STATUSES: tuple[str, ...] = (TRUE, FALSE, UNKNOWN)
+
+# Condition types (SPEC §1).
+BUILT = "Built"
+COMPLETE = "Complete"  # Model, Dataset
+SERVING = "Serving"  # Server, Notebook
+
+
+class Reason:
+    """Condition reasons, exactly as in SPEC §1."""
+
+    # Built
+    IMAGE_PROVIDED = "ImageProvided"
+    AWAITING_UPLOAD = "AwaitingUpload"
+    UPLOAD_VERIFIED = "UploadVerified"
+    BUILDING = "Building"
+    BUILD_SUCCEEDED = "BuildSucceeded"
+    BUILD_FAILED = "BuildFailed"
+    # Complete
+    WAITING_FOR_DEPENDENCY = "WaitingForDependency"
+    JOB_RUNNING = "JobRunning"
+    JOB_SUCCEEDED = "JobSucceeded"
+    JOB_FAILED = "JobFailed"
+    FOUND_IN_STORAGE = "FoundInStorage"
+    # Serving (WaitingForDependency too)
+    DEPLOYING = "Deploying"
+    AVAILABLE = "Available"
+    SUSPENDED = "Suspended"
+    # any kind
+    INVALID_SPEC = "InvalidSpec"
+
+
+BUILT_REASONS: tuple[str, ...] = (
+    Reason.IMAGE_PROVIDED,
+    Reason.AWAITING_UPLOAD,
+    Reason.UPLOAD_VERIFIED,
+    Reason.BUILDING,
+    Reason.BUILD_SUCCEEDED,
+    Reason.BUILD_FAILED,
+    Reason.INVALID_SPEC,
+)
+COMPLETE_REASONS: tuple[str, ...] = (
+    Reason.WAITING_FOR_DEPENDENCY,
+    Reason.JOB_RUNNING,
+    Reason.JOB_SUCCEEDED,
+    Reason.JOB_FAILED,
+    Reason.FOUND_IN_STORAGE,
+    Reason.INVALID_SPEC,
+)
+SERVING_REASONS: tuple[str, ...] = (
+    Reason.WAITING_FOR_DEPENDENCY,
+    Reason.DEPLOYING,
+    Reason.AVAILABLE,
+    Reason.SUSPENDED,
+    Reason.INVALID_SPEC,
+)
+REASONS: dict[str, tuple[str, ...]] = {
+    BUILT: BUILT_REASONS,
+    COMPLETE: COMPLETE_REASONS,
+    SERVING: SERVING_REASONS,
+}
+
+
+@attrs.frozen(kw_only=True)
+class Condition:
+    """One aspect of an object's state, in metav1.Condition shape. Immutable: update through
+    :func:`set_condition`, which owns the lastTransitionTime rule."""
+
+    type: str = api_field("Condition type: Built, Complete (Model, Dataset) or Serving (Server, Notebook).")
+    status: str = api_field("True, False or Unknown.", openapi={"enum": list(CONDITION_STATUSES)})
+    observed_generation: int = api_field(
+        "metadata.generation the condition was computed from.", default=0, openapi={"minimum": 0}
+    )
+    last_transition_time: str = api_field(
+        "RFC3339 time the status last changed (not the reason or message).", default=""
+    )
+    reason: str = api_field("CamelCase machine-readable reason.", default="")
+    message: str = api_field("Human-readable details.", default="")
+
+
+def make_condition(
+    type: str, status: bool | str, reason: str, message: str = "", observed_generation: int = 0
+) -> Condition:
+    """A Condition whose ``status`` may be given as a bool; lastTransitionTime is filled by
+    :func:`set_condition`."""
+    if isinstance(status, bool):
+        status = TRUE if status else FALSE
+    return Condition(
+        type=type, status=status, reason=reason, message=message, observed_generation=observed_generation
+    )
+
+
+class SetConditionResult(NamedTuple):
+    conditions: list[Condition]
+    """The new list (the input is never mutated)."""
+    changed: bool
+    """False when the list equals the input: skip the status write."""
+    previous: Condition | None
+    """The condition of that type before the update (None if it was absent)."""
+    current: Condition
+    """The condition of that type as stored now (with its lastTransitionTime)."""
+
+    @property
+    def transitioned(self) -> bool:
+        """The status flipped or the condition appeared (lastTransitionTime became ``now``)."""
+        return self.previous is None or self.previous.status != self.current.status
+
+
+def set_condition(conditions: Sequence[Condition], new: Condition, now: datetime) -> SetConditionResult:
+    """Replace (or append) the condition of ``new.type``.
+
+    lastTransitionTime is kept when the status is unchanged and set to ``now`` when it changes
+    or the condition is new, whatever ``new.last_transition_time`` says. Duplicate entries of the
+    same type are collapsed into one.
+    """
+    previous = get_condition(conditions, new.type)
+    if previous is not None and previous.status == new.status and previous.last_transition_time:
+        ltt = previous.last_transition_time
+    else:
+        ltt = format_time(now)
+    updated = attrs.evolve(new, last_transition_time=ltt)
+
+    out: list[Condition] = []
+    placed = False
+    for c in conditions:
+        if c.type != new.type:
+            out.append(c)
+        elif not placed:
+            out.append(updated)
+            placed = True
+    if not placed:
+        out.append(updated)
+    return SetConditionResult(
+        conditions=out, changed=out != list(conditions), previous=previous, current=updated
+    )
+
+
+def get_condition(conditions: Sequence[Condition], type: str) -> Condition | None:
+    """The first condition of ``type``, or None."""
+    for c in conditions:
+        if c.type == type:
+            return c
+    return None
+
+
+def is_true(conditions: Sequence[Condition], type: str) -> bool:
+    c = get_condition(conditions, type)
+    return c is not None and c.status == TRUE
+
+
+def remove_condition(conditions: Sequence[Condition], type: str) -> list[Condition]:
+    return [c for c in conditions if c.type != type]

@@ -1,0 +1,97 @@
+"""Operator configuration: every flag is also a ``SUBSTRATUS_*`` environment variable.
+
+Flags win over the environment, the environment over defaults — so a Deployment can set
+everything through env (``envFrom`` a ConfigMap) and a developer can override on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import attrs
+
+# Google archived kaniko in 2025; Chainguard maintains the fork most clusters moved to.
+DEFAULT_KANIKO_IMAGE = "ghcr.io/chainguard-dev/kaniko/executor:latest"
+DEFAULT_GIT_IMAGE = "alpine/git:2.45.2"
+
+
+@attrs.define
+class OperatorConfig:
+    cluster_name: str = attrs.field(default="substratus-1", metadata={"help": "Cluster name, part of storage hashes and image names."})
+    cloud: str = attrs.field(default="local", metadata={"help": "Cloud integration: local or gcp.", "choices": ("local", "gcp")})
+    bucket_url: str = attrs.field(default="", metadata={"help": "Artifact bucket, e.g. gs://my-bucket or file:///var/lib/substratus/artifacts."})
+    registry: str = attrs.field(default="registry.substratus.svc.cluster.local:5000", metadata={"help": "Registry that built images are pushed to."})
+    namespace: str = attrs.field(default="", metadata={"help": "Only watch this namespace (default: all)."})
+    kubeconfig: str = attrs.field(default="", metadata={"help": "Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)."})
+    leader_elect: bool = attrs.field(default=False, metadata={"help": "Enable leader election (run several replicas)."})
+    leader_election_namespace: str = attrs.field(default="substratus", metadata={"help": "Namespace of the leader-election Lease."})
+    leader_election_id: str = attrs.field(default="substratus-leader", metadata={"help": "Name of the leader-election Lease."})
+    metrics_bind_address: str = attrs.field(default=":8080", metadata={"help": "Prometheus /metrics address; 0 disables."})
+    health_probe_bind_address: str = attrs.field(default=":8081", metadata={"help": "/healthz and /readyz address; 0 disables."})
+    upload_bind_address: str = attrs.field(default=":8082", metadata={"help": "local cloud: signed-URL upload endpoint address."})
+    upload_base_url: str = attrs.field(default="", metadata={"help": "local cloud: externally reachable base URL of the upload endpoint."})
+    max_concurrent_reconciles: int = attrs.field(default=4, metadata={"help": "Workers per controller."})
+    log_level: str = attrs.field(default="info", metadata={"help": "debug, info, warning or error.", "choices": ("debug", "info", "warning", "error")})
+    log_format: str = attrs.field(default="text", metadata={"help": "text (key=value) or json.", "choices": ("text", "json")})
+    kaniko_image: str = attrs.field(default=DEFAULT_KANIKO_IMAGE, metadata={"help": "Image of the kaniko executor used by build Jobs."})
+    git_image: str = attrs.field(default=DEFAULT_GIT_IMAGE, metadata={"help": "Image used to clone git sources for builds."})
+    runtime_class: str = attrs.field(default="", metadata={"help": "RuntimeClass for workloads (e.g. gvisor); empty for none."})
+    gcp_project: str = attrs.field(default="", metadata={"help": "gcp cloud: project id (Workload Identity, signing)."})
+    gcp_service_account: str = attrs.field(default="", metadata={"help": "gcp cloud: GSA the workloads' KSA is bound to."})
+    upload_url_ttl: int = attrs.field(default=3600, metadata={"help": "Seconds a signed upload URL stays valid."})
+    upload_signing_key: str = attrs.field(default="", metadata={"help": "local cloud: HMAC key for upload URLs (default: random per process)."})
+
+    @staticmethod
+    def env_name(field: str) -> str:
+        return "SUBSTRATUS_" + field.upper()
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        for f in attrs.fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            help_text = f"{f.metadata.get('help', '')} [env {cls.env_name(f.name)}, default {f.default!r}]"
+            if f.type in (bool, "bool"):
+                parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                                    help=help_text)
+            else:
+                kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
+                if f.type in (int, "int"):
+                    kwargs["type"] = int
+                if "choices" in f.metadata:
+                    kwargs["choices"] = f.metadata["choices"]
+                parser.add_argument(flag, **kwargs)
+
+    @classmethod
+    def from_sources(cls, args: argparse.Namespace | None = None,
+                     environ: dict[str, str] | None = None) -> OperatorConfig:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in attrs.fields(cls):
+            cli = getattr(args, f.name, None) if args is not None else None
+            if cli is not None:
+                values[f.name] = cli
+                continue
+            raw = env.get(cls.env_name(f.name))
+            if raw is None:
+                continue
+            if f.type in (bool, "bool"):
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif f.type in (int, "int"):
+                values[f.name] = int(raw)
+            else:
+                values[f.name] = raw
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        choices = {f.name: f.metadata.get("choices") for f in attrs.fields(type(self))}
+        for name, allowed in choices.items():
+            if allowed and getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.max_concurrent_reconciles < 1:
+            raise ValueError("max_concurrent_reconciles must be at least 1")
+        if self.cloud == "gcp" and not self.bucket_url.startswith("gs://"):
+            raise ValueError("the gcp cloud needs --bucket-url gs://BUCKET")

@@ -1,0 +1,1 @@
+"""A controller-runtime-style core on asyncio. Knows nothing about ML."""

@@ -1,0 +1,219 @@
+"""A controller: event sources → a rate-limited work queue → N workers calling ``reconcile``.
+
+Semantics follow controller-runtime's ``internal/controller``: an error requeues with the
+rate limiter's backoff; ``Result.requeue_after`` comes back after that delay; a
+``TerminalError`` is counted and dropped; success forgets the item's failures. An unexpected
+exception (a bug — Go would panic) is caught, logged with the object and counted as a panic,
+and then handled like an error, so one bad object never takes the operator down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+import aiohttp
+
+from substratus import logs
+from substratus.runtime import metrics
+from substratus.runtime.cache import Cache
+from substratus.runtime.client import ApiError
+from substratus.runtime.ratelimiter import RateLimiter, default_controller_rate_limiter
+from substratus.runtime.reconcile import Reconciler, Request, TerminalError
+from substratus.runtime.resource import Resource
+from substratus.runtime.workqueue import RateLimitingQueue, ShutDown
+
+log = logging.getLogger(__name__)
+
+MapFunc = Callable[[dict], Iterable[Request]]
+UpdatePredicate = Callable[[dict, dict], bool]
+
+# Errors a reconciler is expected to hit against a live cluster; anything else is a bug.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ApiError, OSError, TimeoutError, aiohttp.ClientError)
+
+
+def request_for(obj: dict) -> Request:
+    meta = obj.get("metadata") or {}
+    return Request(meta.get("namespace"), meta["name"])
+
+
+def controller_owner(obj: dict) -> dict | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref
+    return None
+
+
+class _Handler:
+    """Adapts informer callbacks to queue adds through a mapping function."""
+
+    def __init__(self, queue_getter: Callable[[], RateLimitingQueue | None], mapper: MapFunc,
+                 update_predicate: UpdatePredicate | None = None) -> None:
+        self._queue = queue_getter
+        self._map = mapper
+        self._update_predicate = update_predicate
+
+    def _enqueue(self, obj: dict) -> None:
+        q = self._queue()
+        if q is None:
+            return
+        for req in self._map(obj):
+            q.add(req)
+
+    def on_add(self, obj: dict) -> None:
+        self._enqueue(obj)
+
+    def on_update(self, old: dict, new: dict) -> None:
+        if self._update_predicate is not None and not self._update_predicate(old, new):
+            return
+        # Both sides: a reference that moved away must wake whoever it used to point at.
+        self._enqueue(old)
+        if old is not new:
+            self._enqueue(new)
+
+    def on_delete(self, obj: dict) -> None:
+        self._enqueue(obj)
+
+
+class Controller:
+    def __init__(self, name: str, reconciler: Reconciler, cache: Cache, *, max_concurrent_reconciles: int = 1,
+                 rate_limiter: Callable[[], RateLimiter] = default_controller_rate_limiter) -> None:
+        self.name = name
+        self.reconciler = reconciler
+        self.cache = cache
+        self.max_concurrent_reconciles = max(1, max_concurrent_reconciles)
+        self._rate_limiter_factory = rate_limiter
+        self.queue: RateLimitingQueue | None = None
+        self._sources: list[tuple[Resource, _Handler]] = []
+        self._workers: list[asyncio.Task[None]] = []
+        self._primary: Resource | None = None
+        self._m_total = {r: metrics.RECONCILE_TOTAL.labels(name, r)
+                         for r in ("success", "error", "requeue", "requeue_after")}
+        self._m_errors = metrics.RECONCILE_ERRORS.labels(name)
+        self._m_terminal = metrics.TERMINAL_RECONCILE_ERRORS.labels(name)
+        self._m_panics = metrics.RECONCILE_PANICS.labels(name)
+        self._m_time = metrics.RECONCILE_TIME.labels(name)
+        self._m_active = metrics.ACTIVE_WORKERS.labels(name)
+        metrics.MAX_CONCURRENT_RECONCILES.labels(name).set(self.max_concurrent_reconciles)
+        self._m_active.set(0)
+
+    # --- wiring -------------------------------------------------------------------------------
+
+    def _watch(self, res: Resource, handler: _Handler) -> Controller:
+        self.cache.informer(res)  # created now so the manager waits for its sync
+        self._sources.append((res, handler))
+        return self
+
+    def for_(self, res: Resource, update_predicate: UpdatePredicate | None = None) -> Controller:
+        """The primary kind: each of its objects is a request for itself."""
+        self._primary = res
+        return self._watch(res, _Handler(lambda: self.queue, lambda o: (request_for(o),), update_predicate))
+
+    def owns(self, res: Resource, update_predicate: UpdatePredicate | None = None) -> Controller:
+        """Children: an event on one wakes its controlling owner of the primary kind."""
+        if self._primary is None:
+            raise ValueError("call for_() before owns()")
+        primary = self._primary
+
+        def to_owner(obj: dict) -> Iterable[Request]:
+            ref = controller_owner(obj)
+            if ref is None or ref.get("kind") != primary.kind:
+                return ()
+            group = ref.get("apiVersion", "").rpartition("/")[0]
+            if group != primary.group:
+                return ()
+            return (Request((obj.get("metadata") or {}).get("namespace"), ref["name"]),)
+
+        return self._watch(res, _Handler(lambda: self.queue, to_owner, update_predicate))
+
+    def watches(self, res: Resource, mapper: MapFunc, update_predicate: UpdatePredicate | None = None) -> Controller:
+        """Any kind, mapped to requests by ``mapper`` (dependency wake-ups through an index)."""
+        return self._watch(res, _Handler(lambda: self.queue, mapper, update_predicate))
+
+    @property
+    def watched_resources(self) -> list[Resource]:
+        return [res for res, _ in self._sources]
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the queue, connect the sources (replaying the cache) and start the workers."""
+        if self.queue is not None:
+            raise RuntimeError(f"controller {self.name} already started")
+        self.queue = RateLimitingQueue(name=self.name, controller=self.name, rate_limiter=self._rate_limiter_factory())
+        for res, handler in self._sources:
+            self.cache.informer(res).add_handler(handler)
+        self._workers = [asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}")
+                         for i in range(self.max_concurrent_reconciles)]
+        log.info("controller started controller=%s workers=%d", self.name, self.max_concurrent_reconciles)
+
+    async def stop(self, drain: bool = True) -> None:
+        """Stop taking work; with ``drain`` wait for in-flight reconciles, else cancel them."""
+        q = self.queue
+        if q is None:
+            return
+        if drain:
+            await q.shutdown_with_drain()
+        else:
+            q.shutdown()
+            for t in self._workers:
+                t.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        self.queue = None
+        log.info("controller stopped controller=%s", self.name)
+
+    async def _worker(self) -> None:
+        q = self.queue
+        assert q is not None
+        while True:
+            try:
+                req = await q.get()
+            except ShutDown:
+                return
+            self._m_active.inc()
+            try:
+                await self._process(q, req)
+            finally:
+                self._m_active.dec()
+                q.done(req)
+
+    async def _process(self, q: RateLimitingQueue, req: Request) -> None:
+        logs.current_controller.set(self.name)
+        logs.current_object.set(str(req))
+        started = time.monotonic()
+        try:
+            result = await self.reconciler.reconcile(req)
+        except asyncio.CancelledError:
+            raise
+        except TerminalError as exc:
+            self._m_errors.inc()
+            self._m_terminal.inc()
+            self._m_total["error"].inc()
+            q.forget(req)
+            log.error("reconcile failed terminally, not requeued: %s", exc)
+            return
+        except Exception as exc:
+            if not isinstance(exc, EXPECTED_ERRORS):
+                self._m_panics.inc()
+                log.exception("reconcile panicked (bug), requeued with backoff")
+            else:
+                log.warning("reconcile error, requeued with backoff: %r", exc)
+            self._m_errors.inc()
+            self._m_total["error"].inc()
+            q.add_rate_limited(req)
+            return
+        finally:
+            self._m_time.observe(time.monotonic() - started)
+        if result.requeue_after > 0:
+            q.forget(req)
+            q.add_after(req, result.requeue_after)
+            self._m_total["requeue_after"].inc()
+        elif result.requeue:
+            q.add_rate_limited(req)
+            self._m_total["requeue"].inc()
+        else:
+            q.forget(req)
+            self._m_total["success"].inc()

@@ -1,0 +1,149 @@
+"""Kubernetes Events, recorded like client-go's ``record`` package.
+
+``kubectl describe`` is where users look first, so every condition transition becomes an
+Event. Two protections keep a hot object from flooding etcd: identical events within ten
+minutes are aggregated into one whose ``count`` goes up, and each object has a token bucket
+(burst 25, one token per 5 minutes). Recording never blocks or fails a reconcile: events go
+through a bounded queue drained by one background task, and a full queue drops the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import socket
+import time
+
+import attrs
+
+from substratus.runtime.client import ApiError, Client, NotFound
+from substratus.runtime.resource import EVENTS
+
+log = logging.getLogger(__name__)
+
+NORMAL = "Normal"
+WARNING = "Warning"
+
+_AGGREGATE_WINDOW = 600.0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@attrs.define
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@attrs.define
+class _Seen:
+    name: str
+    namespace: str
+    count: int
+    at: float
+
+
+class EventRecorder:
+    def __init__(self, client: Client, component: str = "substratus", *, burst: int = 25,
+                 refill_seconds: float = 300.0, queue_size: int = 1000) -> None:
+        self.client = client
+        self.component = component
+        self.host = socket.gethostname()
+        self.burst = burst
+        self.refill_seconds = refill_seconds
+        self._queue: asyncio.Queue[tuple[dict, str, str, str]] = asyncio.Queue(queue_size)
+        self._buckets: dict[str, _Bucket] = {}
+        self._seen: dict[tuple[str, str, str, str], _Seen] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
+        """Queue an event about ``obj``; never raises, never waits."""
+        if not self._allow(obj):
+            self.dropped += 1
+            return
+        try:
+            self._queue.put_nowait((obj, type_, reason, message[:1024]))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    def _allow(self, obj: dict) -> bool:
+        uid = (obj.get("metadata") or {}).get("uid") or str(id(obj))
+        now = time.monotonic()
+        b = self._buckets.get(uid)
+        if b is None:
+            b = self._buckets[uid] = _Bucket(float(self.burst), now)
+        b.tokens = min(self.burst, b.tokens + (now - b.updated) / self.refill_seconds)
+        b.updated = now
+        if b.tokens < 1:
+            return False
+        b.tokens -= 1
+        return True
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="event-recorder")
+
+    async def stop(self, flush_timeout: float = 5.0) -> None:
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self._queue.join(), flush_timeout)
+        except TimeoutError:
+            pass
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            obj, type_, reason, message = await self._queue.get()
+            try:
+                await self._write(obj, type_, reason, message)
+            except (ApiError, OSError, TimeoutError) as exc:
+                log.warning("could not record event reason=%s error=%r", reason, exc)
+            except Exception:
+                log.exception("event recorder failed reason=%s", reason)
+            finally:
+                self._queue.task_done()
+
+    async def _write(self, obj: dict, type_: str, reason: str, message: str) -> None:
+        meta = obj.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        key = (meta.get("uid", ""), type_, reason, message)
+        now = time.monotonic()
+        # Forget aggregation state past its window so the map stays bounded.
+        if len(self._seen) > 4096:
+            self._seen = {k: v for k, v in self._seen.items() if now - v.at < _AGGREGATE_WINDOW}
+        seen = self._seen.get(key)
+        if seen is not None and now - seen.at < _AGGREGATE_WINDOW:
+            try:
+                await self.client.patch(EVENTS, seen.name, {"count": seen.count + 1, "lastTimestamp": _now()},
+                                        seen.namespace)
+                seen.count += 1
+                seen.at = now
+                return
+            except NotFound:
+                pass
+        ts = _now()
+        name = f"{meta.get('name', 'unknown')}.{time.time_ns():x}"
+        body = {
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name"),
+                "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason, "message": message, "type": type_, "count": 1,
+            "firstTimestamp": ts, "lastTimestamp": ts,
+            "source": {"component": self.component, "host": self.host},
+            "reportingComponent": self.component, "reportingInstance": self.host,
+        }
+        await self.client.create(EVENTS, body, namespace)
+        self._seen[key] = _Seen(name, namespace, 1, now)

@@ -1,0 +1,243 @@
+"""A shared informer: client-go's reflector + indexer + event fan-out, on asyncio.
+
+LIST (paginated), then WATCH from the list's resourceVersion — the server replays everything
+after that version, so nothing between list and watch is lost. Bookmarks only advance the
+version. A 410 Gone (the version was compacted) forces a relist whose diff against the cache
+becomes synthetic add/update/delete events, so a delete that happened in the gap still
+reaches handlers, with the last object we knew. Any other error reconnects with a jittered
+exponential backoff (0.8 s → 30 s) from the last version we saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from substratus.runtime.client import Client, Gone
+from substratus.runtime.indexer import Indexer, IndexFunc
+from substratus.runtime.resource import Resource, object_key
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[dict], dict]
+
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def strip_bulk(obj: dict) -> dict:
+    """Drop what no reconciler reads but costs most of an object's memory.
+
+    ``managedFields`` is often half an object; kubectl's last-applied annotation repeats the spec.
+    """
+    meta = obj.get("metadata")
+    if meta:
+        meta.pop("managedFields", None)
+        ann = meta.get("annotations")
+        if ann and _LAST_APPLIED in ann:
+            del ann[_LAST_APPLIED]
+            if not ann:
+                meta.pop("annotations")
+    return obj
+
+
+class EventHandler(Protocol):
+    """Handlers run on the informer's task: they must be cheap (enqueue, don't reconcile)."""
+
+    def on_add(self, obj: dict) -> None: ...
+
+    def on_update(self, old: dict, new: dict) -> None: ...
+
+    def on_delete(self, obj: dict) -> None: ...
+
+
+class Backoff:
+    """Jittered exponential backoff; ``reset`` after a healthy period."""
+
+    def __init__(self, initial: float = 0.8, maximum: float = 30.0, factor: float = 2.0, jitter: float = 1.0):
+        self.initial, self.maximum, self.factor, self.jitter = initial, maximum, factor, jitter
+        self._next = initial
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * self.factor, self.maximum)
+        return min(delay * (1 + self.jitter * random.random()), self.maximum)
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+class Informer:
+    """Keeps ``store`` equal to the server's view of one resource and tells handlers what changed."""
+
+    def __init__(self, client: Client, resource: Resource, *, namespace: str | None = None,
+                 label_selector: str | None = None, transform: Transform | None = strip_bulk,
+                 indexers: dict[str, IndexFunc] | None = None, resync_period: float | None = None,
+                 watch_timeout: tuple[int, int] = (300, 600), page_size: int = 500,
+                 backoff: Backoff | None = None) -> None:
+        self.client = client
+        self.resource = resource
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.transform = transform
+        self.store = Indexer(indexers)
+        self.resync_period = resync_period
+        self.watch_timeout = watch_timeout
+        self.page_size = page_size
+        self.backoff = backoff or Backoff()
+        self.resource_version = ""
+        self.relists = 0
+        self._handlers: list[EventHandler] = []
+        self._synced = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- handlers -----------------------------------------------------------------------------
+
+    def add_handler(self, handler: EventHandler) -> None:
+        """Register a handler; one added after sync first hears an add for every cached object."""
+        self._handlers.append(handler)
+        if self._synced.is_set():
+            for obj in self.store:
+                self._call(handler.on_add, obj)
+
+    def _call(self, fn: Callable[..., None], *args: dict) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("informer handler failed resource=%s", self.resource)
+
+    def _emit_add(self, obj: dict) -> None:
+        for h in self._handlers:
+            self._call(h.on_add, obj)
+
+    def _emit_update(self, old: dict, new: dict) -> None:
+        for h in self._handlers:
+            self._call(h.on_update, old, new)
+
+    def _emit_delete(self, obj: dict) -> None:
+        for h in self._handlers:
+            self._call(h.on_delete, obj)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def has_synced(self) -> bool:
+        return self._synced.is_set()
+
+    async def wait_for_sync(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._synced.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def start(self) -> asyncio.Task[None]:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name=f"informer-{self.resource}")
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def add_indexer(self, name: str, fn: IndexFunc) -> None:
+        self.store.add_indexer(name, fn)
+
+    # --- the reflector loop -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        # Restarted after a stop: resume watching from the last version seen; a gap too long
+        # for the server to replay answers 410 and turns into a relist.
+        need_list = not self.has_synced
+        resync_task = asyncio.create_task(self._resync_loop()) if self.resync_period else None
+        try:
+            while True:
+                try:
+                    if need_list:
+                        await self._list()
+                        need_list = False
+                    started = time.monotonic()
+                    await self._watch()
+                    if time.monotonic() - started > 10:
+                        self.backoff.reset()
+                    # A server-side timeout ends the watch cleanly: resume from where we are.
+                except Gone:
+                    log.info("watch resourceVersion too old, relisting resource=%s rv=%s",
+                             self.resource, self.resource_version)
+                    need_list = True
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    delay = self.backoff.next()
+                    log.warning("informer error, retrying resource=%s error=%r delay=%.2fs",
+                                self.resource, exc, delay)
+                    await asyncio.sleep(delay)
+        finally:
+            if resync_task is not None:
+                resync_task.cancel()
+
+    async def _list(self) -> None:
+        items, rv = await self.client.list_all(self.resource, self.namespace, label_selector=self.label_selector,
+                                               page_size=self.page_size)
+        if self.transform is not None:
+            items = [self.transform(o) for o in items]
+        added, updated, deleted = self.store.replace(items)
+        self.resource_version = rv
+        self.relists += 1
+        first = not self._synced.is_set()
+        self._synced.set()
+        log.debug("listed resource=%s items=%d rv=%s added=%d updated=%d deleted=%d", self.resource,
+                  len(items), rv, len(added), len(updated), len(deleted))
+        for obj in deleted:
+            self._emit_delete(obj)
+        for obj in added:
+            self._emit_add(obj)
+        for old, new in updated:
+            self._emit_update(old, new)
+        if not first:
+            self.backoff.reset()
+
+    async def _watch(self) -> None:
+        timeout = random.randint(*self.watch_timeout)
+        stream = self.client.watch(self.resource, self.namespace, resource_version=self.resource_version,
+                                   timeout_seconds=timeout, label_selector=self.label_selector)
+        async for event in stream:
+            obj = event.object
+            rv = (obj.get("metadata") or {}).get("resourceVersion")
+            if event.type == "BOOKMARK":
+                if rv:
+                    self.resource_version = rv
+                continue
+            if self.transform is not None:
+                obj = self.transform(obj)
+            obj.setdefault("apiVersion", self.resource.api_version)
+            obj.setdefault("kind", self.resource.kind)
+            if event.type in ("ADDED", "MODIFIED"):
+                old = self.store.upsert(obj)
+                if old is None:
+                    self._emit_add(obj)
+                else:
+                    self._emit_update(old, obj)
+            elif event.type == "DELETED":
+                last = self.store.delete(object_key(obj))
+                self._emit_delete(obj if last is None or obj.get("spec") is not None else last)
+            if rv:
+                self.resource_version = rv
+            self.backoff.reset()
+
+    async def _resync_loop(self) -> None:
+        """Periodically re-deliver every cached object, like client-go's resync, as a safety net."""
+        assert self.resync_period
+        await self._synced.wait()
+        while True:
+            await asyncio.sleep(self.resync_period)
+            for obj in self.store:
+                self._emit_update(obj, obj)

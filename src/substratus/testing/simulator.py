@@ -1,0 +1,626 @@
+"""Cluster simulator: stands in for the kubelet and kube-controller-manager (tests and dev mode only).
+
+The local control plane (:class:`substratus.testing.controlplane.ControlPlane`) is a real
+kube-apiserver + etcd, but no node can run here and kube-apiserver 1.20 runs no controllers: no
+scheduler, no kubelet, no Job or Deployment controller and no garbage collector. Without help a Job
+would never complete and a Pod would never become Ready. :class:`ClusterSimulator` watches Jobs,
+Deployments and Pods through the real API and writes the statuses those components would write —
+through the real ``/status`` subresources, so the operator under test sees genuine watch events and
+resourceVersions — and garbage-collects dependents whose owners are gone.
+
+Outcomes are chosen per object: the annotation ``simulator.substratus.ai/outcome: succeed|fail|hold``
+wins, else the ``*_outcome`` callback, else ``succeed``. ``hold`` leaves the object running/pending
+until the annotation (or callback answer) changes.
+
+Never point this at a production cluster: it fakes status on every Job, Deployment and Pod it sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import aiohttp
+import attrs
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["succeed", "fail", "hold"]
+OutcomePolicy = Callable[[dict[str, Any]], Outcome]
+"""Called with the object as the API returns it (a camelCase dict); returns what should happen."""
+
+OUTCOME_ANNOTATION = "simulator.substratus.ai/outcome"
+_OUTCOMES = ("succeed", "fail", "hold")
+_MERGE = "application/merge-patch+json"
+
+
+@attrs.frozen
+class GCResource:
+    """A namespaced built-in resource the garbage collector scans for orphans."""
+
+    api_prefix: str  # "/api/v1" or "/apis/batch/v1"
+    plural: str
+
+
+DEFAULT_GC_RESOURCES: tuple[GCResource, ...] = (
+    GCResource("/apis/batch/v1", "jobs"),
+    GCResource("/apis/apps/v1", "deployments"),
+    GCResource("/api/v1", "services"),
+    GCResource("/api/v1", "pods"),
+    GCResource("/api/v1", "configmaps"),
+    GCResource("/api/v1", "serviceaccounts"),
+    GCResource("/api/v1", "secrets"),
+)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _meta(obj: dict[str, Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = obj.get("metadata") or {}
+    return meta
+
+
+def _ref(obj: dict[str, Any]) -> str:
+    m = _meta(obj)
+    return f"{m.get('namespace', '')}/{m.get('name', '')}"
+
+
+def _condition_true(obj: dict[str, Any], ctype: str) -> bool:
+    return any(
+        c.get("type") == ctype and c.get("status") == "True"
+        for c in (obj.get("status") or {}).get("conditions") or []
+    )
+
+
+def _cond(old: list[dict[str, Any]], ctype: str, status: str, reason: str | None = None,
+          message: str | None = None, *, probe: bool = False, update: bool = False) -> dict[str, Any]:
+    """A condition keeping its lastTransitionTime when its status did not change (like the real ones)."""
+    now = _now()
+    prev = next((c for c in old if c.get("type") == ctype), None)
+    c: dict[str, Any] = {"type": ctype, "status": status}
+    if reason:
+        c["reason"] = reason
+    if message:
+        c["message"] = message
+    if probe:
+        c["lastProbeTime"] = now
+    if update:
+        c["lastUpdateTime"] = now
+    c["lastTransitionTime"] = prev["lastTransitionTime"] if prev and prev.get("status") == status and \
+        prev.get("lastTransitionTime") else now
+    return c
+
+
+@attrs.define(eq=False)
+class ClusterSimulator:
+    """Fakes kubelet / kube-controller-manager status updates against a real API server.
+
+    Use ``await sim.start()`` / ``await sim.stop()`` or ``async with ClusterSimulator(api):``.
+    """
+
+    api: ApiClient
+    namespace: str | None = None
+    """Only act in this namespace (default: all namespaces)."""
+    job_delay: float = 0.5
+    """Seconds between first seeing a Job and finishing it (it is ``active`` meanwhile)."""
+    deployment_delay: float = 0.2
+    pod_delay: float = 0.2
+    job_outcome: OutcomePolicy | None = None
+    deployment_outcome: OutcomePolicy | None = None
+    pod_outcome: OutcomePolicy | None = None
+    gc_interval: float = 1.0
+    """Seconds between garbage-collection passes; 0 disables the GC loop (``gc_once`` still works)."""
+    gc_resources: tuple[GCResource, ...] = DEFAULT_GC_RESOURCES
+    watch_timeout: int = 300
+    """Server-side timeout of each watch request; the simulator re-watches from the last resourceVersion."""
+
+    _tasks: set[asyncio.Task[Any]] = attrs.field(init=False, factory=set)
+    _pending: dict[tuple[str, str], asyncio.Task[Any]] = attrs.field(init=False, factory=dict)
+    _synced: dict[str, asyncio.Event] = attrs.field(init=False, factory=dict)
+    _discovery: dict[str, dict[str, tuple[str, bool]]] = attrs.field(init=False, factory=dict)
+    _finalizing_owners: dict[str, tuple[str, str]] = attrs.field(init=False, factory=dict)
+    _running: bool = attrs.field(init=False, default=False)
+
+    # ----------------------------------------------------------------------------------- public
+    async def start(self, sync_timeout: float = 30.0) -> ClusterSimulator:
+        """Start the watch loops (and the GC loop) and wait until each has listed once."""
+        if self._running:
+            return self
+        self._running = True
+        informers: list[tuple[str, str, Callable[[dict[str, Any]], Awaitable[None]]]] = [
+            ("jobs", self._path("/apis/batch/v1", "jobs"), self._on_job),
+            ("deployments", self._path("/apis/apps/v1", "deployments"), self._on_deployment),
+            ("pods", self._path("/api/v1", "pods"), self._on_pod),
+        ]
+        for name, path, handler in informers:
+            self._synced[name] = asyncio.Event()
+            self._spawn(self._informer(name, path, handler), name=f"simulator-{name}")
+        if self.gc_interval > 0:
+            self._spawn(self._gc_loop(), name="simulator-gc")
+        try:
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._synced.values())), sync_timeout)
+        except TimeoutError:
+            await self.stop()
+            raise TimeoutError(f"cluster simulator did not list Jobs/Deployments/Pods within {sync_timeout}s") from None
+        logger.info("cluster simulator started namespace=%s", self.namespace or "*")
+        return self
+
+    async def stop(self) -> None:
+        """Cancel every loop and pending status update; idempotent."""
+        self._running = False
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        self._pending.clear()
+        logger.info("cluster simulator stopped")
+
+    async def __aenter__(self) -> ClusterSimulator:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def gc_once(self) -> int:
+        """One garbage-collection pass (what kube-controller-manager's GC would do); returns deletions.
+
+        A dependent is deleted when *all* its owners are gone (404 or a different uid), as in
+        Kubernetes. Owners being deleted with ``propagationPolicy: Foreground`` get their dependents
+        deleted and then their ``foregroundDeletion`` finalizer removed; with ``Orphan`` the owner
+        reference is dropped from dependents and the ``orphan`` finalizer removed. Owners whose kind
+        can't be resolved through discovery are left alone (like the real GC).
+        """
+        owners: dict[Any, Any] = {}
+        referenced: set[str] = set()
+        deleted = 0
+        for res in self.gc_resources:
+            try:
+                items = (await self._request("GET", self._path(res.api_prefix, res.plural))).get("items") or []
+            except ApiException as e:
+                logger.warning("gc: list failed resource=%s status=%s", res.plural, e.status)
+                continue
+            for obj in items:
+                meta = _meta(obj)
+                refs = meta.get("ownerReferences") or []
+                if not refs:
+                    continue
+                referenced.update(r.get("uid", "") for r in refs)
+                if meta.get("deletionTimestamp"):
+                    continue
+                ns = meta.get("namespace", "")
+                states = [await self._owner_state(r, ns, owners) for r in refs]
+                if any(s in ("present", "unknown") for s in states):
+                    continue
+                if all(s in ("absent", "foreground") for s in states):
+                    if await self._delete(f"{self._item_path(res, ns)}/{meta['name']}"):
+                        deleted += 1
+                        logger.info("gc: deleted dependent resource=%s object=%s/%s", res.plural, ns, meta["name"])
+                    continue
+                # Some owners orphan their dependents: drop those references and keep the object.
+                keep = [r for r, s in zip(refs, states, strict=True) if s != "orphan"]
+                with contextlib.suppress(ApiException):
+                    await self._request(
+                        "PATCH", f"{self._item_path(res, ns)}/{meta['name']}",
+                        body={"metadata": {"ownerReferences": keep or None,
+                                           "resourceVersion": meta.get("resourceVersion")}},
+                        content_type=_MERGE,
+                    )
+                    logger.info("gc: orphaned dependent resource=%s object=%s/%s", res.plural, ns, meta["name"])
+        # Owners waiting for their dependents: once none refers to them any more, let them go.
+        for uid, (path, finalizer) in list(self._finalizing_owners.items()):
+            if uid in referenced:
+                continue
+            await self._remove_finalizer(path, uid, finalizer)
+            del self._finalizing_owners[uid]
+        return deleted
+
+    # -------------------------------------------------------------------------------- informers
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _schedule(self, kind: str, obj: dict[str, Any], path: str, delay: float,
+                  act: Callable[[dict[str, Any], str], Awaitable[None]]) -> None:
+        """Run ``act`` on a fresh copy of ``obj`` (at ``path``) after ``delay`` unless one is pending."""
+        uid = _meta(obj).get("uid", "")
+        key = (kind, uid)
+        if key in self._pending:
+            return
+
+        async def run() -> None:
+            try:
+                await asyncio.sleep(delay)
+                try:
+                    fresh = await self._request("GET", path)
+                except ApiException as e:
+                    if e.status == 404:
+                        return
+                    raise
+                if _meta(fresh).get("uid") != uid:
+                    return
+                await act(fresh, path)
+            except asyncio.CancelledError:
+                raise
+            except ApiException as e:
+                if e.status != 404:
+                    logger.warning("simulator: %s update failed object=%s status=%s reason=%s",
+                                   kind, _ref(obj), e.status, e.reason)
+            except Exception:
+                logger.exception("simulator: %s update failed object=%s", kind, _ref(obj))
+            finally:
+                self._pending.pop(key, None)
+
+        self._pending[key] = self._spawn(run(), name=f"simulator-{kind}-{_ref(obj)}")
+
+    async def _informer(self, name: str, path: str, handler: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """List + watch forever; on 410 Gone or any error re-list (with backoff on errors)."""
+        backoff = 0.2
+        while self._running:
+            try:
+                listed = await self._request("GET", path)
+                rv = _meta(listed).get("resourceVersion", "")
+                for obj in listed.get("items") or []:
+                    await self._dispatch(handler, obj)
+                self._synced[name].set()
+                backoff = 0.2
+                while self._running:
+                    rv, gone = await self._watch(path, rv, handler)
+                    if gone:
+                        logger.info("simulator: watch expired, re-listing resource=%s", name)
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                logger.warning("simulator: watch failed, re-listing resource=%s error=%s: %s backoff=%.1fs",
+                               name, type(e).__name__, e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _watch(self, path: str, rv: str,
+                     handler: Callable[[dict[str, Any]], Awaitable[None]]) -> tuple[str, bool]:
+        """One watch request; returns the last resourceVersion and whether it expired (410)."""
+        query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(self.watch_timeout))]
+        if rv:
+            query.append(("resourceVersion", rv))
+        resp = await self.api.call_api(
+            path, "GET", query_params=query, header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"], _preload_content=False,
+            _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=self.watch_timeout + 30),
+        )
+        try:
+            if resp.status != 200:
+                body = await resp.text()
+                if resp.status == 410:
+                    return rv, True
+                raise ApiException(status=resp.status, reason=body[:500])
+            while True:
+                line = await resp.content.readline()
+                if not line:
+                    return rv, False
+                event = json.loads(line)
+                etype, obj = event.get("type"), event.get("object") or {}
+                if etype == "ERROR":
+                    if obj.get("code") == 410:
+                        return rv, True
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                rv = _meta(obj).get("resourceVersion", rv)
+                if etype in ("ADDED", "MODIFIED"):
+                    await self._dispatch(handler, obj)
+                elif etype == "DELETED":
+                    uid = _meta(obj).get("uid", "")
+                    for key in [k for k in self._pending if k[1] == uid]:
+                        self._pending.pop(key).cancel()
+        finally:
+            resp.release()
+
+    async def _dispatch(self, handler: Callable[[dict[str, Any]], Awaitable[None]], obj: dict[str, Any]) -> None:
+        try:
+            await handler(obj)
+        except ApiException as e:
+            if e.status != 404:
+                logger.warning("simulator: handler failed object=%s status=%s reason=%s", _ref(obj), e.status, e.reason)
+        except Exception:
+            logger.exception("simulator: handler failed object=%s", _ref(obj))
+
+    def _outcome(self, obj: dict[str, Any], policy: OutcomePolicy | None) -> Outcome:
+        ann = (_meta(obj).get("annotations") or {}).get(OUTCOME_ANNOTATION)
+        if ann in _OUTCOMES:
+            return ann  # type: ignore[return-value]
+        if ann is not None:
+            logger.warning("simulator: ignoring invalid %s=%r object=%s", OUTCOME_ANNOTATION, ann, _ref(obj))
+        if policy is not None:
+            out = policy(obj)
+            if out in _OUTCOMES:
+                return out
+            logger.warning("simulator: policy returned invalid outcome %r object=%s", out, _ref(obj))
+        return "succeed"
+
+    # -------------------------------------------------------------------------------------- Jobs
+    async def _on_job(self, job: dict[str, Any]) -> None:
+        meta = _meta(job)
+        if meta.get("deletionTimestamp") or _condition_true(job, "Complete") or _condition_true(job, "Failed"):
+            return
+        path = f"/apis/batch/v1/namespaces/{meta['namespace']}/jobs/{meta['name']}"
+        status = job.get("status") or {}
+        if not status.get("startTime"):
+            # What the Job controller does when it creates the first Pod.
+            await self._patch_status(path, {"status": {"startTime": _now(), "active": 1}})
+        if self._outcome(job, self.job_outcome) == "hold":
+            return
+        self._schedule("job", job, path, self.job_delay, self._finish_job)
+
+    async def _finish_job(self, job: dict[str, Any], path: str) -> None:
+        if _condition_true(job, "Complete") or _condition_true(job, "Failed") or _meta(job).get("deletionTimestamp"):
+            return
+        outcome = self._outcome(job, self.job_outcome)
+        if outcome == "hold":
+            return
+        spec, status = job.get("spec") or {}, job.get("status") or {}
+        now = _now()
+        old = status.get("conditions") or []
+        patch: dict[str, Any] = {"startTime": status.get("startTime") or now, "active": None}
+        if outcome == "succeed":
+            patch |= {
+                "succeeded": spec.get("completions") or 1,
+                "completionTime": now,
+                "conditions": [_cond(old, "Complete", "True", probe=True)],
+            }
+        else:
+            patch |= {
+                "failed": int(6 if spec.get("backoffLimit") is None else spec["backoffLimit"]) + 1,
+                "conditions": [_cond(old, "Failed", "True", "BackoffLimitExceeded",
+                                     "Job has reached the specified backoff limit", probe=True)],
+            }
+        await self._patch_status(path, {"status": patch})
+        logger.info("simulator: job finished object=%s outcome=%s", _ref(job), outcome)
+
+    # ------------------------------------------------------------------------------- Deployments
+    def _deployment_status(self, d: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+        meta, spec, status = _meta(d), d.get("spec") or {}, d.get("status") or {}
+        replicas = spec.get("replicas")
+        replicas = 1 if replicas is None else int(replicas)
+        ready = replicas if outcome == "succeed" else 0
+        old = status.get("conditions") or []
+        rs = f'ReplicaSet "{meta["name"]}"'
+        if outcome == "succeed":
+            conds = [
+                _cond(old, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", update=True),
+                _cond(old, "Progressing", "True", "NewReplicaSetAvailable", f"{rs} has successfully progressed.", update=True),
+            ]
+        else:
+            conds = [
+                _cond(old, "Available", "False", "MinimumReplicasUnavailable",
+                      "Deployment does not have minimum availability.", update=True),
+                _cond(old, "Progressing", "False", "ProgressDeadlineExceeded", f"{rs} has timed out progressing.",
+                      update=True)
+                if outcome == "fail"
+                else _cond(old, "Progressing", "True", "ReplicaSetUpdated", f"{rs} is progressing.", update=True),
+            ]
+        return {
+            "observedGeneration": meta.get("generation"),
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": replicas - ready,
+            "conditions": conds,
+        }
+
+    @staticmethod
+    def _deployment_matches(status: dict[str, Any], want: dict[str, Any]) -> bool:
+        def key(s: dict[str, Any]) -> tuple[Any, ...]:
+            return (
+                s.get("observedGeneration"),
+                *(int(s.get(f) or 0) for f in ("replicas", "updatedReplicas", "readyReplicas",
+                                               "availableReplicas", "unavailableReplicas")),
+                sorted((c.get("type"), c.get("status"), c.get("reason")) for c in s.get("conditions") or []),
+            )
+
+        return key(status) == key(want)
+
+    async def _on_deployment(self, d: dict[str, Any]) -> None:
+        meta = _meta(d)
+        if meta.get("deletionTimestamp"):
+            return
+        path = f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{meta['name']}"
+        want = self._deployment_status(d, self._outcome(d, self.deployment_outcome))
+        if not self._deployment_matches(d.get("status") or {}, want):
+            self._schedule("deployment", d, path, self.deployment_delay, self._update_deployment)
+
+    async def _update_deployment(self, d: dict[str, Any], path: str) -> None:
+        outcome = self._outcome(d, self.deployment_outcome)
+        want = self._deployment_status(d, outcome)
+        if self._deployment_matches(d.get("status") or {}, want):
+            return
+        await self._patch_status(path, {"status": want})
+        logger.info("simulator: deployment updated object=%s outcome=%s generation=%s",
+                    _ref(d), outcome, want["observedGeneration"])
+
+    # -------------------------------------------------------------------------------------- Pods
+    async def _on_pod(self, pod: dict[str, Any]) -> None:
+        meta, spec = _meta(pod), pod.get("spec") or {}
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+        if meta.get("deletionTimestamp"):
+            # Bound pods wait for their kubelet to confirm deletion; be that kubelet.
+            if spec.get("nodeName"):
+                await self._delete(path, grace_period=0)
+            return
+        phase = (pod.get("status") or {}).get("phase")
+        outcome = self._outcome(pod, self.pod_outcome)
+        if outcome == "hold" or phase in ("Succeeded", "Failed"):
+            return
+        if outcome == "succeed" and phase == "Running" and _condition_true(pod, "Ready"):
+            return
+        self._schedule("pod", pod, path, self.pod_delay, self._update_pod)
+
+    async def _update_pod(self, pod: dict[str, Any], path: str) -> None:
+        outcome = self._outcome(pod, self.pod_outcome)
+        status = pod.get("status") or {}
+        if outcome == "hold" or status.get("phase") in ("Succeeded", "Failed"):
+            return
+        now = _now()
+        old = status.get("conditions") or []
+        ok = "True" if outcome == "succeed" else "False"
+        containers = (pod.get("spec") or {}).get("containers") or []
+        uid = _meta(pod).get("uid", "")
+        statuses = []
+        for c in containers:
+            state: dict[str, Any]
+            if outcome == "succeed":
+                state = {"running": {"startedAt": now}}
+            else:
+                state = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now,
+                                        "containerID": f"simulator://{uid}/{c['name']}"}}
+            statuses.append({
+                "name": c["name"], "ready": outcome == "succeed", "started": outcome == "succeed",
+                "restartCount": 0, "image": c.get("image", ""), "imageID": "",
+                "containerID": f"simulator://{uid}/{c['name']}", "state": state,
+            })
+        patch = {
+            "phase": "Running" if outcome == "succeed" else "Failed",
+            "conditions": [
+                _cond(old, "Initialized", "True"),
+                _cond(old, "Ready", ok, None if ok == "True" else "ContainersNotReady"),
+                _cond(old, "ContainersReady", ok, None if ok == "True" else "ContainersNotReady"),
+                _cond(old, "PodScheduled", "True"),
+            ],
+            "containerStatuses": statuses,
+            "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "startTime": status.get("startTime") or now,
+            "qosClass": status.get("qosClass") or "BestEffort",
+        }
+        await self._patch_status(path, {"status": patch})
+        logger.info("simulator: pod updated object=%s outcome=%s", _ref(pod), outcome)
+
+    # ---------------------------------------------------------------------------------------- GC
+    async def _gc_loop(self) -> None:
+        while self._running:
+            try:
+                await self.gc_once()
+            except asyncio.CancelledError:
+                raise
+            except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as e:
+                logger.warning("simulator: gc pass failed error=%s: %s", type(e).__name__, e)
+            except Exception:
+                logger.exception("simulator: gc pass failed")
+            await asyncio.sleep(self.gc_interval)
+
+    async def _resolve(self, api_version: str, kind: str) -> tuple[str, bool] | None:
+        """(plural, namespaced) for a kind through API discovery, re-fetched once on a miss."""
+        for refresh in (False, True):
+            if refresh or api_version not in self._discovery:
+                prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+                try:
+                    doc = await self._request("GET", prefix)
+                except ApiException as e:
+                    if e.status == 404:
+                        return None
+                    raise
+                self._discovery[api_version] = {
+                    r["kind"]: (r["name"], bool(r.get("namespaced")))
+                    for r in doc.get("resources") or [] if "/" not in r["name"]
+                }
+            found = self._discovery[api_version].get(kind)
+            if found:
+                return found
+        return None
+
+    async def _owner_state(self, ref: dict[str, Any], ns: str, cache: dict[Any, Any]) -> str:
+        """``present`` | ``absent`` | ``foreground`` | ``orphan`` | ``unknown`` (can't tell: keep)."""
+        key = (ref.get("apiVersion", ""), ref.get("kind", ""), ns, ref.get("name", ""))
+        if key not in cache:
+            try:
+                resolved = await self._resolve(key[0], key[1])
+            except ApiException:
+                resolved = None
+            if resolved is None:
+                cache[key] = None
+            else:
+                plural, namespaced = resolved
+                prefix = "/api/v1" if key[0] == "v1" else f"/apis/{key[0]}"
+                path = f"{prefix}{f'/namespaces/{ns}' if namespaced else ''}/{plural}/{key[3]}"
+                try:
+                    cache[key] = (await self._request("GET", path), path)
+                except ApiException as e:
+                    cache[key] = ({}, path) if e.status == 404 else None
+        if cache[key] is None:
+            return "unknown"
+        owner, path = cache[key]
+        meta = _meta(owner)
+        if not owner or meta.get("uid") != ref.get("uid"):
+            return "absent"
+        if meta.get("deletionTimestamp"):
+            finalizers = meta.get("finalizers") or []
+            for fin, state in (("foregroundDeletion", "foreground"), ("orphan", "orphan")):
+                if fin in finalizers:
+                    self._finalizing_owners[meta["uid"]] = (path, fin)
+                    return state
+        return "present"
+
+    async def _remove_finalizer(self, path: str, uid: str, finalizer: str) -> None:
+        try:
+            owner = await self._request("GET", path)
+        except ApiException:
+            return
+        meta = _meta(owner)
+        if meta.get("uid") != uid or finalizer not in (meta.get("finalizers") or []):
+            return
+        rest = [f for f in meta["finalizers"] if f != finalizer]
+        with contextlib.suppress(ApiException):
+            await self._request("PATCH", path, body={"metadata": {"finalizers": rest or None,
+                                                                  "resourceVersion": meta["resourceVersion"]}},
+                                content_type=_MERGE)
+            logger.info("gc: removed finalizer=%s owner=%s", finalizer, path)
+
+    # ----------------------------------------------------------------------------------- HTTP
+    def _path(self, prefix: str, plural: str) -> str:
+        return f"{prefix}/namespaces/{self.namespace}/{plural}" if self.namespace else f"{prefix}/{plural}"
+
+    @staticmethod
+    def _item_path(res: GCResource, ns: str) -> str:
+        return f"{res.api_prefix}/namespaces/{ns}/{res.plural}"
+
+    async def _request(self, method: str, path: str, body: Any = None, content_type: str | None = None,
+                       query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+        """A raw API call returning the JSON body as a dict (raises ApiException on errors)."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        result = await self.api.call_api(
+            path, method, query_params=query or [], header_params=headers, body=body,
+            response_types_map={200: "object", 201: "object", 202: "object"},
+            auth_settings=["BearerToken"], _return_http_data_only=True, _request_timeout=30,
+        )
+        return result if isinstance(result, dict) else {}
+
+    async def _patch_status(self, path: str, body: dict[str, Any]) -> None:
+        await self._request("PATCH", f"{path}/status", body=body, content_type=_MERGE)
+
+    async def _delete(self, path: str, grace_period: int | None = None) -> bool:
+        opts: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        if grace_period is not None:
+            opts["gracePeriodSeconds"] = grace_period
+        try:
+            await self._request("DELETE", path, body=opts)
+            return True
+        except ApiException as e:
+            if e.status in (404, 409):
+                return False
+            raise

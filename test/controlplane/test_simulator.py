@@ -1,0 +1,317 @@
+"""The cluster simulator moves Job/Deployment/Pod statuses and garbage-collects orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from substratus.testing.controlplane import ControlPlane
+from substratus.testing.simulator import OUTCOME_ANNOTATION, ClusterSimulator
+
+Eventually = Callable[..., Awaitable[Any]]
+MERGE = "application/merge-patch+json"
+POD_SPEC = {"containers": [{"name": "main", "image": "busybox"}], "restartPolicy": "Never"}
+
+
+def _job(name: str, outcome: str | None = None, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if outcome:
+        meta["annotations"] = {OUTCOME_ANNOTATION: outcome}
+    if owner:
+        meta["ownerReferences"] = [owner]
+    return {"metadata": meta, "spec": {"backoffLimit": 2, "template": {"spec": POD_SPEC}}}
+
+
+def _conditions(obj: Any) -> dict[str, Any]:
+    return {c.type: c for c in (obj.status.conditions or [])}
+
+
+def _owner_ref(obj: Any, api_version: str, kind: str) -> dict[str, Any]:
+    return {"apiVersion": api_version, "kind": kind, "name": obj.metadata.name, "uid": obj.metadata.uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+async def test_job_succeeds_by_default(simulator: ClusterSimulator, api_client: ApiClient, namespace: str,
+                                       eventually: Eventually) -> None:
+    batch = client.BatchV1Api(api_client)
+    await batch.create_namespaced_job(namespace, _job("ok"))
+
+    async def done() -> Any:
+        job = await batch.read_namespaced_job_status("ok", namespace)
+        return job if "Complete" in _conditions(job) else None
+
+    job = await eventually(done)
+    cond = _conditions(job)["Complete"]
+    assert cond.status == "True"
+    assert job.status.succeeded == 1
+    assert job.status.start_time and job.status.completion_time
+    assert not job.status.active
+    assert "Failed" not in _conditions(job)
+
+
+async def test_job_fails_per_annotation(simulator: ClusterSimulator, api_client: ApiClient, namespace: str,
+                                        eventually: Eventually) -> None:
+    batch = client.BatchV1Api(api_client)
+    await batch.create_namespaced_job(namespace, _job("bad", outcome="fail"))
+
+    async def failed() -> Any:
+        job = await batch.read_namespaced_job_status("bad", namespace)
+        return job if "Failed" in _conditions(job) else None
+
+    job = await eventually(failed)
+    cond = _conditions(job)["Failed"]
+    assert (cond.status, cond.reason) == ("True", "BackoffLimitExceeded")
+    assert cond.message
+    assert job.status.failed == 3  # backoffLimit + 1
+    assert "Complete" not in _conditions(job)
+
+
+async def test_job_hold_then_release(simulator: ClusterSimulator, api_client: ApiClient, namespace: str,
+                                     eventually: Eventually) -> None:
+    batch = client.BatchV1Api(api_client)
+    await batch.create_namespaced_job(namespace, _job("held", outcome="hold"))
+
+    async def started() -> Any:
+        job = await batch.read_namespaced_job_status("held", namespace)
+        return job if job.status.start_time else None
+
+    job = await eventually(started)
+    assert job.status.active == 1
+    await asyncio.sleep(simulator.job_delay * 3)
+    job = await batch.read_namespaced_job_status("held", namespace)
+    assert not _conditions(job), "a held Job must stay running"
+
+    await batch.patch_namespaced_job("held", namespace, {"metadata": {"annotations": {OUTCOME_ANNOTATION: "succeed"}}},
+                                     _content_type=MERGE)
+
+    async def complete() -> bool:
+        return "Complete" in _conditions(await batch.read_namespaced_job_status("held", namespace))
+
+    await eventually(complete)
+
+
+async def test_job_outcome_policy(local_controlplane: ControlPlane, api_client: ApiClient, namespace: str,
+                                  eventually: Eventually) -> None:
+    seen: list[str] = []
+
+    def policy(job: dict[str, Any]) -> Any:
+        seen.append(job["metadata"]["name"])
+        return "fail" if job["metadata"]["name"].endswith("-bad") else "succeed"
+
+    batch = client.BatchV1Api(api_client)
+    async with ClusterSimulator(api_client, namespace=namespace, job_delay=0.1, job_outcome=policy, gc_interval=0):
+        await batch.create_namespaced_job(namespace, _job("x-bad"))
+        await batch.create_namespaced_job(namespace, _job("x-good"))
+
+        async def finished() -> bool:
+            bad = _conditions(await batch.read_namespaced_job_status("x-bad", namespace))
+            good = _conditions(await batch.read_namespaced_job_status("x-good", namespace))
+            return "Failed" in bad and "Complete" in good
+
+        await eventually(finished)
+    assert {"x-bad", "x-good"} <= set(seen)
+
+
+async def test_deployment_becomes_available(simulator: ClusterSimulator, api_client: ApiClient, namespace: str,
+                                            eventually: Eventually) -> None:
+    apps = client.AppsV1Api(api_client)
+    labels = {"app": "web"}
+    await apps.create_namespaced_deployment(namespace, {
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+    })
+
+    async def available(generation: int, replicas: int) -> Any:
+        d = await apps.read_namespaced_deployment_status("web", namespace)
+        s = d.status
+        ok = (s.observed_generation == generation and s.ready_replicas == replicas
+              and s.available_replicas == replicas and s.updated_replicas == replicas and s.replicas == replicas
+              and _conditions(d).get("Available") is not None and _conditions(d)["Available"].status == "True")
+        return d if ok else None
+
+    await eventually(lambda: available(1, 2))
+    await apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 3}}, _content_type=MERGE)
+    d = await eventually(lambda: available(2, 3))
+    assert _conditions(d)["Progressing"].reason == "NewReplicaSetAvailable"
+
+
+async def test_deployment_hold_is_unavailable(simulator: ClusterSimulator, api_client: ApiClient, namespace: str,
+                                              eventually: Eventually) -> None:
+    apps = client.AppsV1Api(api_client)
+    labels = {"app": "slow"}
+    await apps.create_namespaced_deployment(namespace, {
+        "metadata": {"name": "slow", "annotations": {OUTCOME_ANNOTATION: "hold"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+    })
+
+    async def observed() -> Any:
+        d = await apps.read_namespaced_deployment_status("slow", namespace)
+        return d if d.status.observed_generation == 1 else None
+
+    d = await eventually(observed)
+    assert _conditions(d)["Available"].status == "False"
+    assert not d.status.ready_replicas
+
+
+async def test_pod_becomes_running_and_ready(simulator: ClusterSimulator, api_client: ApiClient, namespace: str,
+                                             eventually: Eventually) -> None:
+    core = client.CoreV1Api(api_client)
+    await core.create_namespaced_pod(namespace, {"metadata": {"name": "nb"}, "spec": POD_SPEC})
+    await core.create_namespaced_pod(namespace, {
+        "metadata": {"name": "held", "annotations": {OUTCOME_ANNOTATION: "hold"}}, "spec": POD_SPEC})
+
+    async def ready() -> Any:
+        pod = await core.read_namespaced_pod_status("nb", namespace)
+        return pod if pod.status.phase == "Running" and _conditions(pod).get("Ready") else None
+
+    pod = await eventually(ready)
+    assert _conditions(pod)["Ready"].status == "True"
+    assert pod.status.pod_ip == "127.0.0.1"
+    assert [(c.name, c.ready) for c in pod.status.container_statuses] == [("main", True)]
+    assert pod.status.container_statuses[0].state.running is not None
+
+    held = await core.read_namespaced_pod_status("held", namespace)
+    assert held.status.phase == "Pending"
+
+
+async def test_gc_deletes_orphans_only(simulator: ClusterSimulator, api_client: ApiClient, namespace: str,
+                                       eventually: Eventually) -> None:
+    core = client.CoreV1Api(api_client)
+    batch = client.BatchV1Api(api_client)
+    apps = client.AppsV1Api(api_client)
+    owner = await core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}})
+    survivor = await core.create_namespaced_config_map(namespace, {"metadata": {"name": "survivor"}})
+    labels = {"app": "own"}
+    dep_owner = await apps.create_namespaced_deployment(namespace, {
+        "metadata": {"name": "dep-owner"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+    })
+    ref = _owner_ref(owner, "v1", "ConfigMap")
+    await batch.create_namespaced_job(namespace, _job("child-job", owner=ref))
+    await core.create_namespaced_config_map(namespace, {"metadata": {"name": "child-cm", "ownerReferences": [ref]}})
+    await core.create_namespaced_service(namespace, {"metadata": {
+        "name": "child-svc", "ownerReferences": [_owner_ref(dep_owner, "apps/v1", "Deployment")]},
+        "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}})
+    await core.create_namespaced_service_account(namespace, {"metadata": {
+        "name": "kept-sa", "ownerReferences": [_owner_ref(survivor, "v1", "ConfigMap")]}})
+
+    await asyncio.sleep(simulator.gc_interval * 2)
+    assert await simulator.gc_once() == 0, "nothing is orphaned while owners exist"
+
+    await core.delete_namespaced_config_map("owner", namespace)
+    await apps.delete_namespaced_deployment("dep-owner", namespace)
+
+    async def gone(read: Callable[[], Awaitable[Any]]) -> bool:
+        try:
+            await read()
+        except ApiException as e:
+            return e.status == 404
+        return False
+
+    await eventually(lambda: gone(lambda: batch.read_namespaced_job("child-job", namespace)))
+    await eventually(lambda: gone(lambda: core.read_namespaced_config_map("child-cm", namespace)))
+    await eventually(lambda: gone(lambda: core.read_namespaced_service("child-svc", namespace)))
+    # A dependent of a still-existing owner is kept.
+    sa = await core.read_namespaced_service_account("kept-sa", namespace)
+    assert sa.metadata.owner_references[0].uid == survivor.metadata.uid
+
+
+async def test_gc_recreated_owner_with_new_uid(simulator: ClusterSimulator, api_client: ApiClient, namespace: str,
+                                               eventually: Eventually) -> None:
+    """An owner reference is by uid: an owner recreated under the same name does not keep the child."""
+    core = client.CoreV1Api(api_client)
+    owner = await core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}})
+    await core.create_namespaced_secret(namespace, {"metadata": {
+        "name": "child", "ownerReferences": [_owner_ref(owner, "v1", "ConfigMap")]}})
+    await core.delete_namespaced_config_map("owner", namespace)
+    await core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}})
+
+    async def gone() -> bool:
+        try:
+            await core.read_namespaced_secret("child", namespace)
+        except ApiException as e:
+            return e.status == 404
+        return False
+
+    await eventually(gone)
+
+
+async def test_gc_foreground_deletion(simulator: ClusterSimulator, api_client: ApiClient, namespace: str,
+                                      eventually: Eventually) -> None:
+    """Foreground deletion: dependents go first, then the owner's finalizer is removed."""
+    core = client.CoreV1Api(api_client)
+    owner = await core.create_namespaced_config_map(namespace, {"metadata": {"name": "fg-owner"}})
+    await core.create_namespaced_config_map(namespace, {"metadata": {
+        "name": "fg-child", "ownerReferences": [_owner_ref(owner, "v1", "ConfigMap")]}})
+    await core.delete_namespaced_config_map("fg-owner", namespace, propagation_policy="Foreground")
+
+    async def all_gone() -> bool:
+        for name in ("fg-owner", "fg-child"):
+            try:
+                await core.read_namespaced_config_map(name, namespace)
+                return False
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+        return True
+
+    await eventually(all_gone)
+
+
+async def test_simulator_survives_apiserver_restart_and_compaction(
+        local_controlplane: ControlPlane, simulator: ClusterSimulator, api_client: ApiClient, namespace: str,
+        eventually: Eventually) -> None:
+    """Broken watches (apiserver restart) and expired resourceVersions (410 after compaction) re-list."""
+    core = client.CoreV1Api(api_client)
+    batch = client.BatchV1Api(api_client)
+    await asyncio.to_thread(local_controlplane.restart_apiserver)
+    for attempt in range(3):  # the client's pooled keep-alive connection died with the old apiserver
+        try:
+            await core.create_namespaced_config_map(namespace, {"metadata": {"name": "bump"}})
+            break
+        except aiohttp.ClientError:
+            if attempt == 2:
+                raise
+    await asyncio.to_thread(local_controlplane.compact)
+    await batch.create_namespaced_job(namespace, _job("after-restart"))
+
+    async def complete() -> bool:
+        return "Complete" in _conditions(await batch.read_namespaced_job_status("after-restart", namespace))
+
+    await eventually(complete, timeout=30)
+
+
+async def test_simulator_relists_after_410(local_controlplane: ControlPlane, api_client: ApiClient, namespace: str,
+                                           eventually: Eventually, caplog: pytest.LogCaptureFixture) -> None:
+    """A watch that ends and resumes from a compacted resourceVersion gets 410 Gone and re-lists."""
+    core = client.CoreV1Api(api_client)
+    batch = client.BatchV1Api(api_client)
+    caplog.set_level(logging.INFO, logger="substratus.testing.simulator")
+    async with ClusterSimulator(api_client, namespace=namespace, watch_timeout=1, gc_interval=0, job_delay=0.1):
+        # Writes elsewhere move etcd's revision past the simulator's resourceVersion, then compact.
+        for i in range(3):
+            await core.create_namespaced_config_map("default", {"metadata": {"generateName": "bump-"},
+                                                                "data": {"i": str(i)}})
+        await asyncio.to_thread(local_controlplane.compact)
+
+        async def relisted() -> bool:
+            return "watch expired, re-listing" in caplog.text
+
+        await eventually(relisted, timeout=15)
+        await batch.create_namespaced_job(namespace, _job("after-410"))
+
+        async def complete() -> bool:
+            return "Complete" in _conditions(await batch.read_namespaced_job_status("after-410", namespace))
+
+        await eventually(complete)

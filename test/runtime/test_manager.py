@@ -1,0 +1,108 @@
+"""The manager end to end: endpoints, cache sync → readiness, leader-gated controllers, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from substratus.runtime.client import Client
+from substratus.runtime.controller import Controller
+from substratus.runtime.events import NORMAL, EventRecorder
+from substratus.runtime.manager import EXIT_OK, Manager, ManagerOptions
+from substratus.runtime.reconcile import Request, Result
+from substratus.runtime.resource import CONFIGMAPS, EVENTS, LEASES
+from substratus.testing.wait import eventually
+
+pytestmark = pytest.mark.controlplane
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def reconcile(self, request: Request) -> Result:
+        self.seen.append(request.name)
+        return Result()
+
+
+def options(namespace: str, **kw) -> ManagerOptions:
+    return ManagerOptions(namespace=namespace, metrics_addr="127.0.0.1:0", health_addr="127.0.0.1:0",
+                          leader_election_namespace=namespace, lease_duration=3, renew_deadline=2,
+                          retry_period=0.5, **kw)
+
+
+async def get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return r.status, await r.text()
+
+
+async def test_manager_serves_probes_and_metrics_and_reconciles(client: Client, namespace: str) -> None:
+    await client.create(CONFIGMAPS, {"metadata": {"name": "x", "namespace": namespace}})
+    mgr = Manager(client, options(namespace, leader_election=True, leader_election_id="mgr-test"))
+    rec = Counting()
+    mgr.add_controller(Controller("mgr-test", rec, mgr.cache).for_(CONFIGMAPS))
+    task = asyncio.create_task(mgr.run(handle_signals=False))
+    try:
+        await eventually(lambda: "health" in mgr.bound_ports and mgr.ready.is_set())
+        health = f"http://127.0.0.1:{mgr.bound_ports['health']}"
+        assert (await get(health + "/healthz"))[0] == 200
+        assert (await get(health + "/readyz"))[0] == 200
+        await eventually(lambda: "x" in rec.seen)
+        status, body = await get(f"http://127.0.0.1:{mgr.bound_ports['metrics']}/metrics")
+        assert status == 200
+        for name in ("controller_runtime_reconcile_total", "workqueue_depth", "leader_election_master_status",
+                     "rest_client_requests_total", "controller_runtime_reconcile_time_seconds_bucket"):
+            assert name in body, name
+        assert 'leader_election_master_status{name="mgr-test"} 1.0' in body
+    finally:
+        mgr.stop()
+        assert await asyncio.wait_for(task, 30) == EXIT_OK
+    # Graceful stop released the lease.
+    lease = await client.get(LEASES, "mgr-test", namespace)
+    assert not lease["spec"].get("holderIdentity")
+
+
+async def test_standby_manager_keeps_a_warm_cache_but_does_not_reconcile(client: Client, namespace: str) -> None:
+    await client.create(CONFIGMAPS, {"metadata": {"name": "y", "namespace": namespace}})
+    managers, recs, tasks = [], [], []
+    for _ in range(2):
+        mgr = Manager(client, options(namespace, leader_election=True, leader_election_id="pair"))
+        rec = Counting()
+        mgr.add_controller(Controller("pair", rec, mgr.cache).for_(CONFIGMAPS))
+        managers.append(mgr)
+        recs.append(rec)
+        tasks.append(asyncio.create_task(mgr.run(handle_signals=False)))
+    try:
+        await eventually(lambda: any(r.seen for r in recs))
+        await asyncio.sleep(1.0)
+        leader = 0 if recs[0].seen else 1
+        standby = 1 - leader
+        assert not recs[standby].seen, "the standby never reconciles"
+        assert managers[standby].cache.get(CONFIGMAPS, "y", namespace) is not None, "but its cache is warm"
+        managers[leader].stop()
+        assert await asyncio.wait_for(tasks[leader], 30) == EXIT_OK
+        await eventually(lambda: "y" in recs[standby].seen, timeout=10)
+    finally:
+        for m in managers:
+            m.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_events_are_aggregated(client: Client, namespace: str) -> None:
+    obj = await client.create(CONFIGMAPS, {"metadata": {"name": "ev", "namespace": namespace}})
+    rec = EventRecorder(client)
+    rec.start()
+    try:
+        for _ in range(3):
+            rec.event(obj, NORMAL, "Tested", "same message")
+        rec.event(obj, NORMAL, "Other", "different")
+    finally:
+        await rec.stop()
+    events = (await client.list(EVENTS, namespace))["items"]
+    by_reason = {e["reason"]: e for e in events}
+    assert by_reason["Tested"]["count"] == 3
+    assert by_reason["Tested"]["involvedObject"]["uid"] == obj["metadata"]["uid"]
+    assert by_reason["Other"]["count"] == 1
+    assert len(events) == 2
