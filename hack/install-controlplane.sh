@@ -52,6 +52,9 @@ if [[ "$(id -u)" != 0 ]]; then
   SUDO=(sudo)
 fi
 export DEBIAN_FRONTEND=noninteractive
+# apt downloads as the unprivileged _apt user, which can't write into our private temp dir.
+APT_SANDBOX=()
+[[ "$(id -u)" == 0 ]] && APT_SANDBOX=(-o "APT::Sandbox::User=root")
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/substratus-controlplane-build.XXXXXX")"
 LOG="${WORK}/build.log"
@@ -101,11 +104,10 @@ ensure_packages() {
 install_etcd() {
   local t0=${SECONDS} d="${WORK}/etcd"
   mkdir -p "${d}"
-  # apt drops privileges to _apt for downloads; it must be able to write here.
-  chmod 0777 "${d}"
   apt-cache show etcd-server etcd-client >/dev/null 2>&1 || apt_update_once
   cd "${d}"
-  run "apt-get download etcd-server etcd-client (is Debian's archive reachable?)" apt-get download -qq etcd-server etcd-client
+  run "apt-get download etcd-server etcd-client (is Debian's archive reachable?)" \
+    apt-get "${APT_SANDBOX[@]}" download -qq etcd-server etcd-client
   cd /
   local deb
   for deb in "${d}"/*.deb; do run "dpkg -x $(basename "${deb}")" dpkg -x "${deb}" "${d}/root"; done
@@ -159,13 +161,12 @@ install_apiserver() {
   # 1. Source: Debian's `kubernetes` source package through a private apt state dir.
   local s="${WORK}/apt-src"
   mkdir -p "${s}/lists/partial" "${s}/dl"
-  chmod -R 0777 "${s}"
   write_deb_src_list "${s}/sources.list"
   local apt_opts=(
     -o "Dir::Etc::SourceList=${s}/sources.list" -o "Dir::Etc::SourceParts=${s}/none"
     -o "Dir::State::Lists=${s}/lists" -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache="
   )
-  [[ "$(id -u)" == 0 ]] && apt_opts+=(-o "APT::Sandbox::User=root")
+  apt_opts+=("${APT_SANDBOX[@]}")
   run "apt-get update (deb-src)" apt-get "${apt_opts[@]}" update -qq
   cd "${s}/dl"
   run "apt-get source kubernetes (deb-src: $(tr '\n' ';' <"${s}/sources.list"))" \

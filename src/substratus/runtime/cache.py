@@ -19,9 +19,11 @@ log = logging.getLogger(__name__)
 
 class Cache:
     def __init__(self, client: Client, *, namespace: str | None = None, transform: Transform | None = strip_bulk,
-                 resync_period: float | None = None) -> None:
+                 resync_period: float | None = None, label_selectors: dict[Resource, str] | None = None) -> None:
         self.client = client
         self.namespace = namespace
+        # Cache only what we own of high-volume kinds (e.g. ConfigMaps with our managed-by label).
+        self.label_selectors = dict(label_selectors or {})
         self.transform = transform
         self.resync_period = resync_period
         self._informers: dict[Resource, Informer] = {}
@@ -32,7 +34,8 @@ class Cache:
         inf = self._informers.get(res)
         if inf is None:
             inf = Informer(self.client, res, namespace=self.namespace if res.namespaced else None,
-                           transform=self.transform, resync_period=self.resync_period)
+                           label_selector=self.label_selectors.get(res), transform=self.transform,
+                           resync_period=self.resync_period)
             self._informers[res] = inf
             if self._started:
                 inf.start()

@@ -25,6 +25,7 @@ from substratus.runtime.client import Client
 from substratus.runtime.controller import Controller
 from substratus.runtime.events import EventRecorder
 from substratus.runtime.leaderelection import LeaderElectionConfig, LeaderElector
+from substratus.runtime.resource import Resource
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class ManagerOptions:
     cache_sync_timeout: float = 120.0
     graceful_shutdown_timeout: float = 30.0
     resync_period: float | None = 10 * 3600.0
+    label_selectors: dict[Resource, str] = attrs.field(factory=dict)
 
 
 Runnable = Callable[[], Awaitable[None]]
@@ -64,7 +66,8 @@ class Manager:
     def __init__(self, client: Client, options: ManagerOptions | None = None) -> None:
         self.client = client
         self.options = options or ManagerOptions()
-        self.cache = Cache(client, namespace=self.options.namespace, resync_period=self.options.resync_period)
+        self.cache = Cache(client, namespace=self.options.namespace, resync_period=self.options.resync_period,
+                           label_selectors=self.options.label_selectors)
         self.recorder = EventRecorder(client)
         self.controllers: list[Controller] = []
         self._leader_runnables: list[Runnable] = []

@@ -1,0 +1,91 @@
+"""Apply the difference between a desired child and the cached one — and nothing else.
+
+A converged reconcile must issue zero writes, so every child is compared first: the hash
+annotation says whether what we rendered changed, and for mutable kinds a subset check also
+catches drift someone introduced by hand. Only then do we create, server-side apply, or — for
+kinds whose spec is immutable (Jobs, Pods) — delete so the next pass recreates it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Any
+
+from substratus.controllers.diff import HASH_ANNOTATION, is_subset
+from substratus.runtime.cache import Cache
+from substratus.runtime.client import AlreadyExists, Client, NotFound
+from substratus.runtime.resource import Resource
+
+log = logging.getLogger(__name__)
+
+
+class Action(enum.Enum):
+    UNCHANGED = "unchanged"
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"  # an immutable child with an outdated spec; recreated on a later pass
+
+
+def _hash_of(obj: dict[str, Any] | None) -> str | None:
+    if obj is None:
+        return None
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+
+
+def _drifted(desired: dict[str, Any], actual: dict[str, Any]) -> bool:
+    body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+    meta = desired.get("metadata") or {}
+    wanted_meta = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+    return not (is_subset(body, actual) and is_subset(wanted_meta, actual.get("metadata") or {}))
+
+
+class Applier:
+    def __init__(self, client: Client, cache: Cache) -> None:
+        self.client = client
+        self.cache = cache
+
+    async def ensure(self, res: Resource, desired: dict[str, Any], *, immutable: bool = False,
+                     ) -> tuple[dict[str, Any] | None, Action]:
+        """Make the child match ``desired``; returns the child as now known and what was done."""
+        meta = desired["metadata"]
+        ns, name = meta.get("namespace"), meta["name"]
+        actual = self.cache.get(res, name, ns)
+        if actual is None:
+            try:
+                created = await self.client.create(res, desired, ns)
+                log.info("created %s name=%s", res.kind, name)
+                return created, Action.CREATED
+            except AlreadyExists:
+                # Our cache is behind the server: compare against the real thing.
+                actual = await self.client.get_or_none(res, name, ns)
+                if actual is None:
+                    raise
+        if (actual.get("metadata") or {}).get("deletionTimestamp"):
+            return actual, Action.DELETED  # on its way out; the delete event brings us back
+        same_hash = _hash_of(actual) == _hash_of(desired)
+        if immutable:
+            if same_hash:
+                return actual, Action.UNCHANGED
+            await self.client.delete(res, name, ns, propagation_policy="Background",
+                                     uid=(actual.get("metadata") or {}).get("uid"))
+            log.info("deleted outdated %s name=%s (spec is immutable; recreated next pass)", res.kind, name)
+            return None, Action.DELETED
+        if same_hash and not _drifted(desired, actual):
+            return actual, Action.UNCHANGED
+        applied = await self.client.apply(res, desired)
+        log.info("updated %s name=%s", res.kind, name)
+        return applied, Action.UPDATED
+
+    async def delete(self, res: Resource, name: str, namespace: str) -> bool:
+        """Delete a child if the cache still has it; True when a delete was issued."""
+        actual = self.cache.get(res, name, namespace)
+        if actual is None or (actual.get("metadata") or {}).get("deletionTimestamp"):
+            return False
+        try:
+            await self.client.delete(res, name, namespace, propagation_policy="Background",
+                                     uid=(actual.get("metadata") or {}).get("uid"))
+        except NotFound:
+            return False
+        log.info("deleted %s name=%s", res.kind, name)
+        return True

@@ -1,0 +1,191 @@
+"""Dataset and Model: run a container once to put artifacts in the bucket (SPEC §1-§4).
+
+The bucket is the source of truth: ``{status.url}/completed.json`` existing means complete,
+whatever the cluster remembers — so re-applying an object into a new cluster restores it
+without running anything, and nothing here ever deletes bucket data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any, ClassVar
+
+from substratus import naming
+from substratus.api import COMPLETE, AnyKind, Model, Reason, format_time, from_dict
+from substratus.cloud.base import Mount
+from substratus.controllers import render
+from substratus.controllers.base import InvalidSpec, KindReconciler
+from substratus.controllers.build import Builder
+from substratus.controllers.dependencies import dependencies, ref_key
+from substratus.controllers.jobs import job_state
+from substratus.controllers.resources import DATASETS, MODELS
+from substratus.controllers.status import StatusUpdate
+from substratus.runtime.reconcile import Result
+from substratus.runtime.resource import CONFIGMAPS, JOBS
+
+log = logging.getLogger(__name__)
+
+MAX_CYCLE_DEPTH = 64
+
+
+def human_size(n: int) -> str:
+    """Binary units like ``27Gi`` (seed 000's diskSize), rounded up so nothing looks empty."""
+    units = ["", "Ki", "Mi", "Gi", "Ti", "Pi"]
+    i = 0
+    value = float(n)
+    while value >= 1024 and i < len(units) - 1:
+        value /= 1024
+        i += 1
+    if i == 0:
+        return str(n)
+    return f"{int(value) if value.is_integer() else int(value) + 1}{units[i]}"
+
+
+class ArtifactReconciler(KindReconciler):
+    ready_condition: ClassVar[str] = COMPLETE
+    artifact_dir: ClassVar[str]
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self.builder = Builder(self)
+
+    async def sync(self, obj: AnyKind, raw: dict[str, Any], update: StatusUpdate) -> Result:
+        ns = obj.metadata.namespace or ""
+        url = self.storage_url(obj)
+        obj.status.url = url
+        cloud = self.ctx.cloud
+        job_name = self.child_name(obj)
+        cached_job = self.ctx.cache.get(JOBS, job_name, ns)
+
+        image = await self.builder.resolve(obj, raw, url, update)
+
+        # The bucket decides completion before anything runs.
+        if await cloud.exists(naming.completed_marker_url(url)):
+            previous = next((c for c in obj.status.conditions if c.type == COMPLETE), None)
+            reason = Reason.JOB_SUCCEEDED if previous is not None and previous.reason == Reason.JOB_SUCCEEDED \
+                else Reason.FOUND_IN_STORAGE
+            message = f"artifacts at {naming.artifacts_url(url, obj.KIND)}"
+            update.set(COMPLETE, True, reason, message)
+            await self._describe_artifacts(obj, url)
+            return image.result
+
+        if image.image is None:
+            update.set(COMPLETE, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
+            return image.result
+
+        waiting = self._unready_dependencies(obj)
+        if waiting:
+            update.set(COMPLETE, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for " + "; ".join(waiting))
+            return Result()
+
+        mounts = self.mounts(obj, url)
+        sa = await self.service_account(ns)
+        await self.ctx.applier.ensure(CONFIGMAPS, render.params_configmap(obj))
+        desired = render.job(obj, name=job_name, image=image.image, mounts=mounts, cloud=cloud,
+                             options=self.ctx.render, role_label="workload", service_account=sa)
+        job, action = await self.ctx.applier.ensure(JOBS, desired, immutable=True)
+        if job is not None and action.value == "unchanged":
+            job = cached_job or job
+        state, message = job_state(job)
+        if state == "succeeded":
+            await self._write_completed(obj, url, job_name, image.image, job)
+            update.set(COMPLETE, True, Reason.JOB_SUCCEEDED, f"artifacts at {naming.artifacts_url(url, obj.KIND)}")
+            await self._describe_artifacts(obj, url)
+        elif state == "failed":
+            update.set(COMPLETE, False, Reason.JOB_FAILED,
+                       f"Job {job_name} failed ({message}); see `kubectl logs job/{job_name}`; "
+                       "change the spec to retry")
+        else:
+            update.set(COMPLETE, False, Reason.JOB_RUNNING, f"Job {job_name} is running")
+        return Result()
+
+    # --- pieces -------------------------------------------------------------------------------
+
+    def mounts(self, obj: AnyKind, url: str) -> list[Mount]:
+        out = [Mount("output", naming.artifacts_url(url, obj.KIND), f"{render.CONTENT_DIR}/output", False)]
+        return out
+
+    def _unready_dependencies(self, obj: AnyKind) -> list[str]:
+        """Messages for each dependency that is missing or not complete yet."""
+        waiting = []
+        for dep in dependencies(obj):
+            other = self.ctx.cache.get(dep.resource, dep.name, dep.namespace)
+            if other is None:
+                waiting.append(f"{dep.kind} {dep.namespace}/{dep.name} (not found)")
+            elif not (other.get("status") or {}).get("ready"):
+                waiting.append(f"{dep.kind} {dep.namespace}/{dep.name} to be complete")
+        return waiting
+
+    async def _write_completed(self, obj: AnyKind, url: str, job_name: str, image: str,
+                               job: dict[str, Any] | None) -> None:
+        marker = naming.completed_marker_url(url)
+        if await self.ctx.cloud.exists(marker):
+            return
+        completion = ((job or {}).get("status") or {}).get("completionTime") or format_time(dt.datetime.now(dt.UTC))
+        body = {"job": job_name, "image": image, "generation": obj.metadata.generation,
+                "completionTime": completion, "kind": obj.KIND,
+                "object": f"{obj.metadata.namespace}/{obj.metadata.name}"}
+        await self.ctx.cloud.write(marker, (json.dumps(body, indent=2) + "\n").encode())
+        log.info("wrote completion marker url=%s", marker)
+
+    async def _describe_artifacts(self, obj: AnyKind, url: str) -> None:
+        """Hook for kinds that report what they stored (Model's files and diskSize)."""
+
+
+class DatasetReconciler(ArtifactReconciler):
+    resource = DATASETS
+
+
+class ModelReconciler(ArtifactReconciler):
+    resource = MODELS
+
+    async def sync(self, obj: AnyKind, raw: dict[str, Any], update: StatusUpdate) -> Result:
+        self._check_cycle(obj)
+        return await super().sync(obj, raw, update)
+
+    def mounts(self, obj: AnyKind, url: str) -> list[Mount]:
+        out = super().mounts(obj, url)
+        for dep in dependencies(obj):
+            other = self.ctx.cache.get(dep.resource, dep.name, dep.namespace) or {}
+            dep_url = (other.get("status") or {}).get("url")
+            if not dep_url:
+                continue
+            if dep.kind == "Model":
+                out.append(Mount("model", naming.artifacts_url(dep_url, "Model"), f"{render.CONTENT_DIR}/model", True))
+            else:
+                out.append(Mount("data", naming.artifacts_url(dep_url, "Dataset"), f"{render.CONTENT_DIR}/data", True))
+        return out
+
+    def _check_cycle(self, obj: AnyKind) -> None:
+        """baseModel chains must end: a Model that (transitively) trains on itself never could."""
+        assert isinstance(obj, Model)
+        seen = {ref_key("Model", obj.metadata.namespace or "", obj.metadata.name)}
+        current: Model | None = obj
+        depth = 0
+        while current is not None and current.spec.base_model is not None and depth < MAX_CYCLE_DEPTH:
+            ns, name = current.spec.base_model.resolve(current.metadata.namespace or "")
+            key = ref_key("Model", ns, name)
+            if key in seen:
+                raise InvalidSpec(f"spec.baseModel: reference cycle through Model {ns}/{name}; "
+                                  "a Model cannot (transitively) train on itself")
+            seen.add(key)
+            raw = self.ctx.cache.get(MODELS, name, ns)
+            if raw is None:
+                return
+            try:
+                nxt = from_dict(raw)
+            except ValueError:
+                return
+            current = nxt if isinstance(nxt, Model) else None
+            depth += 1
+
+    async def _describe_artifacts(self, obj: AnyKind, url: str) -> None:
+        assert isinstance(obj, Model)
+        if obj.status.disk_size is not None and obj.status.files:
+            return
+        artifacts = naming.artifacts_url(url, "Model")
+        listing = await self.ctx.cloud.list(artifacts)
+        obj.status.files = [o.name for o in listing[:100]]
+        obj.status.disk_size = human_size(sum(o.size for o in listing))

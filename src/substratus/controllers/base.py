@@ -1,0 +1,153 @@
+"""What every kind's reconciler does around its own logic.
+
+Read the object from the cache → parse and validate (a bad spec becomes ``InvalidSpec`` with a
+message naming the field, an Event, no children and no requeue) → let the kind compute its
+conditions and children → write status only if it changed → one Event per transition.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from typing import Any, ClassVar
+
+import attrs
+
+from substratus import naming
+from substratus.api import (
+    AnyKind,
+    Condition,
+    Reason,
+    StructureError,
+    from_dict,
+    make_condition,
+    set_condition,
+    spec_errors,
+    structure,
+    to_dict,
+    validate,
+)
+from substratus.cloud.base import Cloud
+from substratus.config import DEFAULT_GIT_IMAGE, DEFAULT_KANIKO_IMAGE
+from substratus.controllers.apply import Applier
+from substratus.controllers.render import BuildImages, RenderOptions
+from substratus.controllers.status import StatusUpdate, now, record_transitions, status_dict, write_status
+from substratus.runtime.cache import Cache
+from substratus.runtime.client import Client
+from substratus.runtime.events import EventRecorder
+from substratus.runtime.reconcile import Request, Result
+from substratus.runtime.resource import SERVICEACCOUNTS, Resource
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define
+class Context:
+    """What reconcilers share: API access, the cloud, and operator-wide settings."""
+
+    client: Client
+    cache: Cache
+    recorder: EventRecorder
+    cloud: Cloud
+    cluster_name: str
+    registry: str
+    render: RenderOptions = attrs.field(factory=RenderOptions)
+    build_images: BuildImages = attrs.field(factory=lambda: BuildImages(DEFAULT_KANIKO_IMAGE, DEFAULT_GIT_IMAGE))
+    upload_url_ttl: int = 3600
+    ensured_service_accounts: set[str] = attrs.field(factory=set)
+
+    @property
+    def applier(self) -> Applier:
+        return Applier(self.client, self.cache)
+
+
+class InvalidSpec(Exception):
+    """Raised by a kind's ``sync`` for problems only visible with the cluster's state (e.g. a
+    reference cycle); reported like a schema violation."""
+
+
+class KindReconciler(abc.ABC):
+    resource: ClassVar[Resource]
+    ready_condition: ClassVar[str]
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def reconcile(self, request: Request) -> Result:
+        raw = self.ctx.cache.get(self.resource, request.name, request.namespace)
+        if raw is None or (raw.get("metadata") or {}).get("deletionTimestamp"):
+            # Gone or going: owner references let the garbage collector remove the children,
+            # and bucket data is never deleted.
+            return Result()
+        try:
+            obj = from_dict(raw)
+        except StructureError as exc:
+            return await self._invalid(raw, None, spec_errors(exc))
+        errors = validate(obj)
+        if errors:
+            return await self._invalid(raw, obj, errors)
+        update = StatusUpdate(obj)
+        try:
+            result = await self.sync(obj, raw, update)
+        except InvalidSpec as exc:
+            return await self._invalid(raw, obj, [str(exc)])
+        obj.status.conditions = update.conditions
+        obj.status.ready = self.is_ready(update)
+        await self._finish(raw, obj, update)
+        return result
+
+    def is_ready(self, update: StatusUpdate) -> bool:
+        return update.is_true(self.ready_condition)
+
+    async def _finish(self, raw: dict[str, Any], obj: AnyKind, update: StatusUpdate) -> None:
+        await write_status(self.ctx.client, self.resource, raw, status_dict(obj))
+        record_transitions(self.ctx.recorder, raw, update.transitions)
+
+    async def _invalid(self, raw: dict[str, Any], obj: AnyKind | None, errors: list[str]) -> Result:
+        message = "; ".join(errors)
+        if obj is None:
+            # Unparseable: patch the condition onto the raw status without touching anything else.
+            conds = [structure(c, Condition) for c in (raw.get("status") or {}).get("conditions") or []
+                     if isinstance(c, dict) and c.get("type") and c.get("status")]
+            res = set_condition(conds, make_condition(self.ready_condition, False, Reason.INVALID_SPEC, message,
+                                                      (raw.get("metadata") or {}).get("generation") or 0), now())
+            new_status = {**(raw.get("status") or {}), "ready": False,
+                          "conditions": [to_dict(c) for c in res.conditions]}
+            await write_status(self.ctx.client, self.resource, raw, new_status)
+            if res.transitioned or (res.previous and res.previous.reason != Reason.INVALID_SPEC):
+                record_transitions(self.ctx.recorder, raw, [res.current])
+            return Result()
+        update = StatusUpdate(obj)
+        update.set(self.ready_condition, False, Reason.INVALID_SPEC, message)
+        obj.status.conditions = update.conditions
+        obj.status.ready = False
+        await self._finish(raw, obj, update)
+        log.info("invalid spec: %s", message)
+        return Result()
+
+    @abc.abstractmethod
+    async def sync(self, obj: AnyKind, raw: dict[str, Any], update: StatusUpdate) -> Result:
+        """Compute conditions into ``update`` and converge children; may mutate ``obj.status``."""
+
+    # --- helpers for kinds --------------------------------------------------------------------
+
+    def child_name(self, obj: AnyKind, role: naming.Role = naming.WORKLOAD) -> str:
+        return naming.child_name(obj.metadata.name, obj.KIND, role)
+
+    def storage_url(self, obj: AnyKind) -> str:
+        h = naming.storage_hash(self.ctx.cluster_name, obj.metadata.namespace or "", obj.PLURAL, obj.metadata.name)
+        return naming.storage_url(self.ctx.cloud.bucket_url, h)
+
+    async def service_account(self, namespace: str) -> str | None:
+        """Ensure the cloud's workload ServiceAccount exists in ``namespace``; its name."""
+        sa = self.ctx.cloud.workload_service_account(namespace)
+        if sa is None:
+            return None
+        name = sa["metadata"]["name"]
+        key = f"{namespace}/{name}"
+        if key not in self.ctx.ensured_service_accounts:
+            await self.ctx.client.apply(SERVICEACCOUNTS, {
+                "apiVersion": "v1", "kind": "ServiceAccount",
+                **sa, "metadata": {**sa["metadata"], "namespace": namespace}})
+            self.ctx.ensured_service_accounts.add(key)
+        return str(name)

@@ -1,0 +1,81 @@
+"""References between substratus objects, and the index that turns them into wake-ups.
+
+A training Model waits for its base Model and Dataset; a Server for its Model. Rather than
+polling, each dependent kind's cache is indexed by what it depends on, so an event on a
+Dataset finds exactly the Models that train on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+from substratus.api import AnyKind
+from substratus.controllers.resources import BY_KIND
+from substratus.runtime.cache import Cache
+from substratus.runtime.reconcile import Request
+from substratus.runtime.resource import Resource
+
+DEPENDS_ON_INDEX = "substratus.ai/depends-on"
+
+# spec field → kind it references, per dependent kind (SPEC §1).
+REFERENCE_FIELDS: dict[str, dict[str, str]] = {
+    "Model": {"baseModel": "Model", "trainingDataset": "Dataset"},
+    "Server": {"model": "Model"},
+    "Notebook": {"model": "Model", "dataset": "Dataset"},
+    "Dataset": {},
+}
+
+
+@attrs.frozen
+class Dependency:
+    kind: str
+    namespace: str
+    name: str
+    field: str
+
+    @property
+    def resource(self) -> Resource:
+        return BY_KIND[self.kind]
+
+
+def ref_key(kind: str, namespace: str, name: str) -> str:
+    return f"{kind}:{namespace}/{name}"
+
+
+def _refs(kind: str, namespace: str, spec: dict[str, Any]) -> list[Dependency]:
+    out = []
+    for field, target in REFERENCE_FIELDS.get(kind, {}).items():
+        ref = spec.get(field)
+        if isinstance(ref, dict) and isinstance(ref.get("name"), str) and ref["name"]:
+            ns = ref.get("namespace") if isinstance(ref.get("namespace"), str) and ref.get("namespace") else namespace
+            out.append(Dependency(target, ns, ref["name"], field))
+    return out
+
+
+def dependencies(obj: AnyKind) -> list[Dependency]:
+    """The objects ``obj`` needs complete before its workload can start."""
+    from substratus.api import to_dict
+
+    return _refs(obj.KIND, obj.metadata.namespace or "", to_dict(obj.spec))
+
+
+def depends_on_index(raw: dict[str, Any]) -> list[str]:
+    """Index function over raw objects (it must not fail on a malformed spec)."""
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec")
+    if not isinstance(spec, dict):
+        return []
+    return [ref_key(d.kind, d.namespace, d.name) for d in _refs(raw.get("kind", ""), meta.get("namespace", ""), spec)]
+
+
+def dependents_of(cache: Cache, dependent: Resource) -> Callable[[dict[str, Any]], Iterable[Request]]:
+    """Map an event on a dependency to requests for every ``dependent`` that references it."""
+    def mapper(obj: dict[str, Any]) -> Iterable[Request]:
+        meta = obj.get("metadata") or {}
+        key = ref_key(obj.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+        return [Request(d["metadata"].get("namespace"), d["metadata"]["name"])
+                for d in cache.by_index(dependent, DEPENDS_ON_INDEX, key)]
+    return mapper

@@ -1,0 +1,170 @@
+"""Pure rendering of the children every kind owns: params ConfigMap, pod specs, Jobs.
+
+No I/O here: given an object, an image, its mounts and the cloud's (pure) pod helpers, the
+same input always renders the same child — which is what lets a reconcile compare a hash
+and skip the write.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+from substratus import naming
+from substratus.api import AnyKind, owner_reference, secret_ref
+from substratus.cloud.base import Cloud, Mount
+from substratus.controllers.diff import HASH_ANNOTATION, spec_hash
+
+CONTENT_DIR = "/content"
+PARAMS_FILE = "params.json"
+PARAMS_VOLUME = "params"
+GENERATION_ANNOTATION = "substratus.ai/generation"
+JOB_BACKOFF_LIMIT = 2
+
+
+@attrs.frozen
+class RenderOptions:
+    """Operator-wide settings that shape every workload."""
+
+    runtime_class: str = ""
+    image_pull_policy: str = "IfNotPresent"
+
+
+@attrs.frozen
+class BuildImages:
+    """Images of the build Job's containers (flags, because kaniko moved to a fork in 2025)."""
+
+    kaniko: str
+    git: str
+    insecure_registry: bool = False
+
+
+def kind_label(obj: AnyKind) -> str:
+    return obj.KIND.lower()
+
+
+def child_meta(obj: AnyKind, name: str, *, labels: dict[str, str] | None = None,
+               annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """Name, namespace, the controller ownerReference and the labels of SPEC §2."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": obj.metadata.namespace,
+        "labels": {**naming.child_labels(obj.KIND, obj.metadata.name), **(labels or {})},
+        "ownerReferences": [owner_reference(obj)],
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def stamp_hash(child: dict[str, Any]) -> dict[str, Any]:
+    """Record the digest of the rendered child in an annotation (over everything but itself)."""
+    digest = spec_hash(child)
+    child["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
+    return child
+
+
+def params_json(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, indent=2) + "\n"
+
+
+def params_configmap(obj: AnyKind) -> dict[str, Any]:
+    name = naming.child_name(obj.metadata.name, obj.KIND, naming.PARAMS)
+    return stamp_hash({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_meta(obj, name),
+        "data": {PARAMS_FILE: params_json(obj.spec.params)},
+    })
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def env_vars(obj: AnyKind) -> list[dict[str, Any]]:
+    """``PARAM_*`` from params, then the user's env; ``${{ secrets.NAME.KEY }}`` becomes a secretKeyRef."""
+    out: list[dict[str, Any]] = []
+    for key in sorted(obj.spec.params):
+        out.append({"name": naming.param_env_name(key), "value": _param_value(obj.spec.params[key])})
+    for key in sorted(obj.spec.env):
+        value = obj.spec.env[key]
+        ref = secret_ref(value)
+        if ref is not None:
+            out.append({"name": key, "valueFrom": {"secretKeyRef": {"name": ref[0], "key": ref[1]}}})
+        else:
+            out.append({"name": key, "value": value})
+    return out
+
+
+def container_resources(obj: AnyKind) -> dict[str, Any]:
+    r = obj.spec.resources
+    requests = {"cpu": str(r.cpu), "memory": f"{r.memory}Gi", "ephemeral-storage": f"{r.disk}Gi"}
+    limits = {"memory": f"{r.memory}Gi", "ephemeral-storage": f"{r.disk}Gi"}
+    return {"requests": requests, "limits": limits}
+
+
+def pod_spec(obj: AnyKind, *, image: str, mounts: list[Mount], cloud: Cloud, options: RenderOptions,
+             restart_policy: str, container_name: str, ports: list[dict[str, Any]] | None = None,
+             readiness_probe: dict[str, Any] | None = None,
+             service_account: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The workload pod spec and the pod annotations the cloud's volumes need."""
+    container: dict[str, Any] = {
+        "name": container_name,
+        "image": image,
+        "imagePullPolicy": options.image_pull_policy,
+        "workingDir": CONTENT_DIR,
+        "env": env_vars(obj),
+        "resources": container_resources(obj),
+        "volumeMounts": [{"name": PARAMS_VOLUME, "mountPath": f"{CONTENT_DIR}/{PARAMS_FILE}",
+                          "subPath": PARAMS_FILE, "readOnly": True}],
+        # Seed 000 "User": root, like Colab, so notebooks and jobs can apt-get.
+        "securityContext": {"runAsUser": 0},
+    }
+    if obj.spec.command:
+        container["command"] = list(obj.spec.command)
+    if ports:
+        container["ports"] = ports
+    if readiness_probe:
+        container["readinessProbe"] = readiness_probe
+    spec: dict[str, Any] = {
+        "restartPolicy": restart_policy,
+        "containers": [container],
+        "volumes": [{"name": PARAMS_VOLUME, "configMap": {
+            "name": naming.child_name(obj.metadata.name, obj.KIND, naming.PARAMS)}}],
+    }
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    if options.runtime_class:
+        spec["runtimeClassName"] = options.runtime_class
+    spec, annotations = cloud.apply_mounts(spec, container_name, mounts)
+    gpu = obj.spec.resources.gpu
+    if gpu is not None:
+        spec = cloud.apply_gpu(spec, container_name, gpu.type, gpu.count)
+    return spec, annotations
+
+
+def job(obj: AnyKind, *, name: str, image: str, mounts: list[Mount], cloud: Cloud, options: RenderOptions,
+        role_label: str, service_account: str | None = None) -> dict[str, Any]:
+    """A run-to-completion workload. The generation is part of the hash: a new spec retries."""
+    spec, pod_annotations = pod_spec(obj, image=image, mounts=mounts, cloud=cloud, options=options,
+                                     restart_policy="Never", container_name=kind_label(obj),
+                                     service_account=service_account)
+    labels = {**naming.child_labels(obj.KIND, obj.metadata.name), "substratus.ai/role": role_label}
+    template_meta: dict[str, Any] = {"labels": labels}
+    if pod_annotations:
+        template_meta["annotations"] = pod_annotations
+    return stamp_hash({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": child_meta(obj, name, labels={"substratus.ai/role": role_label},
+                               annotations={GENERATION_ANNOTATION: str(obj.metadata.generation)}),
+        "spec": {
+            "backoffLimit": JOB_BACKOFF_LIMIT,
+            "template": {"metadata": template_meta, "spec": spec},
+        },
+    })

@@ -1,0 +1,111 @@
+"""Assemble the operator: client, cloud, manager, and one controller per kind."""
+
+from __future__ import annotations
+
+import logging
+
+from substratus import logs
+from substratus.cloud import build_cloud
+from substratus.cloud.base import Cloud
+from substratus.config import OperatorConfig
+from substratus.controllers.artifact import DatasetReconciler, ModelReconciler
+from substratus.controllers.base import Context
+from substratus.controllers.dependencies import DEPENDS_ON_INDEX, dependents_of, depends_on_index
+from substratus.controllers.render import BuildImages, RenderOptions
+from substratus.controllers.resources import DATASETS, MODELS
+from substratus.naming import MANAGED_BY, MANAGED_BY_LABEL
+from substratus.runtime.client import ApiError, Client, NotFound
+from substratus.runtime.controller import Controller
+from substratus.runtime.manager import Manager, ManagerOptions
+from substratus.runtime.resource import CONFIGMAPS, CRDS, JOBS, PODS, SERVICES
+
+log = logging.getLogger(__name__)
+
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+
+
+def manager_options(cfg: OperatorConfig) -> ManagerOptions:
+    return ManagerOptions(
+        namespace=cfg.namespace or None,
+        metrics_addr=cfg.metrics_bind_address,
+        health_addr=cfg.health_probe_bind_address,
+        leader_election=cfg.leader_elect,
+        leader_election_id=cfg.leader_election_id,
+        leader_election_namespace=cfg.leader_election_namespace,
+        # Children are all labelled: cache only ours, not every ConfigMap/Pod in the cluster.
+        label_selectors={r: MANAGED_SELECTOR for r in (CONFIGMAPS, JOBS, PODS, SERVICES)},
+    )
+
+
+def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
+    """Everything wired, nothing started: tests drive the returned manager directly."""
+    mgr = Manager(client, manager_options(cfg))
+    ctx = Context(
+        client=client, cache=mgr.cache, recorder=mgr.recorder, cloud=cloud,
+        cluster_name=cfg.cluster_name, registry=cfg.registry,
+        render=RenderOptions(runtime_class=cfg.runtime_class),
+        build_images=BuildImages(kaniko=cfg.kaniko_image, git=cfg.git_image, insecure_registry=cfg.cloud == "local"),
+        upload_url_ttl=cfg.upload_url_ttl,
+    )
+    workers = cfg.max_concurrent_reconciles
+    mgr.cache.add_index(MODELS, DEPENDS_ON_INDEX, depends_on_index)
+
+    mgr.add_controller(
+        Controller("dataset", DatasetReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
+        .for_(DATASETS).owns(JOBS).owns(CONFIGMAPS))
+    mgr.add_controller(
+        Controller("model", ModelReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
+        .for_(MODELS).owns(JOBS).owns(CONFIGMAPS)
+        .watches(MODELS, dependents_of(mgr.cache, MODELS))
+        .watches(DATASETS, dependents_of(mgr.cache, MODELS)))
+
+    upload_server = getattr(cloud, "upload_server", None)
+    if callable(upload_server) and cfg.upload_bind_address not in ("", "0"):
+        server = upload_server()
+        host, _, port = cfg.upload_bind_address.rpartition(":")
+
+        async def serve_uploads() -> None:
+            import asyncio
+
+            await server.start(host or "0.0.0.0", int(port))
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await server.stop()
+
+        mgr.add_runnable(serve_uploads)
+    return mgr
+
+
+async def check_crds(client: Client) -> list[str]:
+    """Names of our CRDs missing from the cluster (a clear error beats informers retrying forever)."""
+    missing = []
+    for res in (MODELS, DATASETS):
+        try:
+            await client.get(CRDS, f"{res.plural}.{res.group}")
+        except NotFound:
+            missing.append(f"{res.plural}.{res.group}")
+    return missing
+
+
+async def run_operator(cfg: OperatorConfig) -> int:
+    logs.setup(cfg.log_level, cfg.log_format)
+    client = await Client.auto(cfg.kubeconfig or None)
+    cloud = build_cloud(cfg)
+    try:
+        try:
+            missing = await check_crds(client)
+        except (ApiError, OSError) as exc:
+            log.error("cannot reach the Kubernetes API server at %s: %r", client.host, exc)
+            return 1
+        if missing:
+            log.error("CRDs not installed: %s; install them with `kubectl apply -k manifests/crd` "
+                      "(or `make run`, which does it)", ", ".join(missing))
+            return 1
+        mgr = build_manager(client, cloud, cfg)
+        log.info("starting operator cluster=%s cloud=%s bucket=%s namespace=%s", cfg.cluster_name, cfg.cloud,
+                 cloud.bucket_url, cfg.namespace or "<all>")
+        return await mgr.run()
+    finally:
+        await cloud.close()
+        await client.close()

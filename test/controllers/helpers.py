@@ -1,0 +1,34 @@
+"""Small readers shared by the reconciler tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from substratus.runtime import metrics
+from substratus.runtime.client import Client
+from substratus.runtime.resource import Resource
+
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return c
+    return None
+
+
+async def get_obj(client: Client, res: Resource, name: str, ns: str) -> dict[str, Any] | None:
+    return await client.get_or_none(res, name, ns)
+
+
+def metric_writes() -> float:
+    """Every write request this process has sent to any API server, by client-go's request metric."""
+    total = 0.0
+    for family in metrics.REGISTRY.collect():
+        if family.name != "rest_client_requests":
+            continue
+        for s in family.samples:
+            if s.name == "rest_client_requests_total" and s.labels.get("method") in WRITE_METHODS:
+                total += s.value
+    return total
