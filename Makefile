@@ -32,7 +32,7 @@ test: install controlplane ## Run the whole test suite against a real local cont
 
 .PHONY: run
 run: install controlplane ## Run the operator: against $$KUBECONFIG if set, else a local control plane
-	bash hack/run.sh
+	$(PY) -m substratus dev run $(ARGS)
 
 .PHONY: manifests
 manifests: install ## Regenerate manifests/crd from the API types

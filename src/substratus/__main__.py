@@ -30,8 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="development helpers")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="WHAT", required=True)
     cp = dev_sub.add_parser("controlplane", help="a local kube-apiserver + etcd on loopback")
-    cp.add_argument("action", choices=("up",), help="up: start and stay in the foreground until Ctrl-C")
+    cp.add_argument("action", choices=("up", "down"),
+                    help="up: start and stay in the foreground until Ctrl-C; down: stop one started with up")
     cp.add_argument("--dir", default=".dev/controlplane", help="where to write the kubeconfig and logs")
+    dev_run = dev_sub.add_parser(
+        "run", help="run the operator against $KUBECONFIG, or a local control plane + cluster simulator")
+    dev_run.add_argument("--dev-dir", default=".dev", help="state of the local control plane and artifacts")
+    dev_run.add_argument("--local", action="store_true", help="use a local control plane even if a cluster is configured")
+    OperatorConfig.add_arguments(dev_run)
 
     ex = sub.add_parser("explain", help="say why a substratus object is or is not ready")
     ex.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b")
@@ -61,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
     if args.command == "dev":
+        if args.dev_command == "run":
+            from substratus.dev import main as dev_main
+
+            try:
+                return dev_main(args)
+            except ValueError as exc:
+                parser.error(str(exc))
         from substratus.testing.controlplane import main as controlplane_main
 
         return controlplane_main([args.action, "--dir", args.dir])
