@@ -1,0 +1,212 @@
+"""``substratus explain KIND/NAME``: why an object is or is not ready, in one screen.
+
+``kubectl describe`` shows one object; a Model that is not ready is usually waiting on
+something else — its Dataset, that Dataset's build Job, a Pod that cannot pull. This walks the
+dependency chain and the children and prints the conditions, child states and recent warning
+events along it, ending with the first thing that blocks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from typing import Any, TextIO
+
+import attrs
+
+from substratus.api import parse_time
+from substratus.controllers.dependencies import REFERENCE_FIELDS
+from substratus.controllers.resources import BY_KIND
+from substratus.runtime.client import ApiError, Client
+from substratus.runtime.resource import DEPLOYMENTS, EVENTS, JOBS, PODS, Resource
+
+ALIASES = {
+    "model": "Model", "models": "Model",
+    "dataset": "Dataset", "datasets": "Dataset", "data": "Dataset",
+    "server": "Server", "servers": "Server",
+    "notebook": "Notebook", "notebooks": "Notebook", "nb": "Notebook",
+}
+CHILDREN: dict[str, list[tuple[Resource, str]]] = {
+    "Model": [(JOBS, "{name}-model-bld"), (JOBS, "{name}-model")],
+    "Dataset": [(JOBS, "{name}-dataset-bld"), (JOBS, "{name}-dataset")],
+    "Server": [(JOBS, "{name}-server-bld"), (DEPLOYMENTS, "{name}-server")],
+    "Notebook": [(JOBS, "{name}-notebook-bld"), (PODS, "{name}-notebook")],
+}
+MAX_DEPTH = 8
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    kind, sep, name = target.partition("/")
+    if not sep or not name:
+        raise ValueError(f"expected KIND/NAME (e.g. model/falcon-7b), got {target!r}")
+    resolved = ALIASES.get(kind.lower().split(".")[0])
+    if resolved is None:
+        raise ValueError(f"unknown kind {kind!r}; one of model, dataset, server, notebook (or nb, data)")
+    return resolved, name
+
+
+@attrs.define
+class Node:
+    """One object in the chain, with what we found about it."""
+
+    kind: str
+    namespace: str
+    name: str
+    obj: dict[str, Any] | None
+    children: list[tuple[str, str, dict[str, Any] | None]] = attrs.field(factory=list)
+    warnings: list[dict[str, Any]] = attrs.field(factory=list)
+    dependencies: list[Node] = attrs.field(factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return bool(((self.obj or {}).get("status") or {}).get("ready"))
+
+
+def _age(ts: str | None, now: dt.datetime) -> str:
+    if not ts:
+        return "?"
+    seconds = int((now - parse_time(ts)).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def child_state(kind: str, obj: dict[str, Any] | None) -> str:
+    """One line a user can act on, per child kind."""
+    if obj is None:
+        return "not created"
+    status = obj.get("status") or {}
+    if kind == "Job":
+        for c in status.get("conditions") or []:
+            if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
+                tail = f" ({c.get('reason')}: {c.get('message')})" if c.get("type") == "Failed" else ""
+                return ("succeeded" if c["type"] == "Complete" else "failed") + tail
+        return f"running (active={status.get('active', 0)}, failed={status.get('failed', 0)})"
+    if kind == "Deployment":
+        want = (obj.get("spec") or {}).get("replicas", 1)
+        return f"{status.get('availableReplicas', 0)}/{want} available"
+    if kind == "Pod":
+        waiting = [cs.get("state", {}).get("waiting", {}) for cs in status.get("containerStatuses") or []]
+        reasons = [f"{w.get('reason')}: {w.get('message', '')}".rstrip(": ") for w in waiting if w]
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        return f"{status.get('phase', 'Pending')}{', ready' if ready else ''}" + (f" ({'; '.join(reasons)})"
+                                                                                  if reasons else "")
+    return "present"
+
+
+def render(node: Node, now: dt.datetime | None = None, out: list[str] | None = None, depth: int = 0) -> list[str]:
+    """The report as lines (pure, so it is tested without a cluster)."""
+    now = now or dt.datetime.now(dt.UTC)
+    out = [] if out is None else out
+    pad = "  " * depth
+    head = f"{pad}{node.kind} {node.namespace}/{node.name}"
+    if node.obj is None:
+        out.append(f"{head}: NOT FOUND")
+        return out
+    out.append(f"{head}: {'ready' if node.ready else 'not ready'}")
+    for c in (node.obj.get("status") or {}).get("conditions") or []:
+        msg = f" — {c['message']}" if c.get("message") else ""
+        out.append(f"{pad}  {c.get('type')}={c.get('status')} {c.get('reason', '')} "
+                   f"({_age(c.get('lastTransitionTime'), now)} ago){msg}")
+    if url := (node.obj.get("status") or {}).get("url"):
+        out.append(f"{pad}  url: {url}")
+    for kind, name, child in node.children:
+        if child is None and kind == "Job" and name.endswith("-bld"):
+            continue  # no build: the image was given
+        out.append(f"{pad}  {kind} {name}: {child_state(kind, child)}")
+    for ev in node.warnings[-5:]:
+        out.append(f"{pad}  warning {ev.get('reason')}: {ev.get('message')} (x{ev.get('count', 1)})")
+    for dep in node.dependencies:
+        out.append(f"{pad}  depends on:")
+        render(dep, now, out, depth + 2)
+    if depth == 0:
+        out.append("")
+        out.append("why: " + summary(node))
+    return out
+
+
+def summary(node: Node) -> str:
+    """The first blocker along the chain, depth first."""
+    if node.obj is None:
+        return f"{node.kind} {node.namespace}/{node.name} does not exist"
+    if node.ready:
+        return f"{node.kind} {node.namespace}/{node.name} is ready"
+    for dep in node.dependencies:
+        if not dep.ready:
+            return summary(dep)
+    conds = (node.obj.get("status") or {}).get("conditions") or []
+    blocking = [c for c in conds if c.get("status") != "True"]
+    if blocking:
+        c = blocking[-1]
+        return f"{node.kind} {node.namespace}/{node.name}: {c.get('type')} is {c.get('reason')}" + (
+            f" — {c['message']}" if c.get("message") else "")
+    if not conds:
+        return f"{node.kind} {node.namespace}/{node.name} has no status yet: is the operator running?"
+    return f"{node.kind} {node.namespace}/{node.name} is not ready"
+
+
+async def gather(client: Client, kind: str, namespace: str, name: str, depth: int = 0,
+                 seen: set[str] | None = None) -> Node:
+    seen = set() if seen is None else seen
+    key = f"{kind}/{namespace}/{name}"
+    obj = await client.get_or_none(BY_KIND[kind], name, namespace)
+    node = Node(kind, namespace, name, obj)
+    if obj is None or key in seen or depth >= MAX_DEPTH:
+        return node
+    seen.add(key)
+    for res, pattern in CHILDREN[kind]:
+        child_name = pattern.format(name=name)
+        node.children.append((res.kind, child_name, await client.get_or_none(res, child_name, namespace)))
+    try:
+        events = (await client.list(EVENTS, namespace,
+                                    field_selector=f"involvedObject.name={name},type=Warning"))["items"]
+        node.warnings = sorted(events, key=lambda e: e.get("lastTimestamp") or "")
+    except ApiError:
+        node.warnings = []
+    spec = obj.get("spec") or {}
+    for field, target in REFERENCE_FIELDS.get(kind, {}).items():
+        ref = spec.get(field)
+        if isinstance(ref, dict) and ref.get("name"):
+            node.dependencies.append(await gather(client, target, ref.get("namespace") or namespace, ref["name"],
+                                                  depth + 1, seen))
+    return node
+
+
+async def explain(client: Client, target: str, namespace: str) -> str:
+    kind, name = parse_target(target)
+    node = await gather(client, kind, namespace, name)
+    return "\n".join(render(node))
+
+
+async def main(target: str, namespace: str | None, kubeconfig: str | None, out: TextIO = sys.stdout) -> int:
+    try:
+        parse_target(target)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        client = await Client.auto(kubeconfig)
+    except Exception as exc:  # no kubeconfig, no in-cluster config
+        print(f"error: cannot load a Kubernetes configuration: {exc}", file=sys.stderr)
+        return 1
+    try:
+        text = await explain(client, target, namespace or _current_namespace(kubeconfig))
+    except (ApiError, OSError) as exc:
+        print(f"error: talking to the API server at {client.host}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+    print(text, file=out)
+    return 0 if "ready" in text.splitlines()[0] and "not ready" not in text.splitlines()[0] else 3
+
+
+def _current_namespace(kubeconfig: str | None) -> str:
+    """The kubeconfig context's namespace, like kubectl; ``default`` otherwise."""
+    try:
+        from kubernetes_asyncio.config import list_kube_config_contexts
+
+        _, current = list_kube_config_contexts(config_file=kubeconfig)
+        return str((current.get("context") or {}).get("namespace") or "default")
+    except Exception:
+        return "default"
