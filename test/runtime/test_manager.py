@@ -10,7 +10,7 @@ import pytest
 from substratus.runtime.client import Client
 from substratus.runtime.controller import Controller
 from substratus.runtime.events import NORMAL, EventRecorder
-from substratus.runtime.manager import EXIT_OK, Manager, ManagerOptions
+from substratus.runtime.manager import EXIT_LOST_LEASE, EXIT_OK, Manager, ManagerOptions
 from substratus.runtime.reconcile import Request, Result
 from substratus.runtime.resource import CONFIGMAPS, EVENTS, LEASES
 from substratus.testing.wait import eventually
@@ -106,3 +106,28 @@ async def test_events_are_aggregated(client: Client, namespace: str) -> None:
     assert by_reason["Tested"]["involvedObject"]["uid"] == obj["metadata"]["uid"]
     assert by_reason["Other"]["count"] == 1
     assert len(events) == 2
+
+
+async def test_losing_the_lease_stops_controllers_and_exits_nonzero(client: Client, namespace: str) -> None:
+    await client.create(CONFIGMAPS, {"metadata": {"name": "z", "namespace": namespace}})
+    mgr = Manager(client, options(namespace, leader_election=True, leader_election_id="lost"))
+    rec = Counting()
+    ctrl = mgr.add_controller(Controller("lost", rec, mgr.cache).for_(CONFIGMAPS))
+    task = asyncio.create_task(mgr.run(handle_signals=False))
+    try:
+        await eventually(lambda: "z" in rec.seen)
+        lease = await client.get(LEASES, "lost", namespace)
+        lease["spec"]["holderIdentity"] = "someone-else"
+        await client.replace(LEASES, lease)
+        # Renew deadline (2 s) passes without a successful renewal: step down and exit.
+        assert await asyncio.wait_for(task, 30) == EXIT_LOST_LEASE
+        assert ctrl.queue is None, "controllers stopped"
+        assert lease_holder(await client.get(LEASES, "lost", namespace)) == "someone-else", \
+            "a leader that lost the lease must not release (overwrite) it"
+    finally:
+        mgr.stop()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def lease_holder(lease: dict) -> str | None:
+    return lease["spec"].get("holderIdentity")

@@ -57,7 +57,6 @@ class ArtifactReconciler(KindReconciler):
         obj.status.url = url
         cloud = self.ctx.cloud
         job_name = self.child_name(obj)
-        cached_job = self.ctx.cache.get(JOBS, job_name, ns)
 
         image = await self.builder.resolve(obj, raw, url, update)
 
@@ -85,9 +84,7 @@ class ArtifactReconciler(KindReconciler):
         await self.ctx.applier.ensure(CONFIGMAPS, render.params_configmap(obj))
         desired = render.job(obj, name=job_name, image=image.image, mounts=mounts, cloud=cloud,
                              options=self.ctx.render, role_label="workload", service_account=sa)
-        job, action = await self.ctx.applier.ensure(JOBS, desired, immutable=True)
-        if job is not None and action.value == "unchanged":
-            job = cached_job or job
+        job, _ = await self.ctx.applier.ensure(JOBS, desired, immutable=True)
         state, message = job_state(job)
         if state == "succeeded":
             await self._write_completed(obj, url, job_name, image.image, job)

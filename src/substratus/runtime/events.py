@@ -73,6 +73,10 @@ class EventRecorder:
     def _allow(self, obj: dict) -> bool:
         uid = (obj.get("metadata") or {}).get("uid") or str(id(obj))
         now = time.monotonic()
+        if len(self._buckets) > 4096:
+            # A bucket refilled to burst is the same as no bucket: forget those.
+            full = self.burst * self.refill_seconds
+            self._buckets = {k: v for k, v in self._buckets.items() if now - v.updated < full}
         b = self._buckets.get(uid)
         if b is None:
             b = self._buckets[uid] = _Bucket(float(self.burst), now)
