@@ -207,6 +207,6 @@ def _current_namespace(kubeconfig: str | None) -> str:
         from kubernetes_asyncio.config import list_kube_config_contexts
 
         _, current = list_kube_config_contexts(config_file=kubeconfig)
-        return str((current.get("context") or {}).get("namespace") or "default")
+        return str(((current or {}).get("context") or {}).get("namespace") or "default")
     except Exception:
         return "default"

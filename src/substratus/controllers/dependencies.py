@@ -50,7 +50,8 @@ def _refs(kind: str, namespace: str, spec: dict[str, Any]) -> list[Dependency]:
     for field, target in REFERENCE_FIELDS.get(kind, {}).items():
         ref = spec.get(field)
         if isinstance(ref, dict) and isinstance(ref.get("name"), str) and ref["name"]:
-            ns = ref.get("namespace") if isinstance(ref.get("namespace"), str) and ref.get("namespace") else namespace
+            ref_ns = ref.get("namespace")
+            ns = ref_ns if isinstance(ref_ns, str) and ref_ns else namespace
             out.append(Dependency(target, ns, ref["name"], field))
     return out
 

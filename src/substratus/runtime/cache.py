@@ -7,6 +7,7 @@ converged resync cost zero requests.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 
 from substratus.runtime.client import Client
@@ -42,7 +43,7 @@ class Cache:
         return inf
 
     @property
-    def informers(self) -> list[Informer]:
+    def informers(self) -> builtins.list[Informer]:
         return list(self._informers.values())
 
     def add_index(self, res: Resource, name: str, fn: IndexFunc) -> None:
@@ -71,8 +72,8 @@ class Cache:
         key = f"{namespace}/{name}" if namespace and res.namespaced else name
         return self.informer(res).store.get(key)
 
-    def list(self, res: Resource, namespace: str | None = None) -> list[dict]:
+    def list(self, res: Resource, namespace: str | None = None) -> builtins.list[dict]:
         return self.informer(res).store.list(namespace)
 
-    def by_index(self, res: Resource, index: str, value: str) -> list[dict]:
+    def by_index(self, res: Resource, index: str, value: str) -> builtins.list[dict]:
         return self.informer(res).store.by_index(index, value)

@@ -14,6 +14,7 @@ The ``ApiClient`` is always built explicitly (kubeconfig or in-cluster), never t
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import os
@@ -186,7 +187,7 @@ class Client:
 
     @property
     def host(self) -> str:
-        return self._host
+        return str(self._host)
 
     # --- transport ----------------------------------------------------------------------------
 
@@ -267,13 +268,13 @@ class Client:
         })
 
     async def list_all(self, res: Resource, namespace: str | None = None, *, label_selector: str | None = None,
-                       field_selector: str | None = None, page_size: int = 500) -> tuple[list[dict], str]:
+                       field_selector: str | None = None, page_size: int = 500) -> tuple[builtins.list[dict], str]:
         """All items of a paginated LIST and the resourceVersion to watch from.
 
         Every page after the first is served from the same etcd snapshot (the continue token
         pins it), so the returned resourceVersion is consistent with every item.
         """
-        items: list[dict] = []
+        items: builtins.list[dict] = []
         token: str | None = None
         while True:
             page = await self.list(res, namespace, label_selector=label_selector, field_selector=field_selector,

@@ -6,6 +6,7 @@ them from an index keeps that O(matches) instead of a scan over the whole cache.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterable, Iterator
 
 from substratus.runtime.resource import object_key
@@ -16,12 +17,12 @@ NAMESPACE_INDEX = "namespace"
 OWNER_UID_INDEX = "owner-uid"
 
 
-def namespace_index(obj: dict) -> list[str]:
+def namespace_index(obj: dict) -> builtins.list[str]:
     ns = (obj.get("metadata") or {}).get("namespace")
     return [ns] if ns else []
 
 
-def owner_uid_index(obj: dict) -> list[str]:
+def owner_uid_index(obj: dict) -> builtins.list[str]:
     """Every owner's UID, so children are found from the parent (and GC-style questions answered)."""
     return [ref["uid"] for ref in (obj.get("metadata") or {}).get("ownerReferences") or [] if ref.get("uid")]
 
@@ -55,11 +56,11 @@ class Indexer:
     def has_index(self, name: str) -> bool:
         return name in self._indexers
 
-    def by_index(self, name: str, value: str) -> list[dict]:
+    def by_index(self, name: str, value: str) -> builtins.list[dict]:
         keys = self._indices[name].get(value, ())
         return [self._items[k] for k in sorted(keys)]
 
-    def index_keys(self, name: str, value: str) -> list[str]:
+    def index_keys(self, name: str, value: str) -> builtins.list[str]:
         return sorted(self._indices[name].get(value, ()))
 
     def _index_one(self, name: str, fn: IndexFunc, key: str, obj: dict) -> None:
@@ -90,10 +91,10 @@ class Indexer:
     def __iter__(self) -> Iterator[dict]:
         return iter(list(self._items.values()))
 
-    def keys(self) -> list[str]:
+    def keys(self) -> builtins.list[str]:
         return list(self._items)
 
-    def list(self, namespace: str | None = None) -> list[dict]:
+    def list(self, namespace: str | None = None) -> builtins.list[dict]:
         if namespace is None:
             return list(self._items.values())
         return self.by_index(NAMESPACE_INDEX, namespace)
@@ -117,15 +118,15 @@ class Indexer:
                 self._unindex_one(name, fn, key, old)
         return old
 
-    def replace(self, objs: Iterable[dict]) -> tuple[list[dict], list[tuple[dict, dict]], list[dict]]:
+    def replace(self, objs: Iterable[dict]) -> tuple[builtins.list[dict], builtins.list[tuple[dict, dict]], builtins.list[dict]]:
         """Make the store equal ``objs`` (a relist) and say what changed.
 
         Returns (added, updated as (old, new) where the resourceVersion moved, deleted with the
         last object we knew) — exactly the events a watch gap swallowed.
         """
         fresh = {object_key(o): o for o in objs}
-        added: list[dict] = []
-        updated: list[tuple[dict, dict]] = []
+        added: builtins.list[dict] = []
+        updated: builtins.list[tuple[dict, dict]] = []
         deleted = [self._items[k] for k in self._items.keys() - fresh.keys()]
         for obj in deleted:
             self.delete(object_key(obj))

@@ -128,7 +128,7 @@ class LeaderElector:
         if holder != cfg.identity:
             new_spec["acquireTime"] = micro_time(now_wall)
             # A change of hands, whether the lease expired or was released.
-            new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+            new_spec["leaseTransitions"] = int(str(spec.get("leaseTransitions") or 0)) + 1
         lease["spec"] = new_spec
         try:
             updated = await self.client.replace(LEASES, lease)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import attrs
 from aiohttp import web
@@ -59,7 +60,7 @@ class ManagerOptions:
     label_selectors: dict[Resource, str] = attrs.field(factory=dict)
 
 
-Runnable = Callable[[], Awaitable[None]]
+Runnable = Callable[[], Coroutine[Any, Any, None]]
 
 
 class Manager:
