@@ -11,13 +11,15 @@ from substratus.config import OperatorConfig
 from substratus.controllers.artifact import DatasetReconciler, ModelReconciler
 from substratus.controllers.base import Context
 from substratus.controllers.dependencies import DEPENDS_ON_INDEX, dependents_of, depends_on_index
+from substratus.controllers.notebook import NotebookReconciler
 from substratus.controllers.render import BuildImages, RenderOptions
-from substratus.controllers.resources import DATASETS, MODELS
+from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS, SERVERS
+from substratus.controllers.server import ServerReconciler
 from substratus.naming import MANAGED_BY, MANAGED_BY_LABEL
 from substratus.runtime.client import ApiError, Client, NotFound
 from substratus.runtime.controller import Controller
 from substratus.runtime.manager import Manager, ManagerOptions
-from substratus.runtime.resource import CONFIGMAPS, CRDS, JOBS, PODS, SERVICES
+from substratus.runtime.resource import CONFIGMAPS, CRDS, DEPLOYMENTS, JOBS, PODS, SECRETS, SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,8 @@ def manager_options(cfg: OperatorConfig) -> ManagerOptions:
         leader_election=cfg.leader_elect,
         leader_election_id=cfg.leader_election_id,
         leader_election_namespace=cfg.leader_election_namespace,
-        # Children are all labelled: cache only ours, not every ConfigMap/Pod in the cluster.
-        label_selectors={r: MANAGED_SELECTOR for r in (CONFIGMAPS, JOBS, PODS, SERVICES)},
+        # Children are all labelled: cache only ours, not every ConfigMap/Pod/Secret in the cluster.
+        label_selectors={r: MANAGED_SELECTOR for r in (CONFIGMAPS, JOBS, PODS, SERVICES, DEPLOYMENTS, SECRETS)},
     )
 
 
@@ -48,7 +50,8 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
         upload_url_ttl=cfg.upload_url_ttl,
     )
     workers = cfg.max_concurrent_reconciles
-    mgr.cache.add_index(MODELS, DEPENDS_ON_INDEX, depends_on_index)
+    for dependent in (MODELS, SERVERS, NOTEBOOKS):
+        mgr.cache.add_index(dependent, DEPENDS_ON_INDEX, depends_on_index)
 
     mgr.add_controller(
         Controller("dataset", DatasetReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
@@ -58,20 +61,53 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
         .for_(MODELS).owns(JOBS).owns(CONFIGMAPS)
         .watches(MODELS, dependents_of(mgr.cache, MODELS))
         .watches(DATASETS, dependents_of(mgr.cache, MODELS)))
+    mgr.add_controller(
+        Controller("server", ServerReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
+        .for_(SERVERS).owns(DEPLOYMENTS).owns(SERVICES).owns(CONFIGMAPS).owns(JOBS)
+        .watches(MODELS, dependents_of(mgr.cache, SERVERS)))
+    mgr.add_controller(
+        Controller("notebook", NotebookReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
+        .for_(NOTEBOOKS).owns(PODS).owns(CONFIGMAPS).owns(SECRETS).owns(JOBS)
+        .watches(MODELS, dependents_of(mgr.cache, NOTEBOOKS))
+        .watches(DATASETS, dependents_of(mgr.cache, NOTEBOOKS)))
 
     upload_server = getattr(cloud, "upload_server", None)
     if callable(upload_server) and cfg.upload_bind_address not in ("", "0"):
+        import asyncio
+        import socket
+
+        from aiohttp import web
+
         server = upload_server()
         host, _, port = cfg.upload_bind_address.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+        # Port 0 (any free port, e.g. tests): bind now, before any reconcile can sign a URL,
+        # and point the cloud's URLs (when their base says ":0") at the port actually bound.
+        sock = socket.create_server((host, 0)) if int(port) == 0 else None
+        if sock is not None:
+            bound = int(sock.getsockname()[1])
+            use_port = getattr(cloud, "use_upload_port", None)
+            if callable(use_port):
+                use_port(bound)
+            log.info("upload endpoint bound host=%s port=%d base_url=%s", host, bound,
+                     getattr(cloud, "upload_base_url", ""))
 
         async def serve_uploads() -> None:
-            import asyncio
-
-            await server.start(host or "0.0.0.0", int(port))
+            if sock is None:
+                await server.start(host, int(port))
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    await server.stop()
+                return
+            runner = web.AppRunner(server.app(), access_log=None)
+            await runner.setup()
             try:
+                await web.SockSite(runner, sock).start()
                 await asyncio.Event().wait()
             finally:
-                await server.stop()
+                await runner.cleanup()
+                sock.close()
 
         mgr.add_runnable(serve_uploads)
     return mgr
@@ -80,7 +116,7 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
 async def check_crds(client: Client) -> list[str]:
     """Names of our CRDs missing from the cluster (a clear error beats informers retrying forever)."""
     missing = []
-    for res in (MODELS, DATASETS):
+    for res in (MODELS, DATASETS, SERVERS, NOTEBOOKS):
         try:
             await client.get(CRDS, f"{res.plural}.{res.group}")
         except NotFound:

@@ -147,6 +147,15 @@ class LocalCloud(Cloud):
         return SignedURL(url=signed, expires_at=dt.datetime.fromtimestamp(expires, dt.UTC),
                          method="PUT", headers=headers)
 
+    def use_upload_port(self, port: int) -> None:
+        """Point signed URLs at the port the upload server really bound when the configured base
+        URL says ``:0`` (bind to any free port, e.g. tests); any other base URL is left alone."""
+        parsed = urllib.parse.urlsplit(self.upload_base_url)
+        if parsed.port != 0 or not parsed.hostname:
+            return
+        host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+        self.upload_base_url = parsed._replace(netloc=f"{host}:{port}").geturl().rstrip("/")
+
     def upload_server(self) -> UploadServer:
         """The endpoint that accepts this cloud's signed URLs (same root, key and size limit)."""
         return UploadServer(self.root, self.signing_key, self.upload_base_url,

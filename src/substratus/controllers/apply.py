@@ -53,7 +53,12 @@ class Applier:
         actual = self.cache.get(res, name, ns)
         if actual is None:
             try:
-                created = await self.client.create(res, desired, ns)
+                if immutable:
+                    created = await self.client.create(res, desired, ns)
+                else:
+                    # Server-side apply from the first write on, so one field manager owns every
+                    # field we set and a later apply can remove what we no longer render.
+                    created = await self.client.apply(res, desired)
                 log.info("created %s name=%s", res.kind, name)
                 return created, Action.CREATED
             except AlreadyExists:

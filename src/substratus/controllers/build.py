@@ -25,6 +25,7 @@ from substratus.api import AnyKind, Reason, UploadStatus, format_time, parse_tim
 from substratus.api.conditions import BUILT
 from substratus.cloud.base import Mount
 from substratus.controllers import render
+from substratus.controllers.apply import Action
 from substratus.controllers.jobs import job_state
 from substratus.controllers.render import BuildImages
 from substratus.controllers.status import StatusUpdate
@@ -47,7 +48,18 @@ class ImageState:
     result: Result = attrs.field(factory=Result)
 
 
+def _parse_expiry(value: str | None) -> dt.datetime | None:
+    """``status.upload.expiresAt`` as a time; None (→ issue a new URL) if absent or garbled."""
+    if not value:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
 def image_tag(obj: AnyKind) -> str:
+    """The tag of the image to build: upload checksum, else git tag or branch, else ``latest``."""
     img = obj.spec.image
     if img.upload is not None:
         return img.upload.checksum
@@ -116,51 +128,74 @@ class Builder:
                                  obj.metadata.namespace or "", obj.metadata.name, image_tag(obj))
 
     async def resolve(self, obj: AnyKind, raw: dict[str, Any], status_url: str, update: StatusUpdate) -> ImageState:
+        """Set ``Built`` and say which image the workload may run (None until a build is done)."""
         img = obj.spec.image
+        if img.upload is None:
+            obj.status.upload = None  # nothing to upload (any more): no stale URL for clients to use
         if img.git is None and img.upload is None:
             update.set(BUILT, True, Reason.IMAGE_PROVIDED, f"using image {img.name}")
-            obj.status.upload = None
             return ImageState(img.name)
         expected = self.expected_image(obj)
-        if img.name == expected:
-            update.set(BUILT, True, Reason.BUILD_SUCCEEDED, f"built {expected}")
-            return ImageState(expected)
+        built = img.name == expected
         if img.upload is not None:
-            waiting = await self._await_upload(obj, status_url, update)
+            waiting = await self._sync_upload(obj, status_url, update, built=built)
             if waiting is not None:
                 return waiting
+        if built:
+            update.set(BUILT, True, Reason.BUILD_SUCCEEDED, f"built {expected}")
+            return ImageState(expected)
         return await self._build(obj, status_url, expected, update)
 
-    async def _await_upload(self, obj: AnyKind, status_url: str, update: StatusUpdate) -> ImageState | None:
-        """None once the declared upload is in storage; otherwise publish a URL and wait."""
+    async def _sync_upload(self, obj: AnyKind, status_url: str, update: StatusUpdate, *,
+                           built: bool) -> ImageState | None:
+        """Publish ``status.upload``; None once the declared upload is in storage (or built).
+
+        A URL is issued for every requestID, even after the build: clients (``kubectl
+        notebook``) wait for their requestID and then read ``storedChecksum`` to skip an upload.
+        A URL is bound to one checksum's object and md5, so a new checksum needs a new URL too.
+        Expiring URLs are only renewed while an upload is still needed.
+        """
         upload = obj.spec.image.upload
         assert upload is not None
         cloud = self.ctx.cloud
         object_url = naming.upload_object_url(status_url, upload.checksum)
-        stored = await cloud.md5(object_url)
         current = obj.status.upload or UploadStatus()
-        if stored == upload.checksum:
-            obj.status.upload = attrs.evolve(current, stored_checksum=stored)
-            update.set(BUILT, False, Reason.UPLOAD_VERIFIED, f"upload verified (md5 {stored})")
-            return None
+        if built and current.stored_checksum == upload.checksum:
+            stored: str | None = current.stored_checksum  # verified before the build; no storage read
+        else:
+            stored = await cloud.md5(object_url)
+        needed = not built and stored != upload.checksum
         now = dt.datetime.now(dt.UTC)
-        expires = parse_time(current.expires_at) if current.expires_at else None
-        if (current.url is None or current.request_id != upload.request_id or expires is None
-                or expires - now < URL_REFRESH_MARGIN):
-            signed = await cloud.signed_upload_url(object_url, self.ctx.upload_url_ttl, md5=upload.checksum)
+        ttl = self.ctx.upload_url_ttl
+        # A short TTL must not make every pass re-sign (each new URL is a status write → event → pass).
+        margin = min(URL_REFRESH_MARGIN, dt.timedelta(seconds=ttl / 2))
+        expires = _parse_expiry(current.expires_at)
+        if (current.url is None or current.request_id != upload.request_id
+                or upload.checksum not in current.url  # issued for an earlier checksum
+                or (needed and (expires is None or expires - now < margin))):
+            signed = await cloud.signed_upload_url(object_url, ttl, md5=upload.checksum)
             current = UploadStatus(url=signed.url, request_id=upload.request_id,
                                    expires_at=format_time(signed.expires_at))
             expires = signed.expires_at
+            log.info("upload url issued object=%s/%s request_id=%s expires_at=%s", obj.metadata.namespace,
+                     obj.metadata.name, upload.request_id, current.expires_at)
         obj.status.upload = attrs.evolve(current, stored_checksum=stored)
+        if built:
+            return None
+        if stored == upload.checksum:
+            update.set(BUILT, False, Reason.UPLOAD_VERIFIED, f"upload verified (md5 {stored})")
+            return None
         if stored is not None:
+            # Only reachable by writing storage directly: signed URLs reject a mismatching body.
             update.set(BUILT, False, Reason.BUILD_FAILED,
                        f"the stored upload has md5 {stored} but spec.image.upload.checksum is {upload.checksum}; "
                        "upload the matching .tar.gz to status.upload.url (change requestID for a fresh URL)")
         else:
             update.set(BUILT, False, Reason.AWAITING_UPLOAD,
                        f"PUT the build context (.tar.gz, md5 {upload.checksum}) to status.upload.url "
-                       f"before {format_time(expires)}")
-        refresh_in = max((expires - now - URL_REFRESH_MARGIN).total_seconds(), 1.0)
+                       f"before {current.expires_at}")
+        assert expires is not None
+        refresh_in = max((expires - now - margin).total_seconds(), 1.0)
         return ImageState(None, Result(requeue_after=min(UPLOAD_POLL_SECONDS, refresh_in)))
 
     async def _build(self, obj: AnyKind, status_url: str, expected: str, update: StatusUpdate) -> ImageState:
@@ -169,19 +204,28 @@ class Builder:
         sa = await self.r.service_account(ns)
         desired = build_job(obj, name=name, destination=expected, images=self.ctx.build_images,
                             cloud=self.ctx.cloud, status_url=status_url, service_account=sa)
-        job, _ = await self.ctx.applier.ensure(JOBS, desired, immutable=True)
+        job, action = await self.ctx.applier.ensure(JOBS, desired, immutable=True)
+        if action == Action.DELETED:
+            # An outdated build Job (another checksum or ref) is going away — never read its
+            # outcome as this build's; its delete event brings us back to create the new one.
+            update.set(BUILT, False, Reason.BUILDING, f"replacing build Job {name} to build {expected}")
+            return ImageState(None)
         state, message = job_state(job)
         if state == "succeeded":
-            # Record the image in the spec (seed 000); the resulting event runs the workload
-            # with the new generation, so nothing is started from this pass.
+            # Record the image in the spec (seed 000). That bumps the generation, and the
+            # resulting event starts the workload — so the workload Job is stamped with the
+            # generation that names the built image, and nothing is started from this pass.
             await self.ctx.client.patch(self.r.resource, obj.metadata.name, {"spec": {"image": {"name": expected}}},
                                         ns)
             update.set(BUILT, True, Reason.BUILD_SUCCEEDED, f"built {expected}")
-            log.info("build succeeded image=%s", expected)
+            log.info("build succeeded job=%s image=%s", name, expected)
             return ImageState(None)
         if state == "failed":
+            clone = " (and `-c clone` for the git checkout)" if obj.spec.image.git is not None else ""
             update.set(BUILT, False, Reason.BUILD_FAILED,
-                       f"build Job {name} failed ({message}); see `kubectl logs job/{name} -c build`")
+                       f"build Job {name} failed ({message}); see `kubectl logs job/{name} -c build`{clone}; "
+                       "a new checksum, branch or tag rebuilds (or delete the Job to retry)")
+            log.info("build failed job=%s image=%s message=%r", name, expected, message)
             return ImageState(None)
         update.set(BUILT, False, Reason.BUILDING, f"building {expected} in Job {name}")
         return ImageState(None)

@@ -168,3 +168,86 @@ def job(obj: AnyKind, *, name: str, image: str, mounts: list[Mount], cloud: Clou
             "template": {"metadata": template_meta, "spec": spec},
         },
     })
+
+
+# --- long-running workloads: Server (Deployment + Service) and Notebook (Pod) -----------------
+
+ROLE_LABEL = "substratus.ai/role"
+WORKLOAD_ROLE = "workload"
+
+
+def workload_labels(obj: AnyKind) -> dict[str, str]:
+    """Labels of the serving Pods; the role keeps build-Job Pods out of selectors and Services."""
+    return {**naming.child_labels(obj.KIND, obj.metadata.name), ROLE_LABEL: WORKLOAD_ROLE}
+
+
+def container_port(name: str, port: int) -> dict[str, Any]:
+    # protocol spelled out: it is the list's merge key for server-side apply (and the server default).
+    return {"name": name, "containerPort": port, "protocol": "TCP"}
+
+
+def http_probe(path: str, port: str | int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port, "scheme": "HTTP"},
+            "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3, "successThreshold": 1}
+
+
+def deployment(obj: AnyKind, *, name: str, image: str, mounts: list[Mount], cloud: Cloud, options: RenderOptions,
+               ports: list[dict[str, Any]], readiness_probe: dict[str, Any] | None,
+               service_account: str | None = None) -> dict[str, Any]:
+    """One replica of the workload container, restarted forever (a Server)."""
+    spec, pod_annotations = pod_spec(obj, image=image, mounts=mounts, cloud=cloud, options=options,
+                                     restart_policy="Always", container_name=kind_label(obj), ports=ports,
+                                     readiness_probe=readiness_probe, service_account=service_account)
+    labels = workload_labels(obj)
+    template_meta: dict[str, Any] = {"labels": labels}
+    if pod_annotations:
+        template_meta["annotations"] = pod_annotations
+    return stamp_hash({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_meta(obj, name, labels={ROLE_LABEL: WORKLOAD_ROLE}),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": dict(labels)},
+            "template": {"metadata": template_meta, "spec": spec},
+        },
+    })
+
+
+def service(obj: AnyKind, *, name: str, port_name: str, port: int, target_port: int) -> dict[str, Any]:
+    """A ClusterIP Service in front of the workload Pods."""
+    return stamp_hash({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_meta(obj, name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": workload_labels(obj),
+            "ports": [{"name": port_name, "port": port, "targetPort": target_port, "protocol": "TCP"}],
+        },
+    })
+
+
+def pod(obj: AnyKind, *, name: str, image: str, mounts: list[Mount], cloud: Cloud, options: RenderOptions,
+        ports: list[dict[str, Any]], readiness_probe: dict[str, Any] | None,
+        default_command: list[str] | None = None, extra_env: list[dict[str, Any]] | None = None,
+        service_account: str | None = None) -> dict[str, Any]:
+    """A bare workload Pod (a Notebook). ``extra_env`` replaces user env vars of the same name;
+    ``default_command`` applies only when ``spec.command`` is empty."""
+    spec, pod_annotations = pod_spec(obj, image=image, mounts=mounts, cloud=cloud, options=options,
+                                     restart_policy="Always", container_name=kind_label(obj), ports=ports,
+                                     readiness_probe=readiness_probe, service_account=service_account)
+    container = spec["containers"][0]
+    if default_command and not obj.spec.command:
+        container["command"] = list(default_command)
+    if extra_env:
+        ours = {e["name"] for e in extra_env}
+        container["env"] = [e for e in container["env"] if e["name"] not in ours] + list(extra_env)
+    annotations = dict(pod_annotations)
+    return stamp_hash({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": child_meta(obj, name, labels={ROLE_LABEL: WORKLOAD_ROLE}, annotations=annotations or None),
+        "spec": spec,
+    })
+

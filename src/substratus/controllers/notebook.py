@@ -1,0 +1,309 @@
+"""Notebook: one Pod serving Jupyter on 8888, with the Model and Dataset mounted (SPEC §1, §4).
+
+The Pod's spec is immutable, so a spec change deletes it and the next pass creates the new
+one. ``suspend: true`` deletes the Pod and keeps everything else (the params ConfigMap, the
+token Secret, the bucket output). Jupyter's token is generated once per Notebook and kept in
+the Secret ``{name}-notebook-token`` (key ``token``); the container gets it as
+``JUPYTER_TOKEN``, and the controller and ``kubectl notebook`` read it from there.
+
+``idleTimeout``: while the Pod is Ready, Jupyter's ``/api/status`` (``last_activity``) is read
+through the API server's pod proxy; idle for longer than the timeout → ``spec.suspend: true``
+and an ``IdleSuspended`` Event. That check is legitimately time-based, so the Notebook is
+requeued for the moment the timeout would expire. How the status is fetched is the only
+injectable part (:class:`JupyterStatusReader`), because tests have no kubelet to proxy to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import logging
+import secrets
+from typing import Any, Protocol
+
+import aiohttp
+import attrs
+
+from substratus import naming
+from substratus.api import SERVING, AnyKind, Notebook, Reason, format_time, parse_duration, parse_time
+from substratus.cloud.base import Mount
+from substratus.controllers import render
+from substratus.controllers.apply import Action
+from substratus.controllers.base import KindReconciler
+from substratus.controllers.build import Builder
+from substratus.controllers.dependencies import dependencies
+from substratus.controllers.resources import NOTEBOOKS
+from substratus.controllers.status import StatusUpdate, now
+from substratus.runtime.client import AlreadyExists, ApiError, Client
+from substratus.runtime.events import NORMAL
+from substratus.runtime.reconcile import Result
+from substratus.runtime.resource import CONFIGMAPS, PODS, SECRETS
+
+log = logging.getLogger(__name__)
+
+PORT = 8888
+PORT_NAME = "notebook"
+# Jupyter's version endpoint: unauthenticated (a probe has no token) and not counted as activity.
+READINESS_PATH = "/api"
+# Used when spec.command is empty. The images a Notebook runs are usually a workload's own
+# (``kubectl notebook`` in a trainer repo) whose CMD trains or imports, so the default must
+# start Jupyter explicitly. The working directory (/content) is Jupyter's root.
+DEFAULT_COMMAND = ["jupyter", "lab", "--ip=0.0.0.0", f"--port={PORT}", "--allow-root", "--no-browser"]
+TOKEN_ENV = "JUPYTER_TOKEN"
+TOKEN_KEY = "token"
+IDLE_SUSPENDED = "IdleSuspended"
+IDLE_RETRY_SECONDS = 60.0
+STATUS_TIMEOUT_SECONDS = 10.0
+
+
+def token_secret_name(notebook_name: str) -> str:
+    return naming.child_name(notebook_name, Notebook.KIND) + "-token"
+
+
+def output_url(url: str) -> str:
+    """Where ``/content/output`` of a Notebook is stored: ``{status.url}/output``."""
+    return f"{url.rstrip('/')}/output"
+
+
+# --- Jupyter status: the network boundary --------------------------------------------------------
+
+
+class JupyterUnreachable(Exception):
+    """``/api/status`` could not be read (Pod not reachable, bad token, not Jupyter, ...)."""
+
+
+@attrs.frozen
+class JupyterStatus:
+    """What Jupyter's ``GET /api/status`` reports."""
+
+    last_activity: dt.datetime
+    connections: int = 0
+    kernels: int = 0
+
+
+def parse_jupyter_status(body: Any) -> JupyterStatus:
+    """Parse ``/api/status``; JupyterUnreachable if it is not what Jupyter answers."""
+    if not isinstance(body, dict) or not isinstance(body.get("last_activity"), str):
+        raise JupyterUnreachable(f"unexpected /api/status answer: {str(body)[:200]!r}")
+    try:
+        last = parse_time(body["last_activity"])
+    except ValueError as exc:
+        raise JupyterUnreachable(f"unparseable last_activity {body['last_activity']!r}") from exc
+    return JupyterStatus(last_activity=last, connections=int(body.get("connections") or 0),
+                         kernels=int(body.get("kernels") or 0))
+
+
+class JupyterStatusReader(Protocol):
+    async def read(self, namespace: str, pod: str, token: str) -> JupyterStatus:
+        """The Jupyter status of ``pod``; raises JupyterUnreachable."""
+        ...
+
+
+class PodProxyJupyterStatusReader:
+    """Reads ``/api/status`` through the API server's pod proxy (no network path to Pods needed)."""
+
+    def __init__(self, client: Client, timeout: float = STATUS_TIMEOUT_SECONDS) -> None:
+        self.client = client
+        self.timeout = timeout
+
+    async def read(self, namespace: str, pod: str, token: str) -> JupyterStatus:
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}:{PORT}/proxy/api/status"
+        try:
+            body = await asyncio.wait_for(self.client.request("GET", path, query={"token": token}), self.timeout)
+        except (ApiError, OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise JupyterUnreachable(f"GET {path}: {exc!r}") from exc
+        return parse_jupyter_status(body)
+
+
+# --- reconciler ---------------------------------------------------------------------------------
+
+
+def pod_ready(pod: dict[str, Any] | None) -> bool:
+    status = (pod or {}).get("status") or {}
+    return status.get("phase") == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def _terminal_reason(pod: dict[str, Any]) -> str:
+    status = pod.get("status") or {}
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            return f"{term.get('reason') or 'terminated'}, exit code {term.get('exitCode')}"
+    return status.get("reason") or status.get("message") or "no reason given"
+
+
+def _sooner(a: Result, b: Result) -> Result:
+    """The result that comes back first (a requeue_after of 0 means "not at all")."""
+    afters = [r.requeue_after for r in (a, b) if r.requeue_after > 0]
+    return Result(requeue=a.requeue or b.requeue, requeue_after=min(afters) if afters else 0.0)
+
+
+def _decode_token(secret: dict[str, Any] | None) -> str | None:
+    value = ((secret or {}).get("data") or {}).get(TOKEN_KEY)
+    if not isinstance(value, str):
+        return None
+    try:
+        token = base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return token or None
+
+
+def _human(d: dt.timedelta) -> str:
+    s = int(d.total_seconds())
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v) or "0s"
+
+
+class NotebookReconciler(KindReconciler):
+    resource = NOTEBOOKS
+    ready_condition = SERVING
+
+    def __init__(self, ctx: Any, status_reader: JupyterStatusReader | None = None) -> None:
+        super().__init__(ctx)
+        self.builder = Builder(self)
+        self.status_reader: JupyterStatusReader = status_reader or PodProxyJupyterStatusReader(ctx.client)
+
+    async def sync(self, obj: AnyKind, raw: dict[str, Any], update: StatusUpdate) -> Result:
+        assert isinstance(obj, Notebook)
+        ns = obj.metadata.namespace or ""
+        url = self.storage_url(obj)
+        obj.status.url = url
+        pod_name = self.child_name(obj)
+        # The image first, even when suspended: Built stays accurate and an upload URL is
+        # published, so `kubectl notebook` can upload before resuming.
+        image = await self.builder.resolve(obj, raw, url, update)
+        if obj.spec.suspend:
+            await self._suspend(obj, pod_name, update)
+            return image.result
+        if image.image is None:
+            update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
+            return image.result
+        waiting = self._unready_dependencies(obj)
+        if waiting:
+            update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for " + "; ".join(waiting))
+            return image.result
+
+        token = await self._ensure_token(obj)
+        sa = await self.service_account(ns)
+        await self.ctx.applier.ensure(CONFIGMAPS, render.params_configmap(obj))
+        token_env = {"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {
+            "name": token_secret_name(obj.metadata.name), "key": TOKEN_KEY}}}
+        desired = render.pod(
+            obj, name=pod_name, image=image.image, mounts=self.mounts(obj, url), cloud=self.ctx.cloud,
+            options=self.ctx.render, ports=[render.container_port(PORT_NAME, PORT)],
+            readiness_probe=render.http_probe(READINESS_PATH, PORT_NAME), default_command=DEFAULT_COMMAND,
+            extra_env=[token_env], service_account=sa)
+        pod, action = await self.ctx.applier.ensure(PODS, desired, immutable=True)
+        if action is Action.DELETED or pod is None:
+            update.set(SERVING, False, Reason.DEPLOYING, f"replacing Pod {pod_name} (its spec changed)")
+            return image.result
+        phase = (pod.get("status") or {}).get("phase") or "Pending"
+        if phase in ("Failed", "Succeeded"):
+            # Evicted, or its node went away: a bare Pod is never restarted by anyone else.
+            reason = _terminal_reason(pod)
+            await self.ctx.applier.delete(PODS, pod_name, ns)
+            update.set(SERVING, False, Reason.DEPLOYING, f"Pod {pod_name} {phase.lower()} ({reason}); recreating it")
+            return image.result
+        if not pod_ready(pod):
+            update.set(SERVING, False, Reason.DEPLOYING, f"waiting for Pod {pod_name} to be ready (phase {phase})")
+            return image.result
+        update.set(SERVING, True, Reason.AVAILABLE,
+                   f"Jupyter is ready on port {PORT} of Pod {pod_name}; its token is in Secret "
+                   f"{token_secret_name(obj.metadata.name)}")
+        if obj.spec.idle_timeout is None:
+            return image.result
+        idle = await self._check_idle(obj, raw, pod_name, token)
+        if idle is None:
+            await self._suspend(obj, pod_name, update)
+            return image.result
+        return _sooner(image.result, idle)
+
+    # --- pieces -------------------------------------------------------------------------------
+
+    def mounts(self, obj: Notebook, url: str) -> list[Mount]:
+        out = [Mount("output", output_url(url), f"{render.CONTENT_DIR}/output", False)]
+        for dep in dependencies(obj):
+            other = self.ctx.cache.get(dep.resource, dep.name, dep.namespace) or {}
+            dep_url = (other.get("status") or {}).get("url")
+            if not dep_url:
+                continue
+            if dep.kind == "Model":
+                out.append(Mount("model", naming.artifacts_url(dep_url, "Model"), f"{render.CONTENT_DIR}/model", True))
+            else:
+                out.append(Mount("data", naming.artifacts_url(dep_url, "Dataset"), f"{render.CONTENT_DIR}/data", True))
+        return out
+
+    def _unready_dependencies(self, obj: Notebook) -> list[str]:
+        waiting = []
+        for dep in dependencies(obj):
+            other = self.ctx.cache.get(dep.resource, dep.name, dep.namespace)
+            if other is None:
+                waiting.append(f"{dep.kind} {dep.namespace}/{dep.name} (not found)")
+            elif not (other.get("status") or {}).get("ready") or not (other.get("status") or {}).get("url"):
+                waiting.append(f"{dep.kind} {dep.namespace}/{dep.name} to be ready")
+        return waiting
+
+    async def _suspend(self, obj: Notebook, pod_name: str, update: StatusUpdate) -> None:
+        await self.ctx.applier.delete(PODS, pod_name, obj.metadata.namespace or "")
+        update.set(SERVING, False, Reason.SUSPENDED,
+                   "spec.suspend is true: the Pod is stopped (files in /content/output are kept); "
+                   "set spec.suspend to false to resume")
+
+    async def _ensure_token(self, obj: Notebook) -> str:
+        """The Notebook's Jupyter token, created once; never rotated (the running Pod has it)."""
+        ns = obj.metadata.namespace or ""
+        name = token_secret_name(obj.metadata.name)
+        cached = self.ctx.cache.get(SECRETS, name, ns)
+        token = _decode_token(cached)
+        if token:
+            return token
+        token = secrets.token_hex(24)
+        secret = {
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": render.child_meta(obj, name),
+            "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+        }
+        if cached is not None:
+            log.warning("token secret has no usable %r key, writing a new token secret=%s/%s", TOKEN_KEY, ns, name)
+            await self.ctx.client.apply(SECRETS, secret)
+            return token
+        try:
+            await self.ctx.client.create(SECRETS, secret, ns)
+            log.info("created jupyter token secret=%s/%s", ns, name)
+        except AlreadyExists:
+            # Our cache is behind: keep the token the server has (a Pod may already use it).
+            existing = _decode_token(await self.ctx.client.get(SECRETS, name, ns))
+            if existing is None:
+                raise
+            return existing
+        return token
+
+    async def _check_idle(self, obj: Notebook, raw: dict[str, Any], pod_name: str, token: str) -> Result | None:
+        """None when the Notebook has been idle too long and was suspended; else when to look again."""
+        assert obj.spec.idle_timeout is not None
+        timeout = parse_duration(obj.spec.idle_timeout)
+        ns, name = obj.metadata.namespace or "", obj.metadata.name
+        try:
+            status = await self.status_reader.read(ns, pod_name, token)
+        except JupyterUnreachable as exc:
+            retry = min(IDLE_RETRY_SECONDS, timeout.total_seconds())
+            log.warning("cannot read jupyter status, not suspending notebook=%s/%s retry_in=%.0fs error=%s",
+                        ns, name, retry, exc)
+            return Result(requeue_after=retry)
+        idle_for = now() - status.last_activity
+        if idle_for < timeout:
+            # Activity moves last_activity forward; look again when this one would expire.
+            return Result(requeue_after=(timeout - idle_for).total_seconds() + 1.0)
+        await self.ctx.client.patch(NOTEBOOKS, name, {"spec": {"suspend": True}}, ns)
+        message = (f"no Jupyter activity since {format_time(status.last_activity)} ({_human(idle_for)}), "
+                   f"longer than idleTimeout {obj.spec.idle_timeout}: suspended; "
+                   "set spec.suspend to false to resume")
+        self.ctx.recorder.event(raw, NORMAL, IDLE_SUSPENDED, message)
+        log.info("suspended idle notebook=%s/%s last_activity=%s idle_timeout=%s", ns, name,
+                 format_time(status.last_activity), obj.spec.idle_timeout)
+        return None

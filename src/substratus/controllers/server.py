@@ -1,0 +1,118 @@
+"""Server: a Model served over HTTP by a Deployment and a ClusterIP Service (SPEC §1, §4).
+
+The image comes from the Builder (built from git/upload, or given). The Server waits for its
+Model to be ready — woken by the depends-on index, never by polling — and then owns a params
+ConfigMap, a one-replica Deployment mounting ``{model.status.url}/model`` read-only at
+``/content/model``, and a Service on port 8080. The Model's URL is part of the pod template,
+so a Model whose URL changes rolls the Deployment. ``Serving=True`` only once the Deployment
+controller reports the current generation rolled out and available.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from substratus import naming
+from substratus.api import SERVING, AnyKind, Reason, Server
+from substratus.cloud.base import Mount
+from substratus.controllers import render
+from substratus.controllers.base import KindReconciler
+from substratus.controllers.build import Builder
+from substratus.controllers.dependencies import dependencies
+from substratus.controllers.resources import SERVERS
+from substratus.controllers.status import StatusUpdate
+from substratus.runtime.reconcile import Result
+from substratus.runtime.resource import CONFIGMAPS, DEPLOYMENTS, SERVICES
+
+log = logging.getLogger(__name__)
+
+PORT = 8080
+PORT_NAME = "http"
+# GET / on the serving port: the one path every HTTP server answers (basaran's UI, FastAPI
+# apps redirect or 404 → only 2xx/3xx count, so images must serve something at /).
+READINESS_PATH = "/"
+MODEL_MOUNT = f"{render.CONTENT_DIR}/model"
+
+
+def service_url(name: str, namespace: str) -> str:
+    """The in-cluster URL of a Server (documented; not written to status.url, see the docs)."""
+    return f"http://{naming.child_name(name, 'Server')}.{namespace}.svc.cluster.local:{PORT}"
+
+
+def deployment_state(dep: dict[str, Any] | None) -> tuple[bool, str]:
+    """(available, message) from what the Deployment controller reported.
+
+    Available means the controller has seen the current generation, every replica runs the
+    current template, and at least one of them is available.
+    """
+    if dep is None:
+        return False, "waiting for the Deployment to be created"
+    meta, spec, status = dep.get("metadata") or {}, dep.get("spec") or {}, dep.get("status") or {}
+    name = meta.get("name", "")
+    generation = int(meta.get("generation") or 0)
+    observed = int(status.get("observedGeneration") or 0)
+    if observed < generation:
+        return False, f"Deployment {name}: rolling out generation {generation}"
+    replicas = spec.get("replicas")
+    wanted = 1 if replicas is None else int(replicas)
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    if updated >= wanted and available >= 1:
+        return True, ""
+    detail = ""
+    for c in status.get("conditions") or []:
+        if c.get("type") == "Progressing" and c.get("status") == "False":
+            detail = f"; {c.get('reason', '')}: {c.get('message', '')}"
+    return False, (f"Deployment {name}: {available}/{wanted} replicas available, "
+                   f"{updated}/{wanted} updated{detail}")
+
+
+class ServerReconciler(KindReconciler):
+    resource = SERVERS
+    ready_condition = SERVING
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self.builder = Builder(self)
+
+    async def sync(self, obj: AnyKind, raw: dict[str, Any], update: StatusUpdate) -> Result:
+        assert isinstance(obj, Server)
+        ns = obj.metadata.namespace or ""
+        # status.url is a storage URL (SPEC §1/§3); a Server has none. The storage location
+        # still holds upload-build contexts.
+        obj.status.url = None
+        image = await self.builder.resolve(obj, raw, self.storage_url(obj), update)
+        if image.image is None:
+            update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
+            return image.result
+
+        dep = dependencies(obj)[0]
+        model = self.ctx.cache.get(dep.resource, dep.name, dep.namespace)
+        model_url = ((model or {}).get("status") or {}).get("url")
+        if model is None or not (model.get("status") or {}).get("ready") or not model_url:
+            # Children are left as they are: the bucket data a running Server reads is never
+            # deleted, and the Model's next event (via the depends-on index) brings us back.
+            state = "not found" if model is None else "to be ready"
+            update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY,
+                       f"waiting for Model {dep.namespace}/{dep.name} ({state})")
+            return image.result
+
+        mounts = [Mount("model", naming.artifacts_url(model_url, "Model"), MODEL_MOUNT, True)]
+        sa = await self.service_account(ns)
+        await self.ctx.applier.ensure(CONFIGMAPS, render.params_configmap(obj))
+        name = self.child_name(obj)
+        desired = render.deployment(
+            obj, name=name, image=image.image, mounts=mounts, cloud=self.ctx.cloud, options=self.ctx.render,
+            ports=[render.container_port(PORT_NAME, PORT)],
+            readiness_probe=render.http_probe(READINESS_PATH, PORT_NAME), service_account=sa)
+        deployment, _ = await self.ctx.applier.ensure(DEPLOYMENTS, desired)
+        await self.ctx.applier.ensure(SERVICES, render.service(obj, name=name, port_name=PORT_NAME, port=PORT,
+                                                             target_port=PORT))
+        available, message = deployment_state(deployment)
+        if available:
+            update.set(SERVING, True, Reason.AVAILABLE,
+                       f"serving Model {dep.namespace}/{dep.name} at {service_url(obj.metadata.name, ns)}")
+        else:
+            update.set(SERVING, False, Reason.DEPLOYING, message)
+        return image.result

@@ -1,0 +1,415 @@
+"""Image builds end to end (SPEC §6): real API server, local cloud and its upload endpoint over
+real HTTP, and the cluster simulator standing in for kaniko.
+
+Build Jobs are held by this module's simulator until a test annotates them ``succeed`` or
+``fail``, so "nothing runs while building" is asserted without racing the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import tarfile
+import time
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import attrs
+import pytest
+import yarl
+from helpers import condition, get_obj, metric_writes
+
+from substratus import naming
+from substratus.api import from_dict
+from substratus.cloud.base import UPLOAD_CONTENT_TYPE
+from substratus.cloud.local import LocalCloud
+from substratus.controllers import build
+from substratus.controllers.resources import DATASETS, MODELS
+from substratus.controllers.status import StatusUpdate
+from substratus.runtime.resource import EVENTS, JOBS, Resource
+from substratus.testing.simulator import OUTCOME_ANNOTATION, ClusterSimulator
+from substratus.testing.wait import eventually
+
+REGISTRY = "registry.test:5000"
+
+
+def _hold_builds(job: dict[str, Any]) -> str:
+    role = ((job.get("metadata") or {}).get("labels") or {}).get("substratus.ai/role")
+    return "hold" if role == "build" else "succeed"
+
+
+@pytest.fixture
+async def simulator(controlplane: Any, api_client: Any, namespace: str) -> AsyncIterator[ClusterSimulator]:
+    """Overrides conftest's: build Jobs wait for the test's verdict (annotation); workloads succeed."""
+    if controlplane is None:
+        pytest.skip("the cluster simulator only runs against the local control plane")
+    sim = ClusterSimulator(api_client, namespace=namespace, job_delay=0.2, gc_interval=0.5,
+                           job_outcome=_hold_builds)  # type: ignore[arg-type]
+    await sim.start()
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+@pytest.fixture(autouse=True)
+def fast_upload_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bucket cannot notify the controller; poll it quickly so tests don't wait 5 s per upload."""
+    monkeypatch.setattr(build, "UPLOAD_POLL_SECONDS", 0.3)
+
+
+# --- builders and readers ----------------------------------------------------------------------
+
+
+def build_context(marker: str = "v1") -> tuple[bytes, str]:
+    """A real (tiny) .tar.gz build context and its md5, as `kubectl applybuild` would make."""
+    files = {"Dockerfile": b"FROM busybox\nCOPY . /content\nCMD [\"sh\", \"/content/run.sh\"]\n",
+             "run.sh": f"echo {marker} > /content/output/out.txt\n".encode()}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    body = gzip.compress(raw.getvalue(), mtime=0)
+    return body, hashlib.md5(body).hexdigest()
+
+
+def upload_dataset(name: str, ns: str, checksum: str, request_id: str) -> dict[str, Any]:
+    return {"apiVersion": "substratus.ai/v1", "kind": "Dataset", "metadata": {"name": name, "namespace": ns},
+            "spec": {"image": {"upload": {"checksum": checksum, "requestID": request_id}}}}
+
+
+def git_model(name: str, ns: str, **git: str) -> dict[str, Any]:
+    return {"apiVersion": "substratus.ai/v1", "kind": "Model", "metadata": {"name": name, "namespace": ns},
+            "spec": {"image": {"git": {"url": "https://github.com/substratusai/model-loader-huggingface", **git}}}}
+
+
+def storage_url(operator: Any, ns: str, plural: str, name: str) -> str:
+    return naming.storage_url(operator.cloud.bucket_url, naming.storage_hash("test-cluster", ns, plural, name))
+
+
+async def required_headers(operator: Any, ns: str, name: str, checksum: str) -> dict[str, str]:
+    """The headers the local cloud binds its URLs to (``SignedURL.headers``), as a client learns them."""
+    obj_url = naming.upload_object_url(storage_url(operator, ns, "datasets", name), checksum)
+    headers = (await operator.cloud.signed_upload_url(obj_url, 60, md5=checksum)).headers
+    assert headers["Content-Type"] == UPLOAD_CONTENT_TYPE and "Content-MD5" in headers
+    return headers
+
+
+async def put(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as s, s.put(yarl.URL(url, encoded=True), data=body, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def built_reason(client: Any, res: Resource, name: str, ns: str, reason: str) -> dict[str, Any] | None:
+    obj = await get_obj(client, res, name, ns)
+    c = condition(obj, "Built")
+    return obj if c and c["reason"] == reason else None
+
+
+async def upload_published(client: Any, name: str, ns: str, request_id: str) -> dict[str, Any] | None:
+    obj = await get_obj(client, DATASETS, name, ns)
+    up = ((obj or {}).get("status") or {}).get("upload") or {}
+    return obj if up.get("url") and up.get("requestID") == request_id else None
+
+
+async def ready(client: Any, res: Resource, name: str, ns: str) -> dict[str, Any] | None:
+    obj = await get_obj(client, res, name, ns)
+    return obj if obj and (obj.get("status") or {}).get("ready") else None
+
+
+async def annotate(client: Any, job: str, ns: str, outcome: str) -> None:
+    await client.patch(JOBS, job, {"metadata": {"annotations": {OUTCOME_ANNOTATION: outcome}}}, ns)
+
+
+async def event_reasons(client: Any, ns: str, name: str) -> set[str]:
+    events = (await client.list(EVENTS, ns))["items"]
+    return {e["reason"] for e in events if e["involvedObject"]["name"] == name}
+
+
+async def _has_event(client: Any, ns: str, name: str, reason: str) -> bool:
+    return reason in await event_reasons(client, ns, name)
+
+
+async def settled(operator: Any) -> float:
+    """Writes so far, once the work queues are idle and no write (status, Event) trickles in."""
+    async def stable() -> float | None:
+        idle = all(c.queue is not None and c.queue.len() == 0 and not c.queue._processing
+                   for c in operator.manager.controllers)
+        before = metric_writes()
+        await asyncio.sleep(0.4)
+        return before + 1 if idle and metric_writes() == before else None  # +1: 0 writes is falsy
+
+    return await eventually(stable, timeout=15) - 1
+
+
+def kaniko_arg(job: dict[str, Any], flag: str) -> str:
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    return next(a.split("=", 1)[1] for a in args if a.startswith(flag + "="))
+
+
+# --- uploads -------------------------------------------------------------------------------------
+
+
+async def test_upload_build_then_workload(operator: Any, namespace: str) -> None:
+    client, cache = operator.client, operator.manager.cache
+    body, md5 = build_context()
+    await client.create(DATASETS, upload_dataset("web", namespace, md5, "r1"))
+
+    obj = await eventually(lambda: upload_published(client, "web", namespace, "r1"), timeout=20)
+    up = obj["status"]["upload"]
+    assert up["url"].startswith(f"{operator.cloud.upload_base_url}/uploads/")
+    assert ":0/" not in up["url"], "URLs point at the port the upload endpoint really bound"
+    assert up["expiresAt"].endswith("Z") and "storedChecksum" not in up
+    assert condition(obj, "Built")["status"] == "False" and condition(obj, "Built")["reason"] == "AwaitingUpload"
+    assert md5 in condition(obj, "Built")["message"]
+    assert condition(obj, "Complete")["reason"] == "WaitingForDependency"
+    assert cache.get(JOBS, "web-dataset-bld", namespace) is None and cache.get(JOBS, "web-dataset", namespace) is None
+
+    status, reply = await put(up["url"], body, await required_headers(operator, namespace, "web", md5))
+    assert (status, reply["md5"], reply["size"]) == (200, md5, len(body))
+    url = storage_url(operator, namespace, "datasets", "web")
+    assert await operator.cloud.md5(f"{url}/build/{md5}.tar.gz") == md5
+
+    bjob = await eventually(lambda: cache.get(JOBS, "web-dataset-bld", namespace), timeout=20)
+    assert kaniko_arg(bjob, "--context") == f"tar:///build/{md5}.tar.gz"
+    expected = f"{REGISTRY}/test-cluster-dataset-{namespace}-web:{md5}"
+    assert kaniko_arg(bjob, "--destination") == expected
+    pod = bjob["spec"]["template"]["spec"]
+    assert pod["containers"][0]["volumeMounts"] == [{"name": "build", "mountPath": "/build", "readOnly": True}]
+    assert pod["volumes"][0]["hostPath"]["path"] == f"{operator.cloud.root}/{url.rsplit('/', 1)[1]}/build"
+    assert bjob["metadata"]["ownerReferences"][0]["name"] == "web"
+    obj = await eventually(lambda: built_reason(client, DATASETS, "web", namespace, "Building"), timeout=20)
+    assert obj["status"]["upload"]["storedChecksum"] == md5
+
+    async def build_events() -> bool:  # Events are recorded asynchronously
+        return {"AwaitingUpload", "UploadVerified", "Building"} <= await event_reasons(client, namespace, "web")
+
+    await eventually(build_events, timeout=10)
+
+    # Held build: the workload must not start on an image that does not exist yet.
+    await asyncio.sleep(1.0)
+    assert cache.get(JOBS, "web-dataset", namespace) is None
+    assert (await get_obj(client, DATASETS, "web", namespace))["spec"]["image"].get("name") is None
+
+    await annotate(client, "web-dataset-bld", namespace, "succeed")
+    obj = await eventually(lambda: ready(client, DATASETS, "web", namespace), timeout=30)
+    assert obj["spec"]["image"]["name"] == expected
+    assert obj["spec"]["image"]["upload"] == {"checksum": md5, "requestID": "r1"}, "the source stays"
+    assert condition(obj, "Built")["status"] == "True" and condition(obj, "Built")["reason"] == "BuildSucceeded"
+    assert condition(obj, "Complete")["reason"] == "JobSucceeded"
+    wjob = await client.get(JOBS, "web-dataset", namespace)
+    assert wjob["spec"]["template"]["spec"]["containers"][0]["image"] == expected
+
+    # A new requestID after the build still gets its URL (clients wait for it), and storedChecksum
+    # tells them the context is already there; nothing is rebuilt.
+    build_uid = (await client.get(JOBS, "web-dataset-bld", namespace))["metadata"]["uid"]
+    await client.patch(DATASETS, "web", {"spec": {"image": {"upload": {"requestID": "r2"}}}}, namespace)
+    obj = await eventually(lambda: upload_published(client, "web", namespace, "r2"), timeout=20)
+    assert obj["status"]["upload"]["storedChecksum"] == md5
+    assert (await client.get(JOBS, "web-dataset-bld", namespace))["metadata"]["uid"] == build_uid
+
+    # Converged: re-delivering every object (a resync or restart) writes nothing.
+    before = await settled(operator)
+    for inf in cache.informers:
+        for item in inf.store:
+            inf._emit_update(item, item)
+    await asyncio.sleep(1.0)
+    assert metric_writes() == before, "a converged reconcile must not write"
+
+
+async def test_new_request_id_gets_fresh_url(operator: Any, namespace: str) -> None:
+    client = operator.client
+    _, md5 = build_context()
+    await client.create(DATASETS, upload_dataset("fresh", namespace, md5, "first"))
+    first = (await eventually(lambda: upload_published(client, "fresh", namespace, "first")))["status"]["upload"]
+    await eventually(lambda: built_reason(client, DATASETS, "fresh", namespace, "AwaitingUpload"))
+    before = await settled(operator)
+    await asyncio.sleep(1.2)  # several storage polls while awaiting the upload...
+    assert metric_writes() == before, "...that never write (nor re-sign the URL)"
+    # (The sleeps also matter below: local URLs have whole-second expiries, so the new one differs.)
+    await client.patch(DATASETS, "fresh", {"spec": {"image": {"upload": {"requestID": "second"}}}}, namespace)
+    second = (await eventually(lambda: upload_published(client, "fresh", namespace, "second")))["status"]["upload"]
+    assert second["url"] != first["url"]
+    assert yarl.URL(second["url"]).query["sig"] != yarl.URL(first["url"]).query["sig"]
+    assert second["expiresAt"] > first["expiresAt"]
+
+
+async def test_new_checksum_gets_new_url_and_rebuilds(operator: Any, namespace: str) -> None:
+    """A URL is bound to one checksum: a new one (same requestID) needs a new URL, then a new build."""
+    client, cache = operator.client, operator.manager.cache
+    body1, md5_1 = build_context("v1")
+    body2, md5_2 = build_context("v2")
+    await client.create(DATASETS, upload_dataset("iter", namespace, md5_1, "r"))
+    up = (await eventually(lambda: upload_published(client, "iter", namespace, "r")))["status"]["upload"]
+    assert (await put(up["url"], body1, await required_headers(operator, namespace, "iter", md5_1)))[0] == 200
+    await eventually(lambda: cache.get(JOBS, "iter-dataset-bld", namespace), timeout=20)
+    await annotate(client, "iter-dataset-bld", namespace, "succeed")
+    await eventually(lambda: built_reason(client, DATASETS, "iter", namespace, "BuildSucceeded"), timeout=30)
+    old_uid = (await client.get(JOBS, "iter-dataset-bld", namespace))["metadata"]["uid"]
+
+    await client.patch(DATASETS, "iter", {"spec": {"image": {"upload": {"checksum": md5_2}}}}, namespace)
+    obj = await eventually(lambda: built_reason(client, DATASETS, "iter", namespace, "AwaitingUpload"), timeout=20)
+    up2 = obj["status"]["upload"]
+    assert md5_2 in up2["url"] and up2["url"] != up["url"]
+    # The old URL cannot store the new context: it is bound to the old checksum.
+    status, _ = await put(up["url"], body2, await required_headers(operator, namespace, "iter", md5_2))
+    assert status == 400
+    assert (await put(up2["url"], body2, await required_headers(operator, namespace, "iter", md5_2)))[0] == 200
+
+    async def rebuilt() -> dict[str, Any] | None:
+        j = cache.get(JOBS, "iter-dataset-bld", namespace)
+        return j if j and j["metadata"]["uid"] != old_uid else None
+
+    job = await eventually(rebuilt, timeout=20)
+    assert kaniko_arg(job, "--context") == f"tar:///build/{md5_2}.tar.gz"
+    await annotate(client, "iter-dataset-bld", namespace, "succeed")
+    obj = await eventually(lambda: built_reason(client, DATASETS, "iter", namespace, "BuildSucceeded"), timeout=30)
+    assert obj["spec"]["image"]["name"].endswith(f":{md5_2}")
+
+
+async def test_stored_object_with_wrong_md5_is_reported_not_built(operator: Any, namespace: str) -> None:
+    client, cache = operator.client, operator.manager.cache
+    _, md5 = build_context()
+    await client.create(DATASETS, upload_dataset("bad", namespace, md5, "r1"))
+    await eventually(lambda: upload_published(client, "bad", namespace, "r1"))
+    wrong = b"not the declared context"
+    wrong_md5 = hashlib.md5(wrong).hexdigest()
+    url = storage_url(operator, namespace, "datasets", "bad")
+    await operator.cloud.write(naming.upload_object_url(url, md5), wrong, content_type=UPLOAD_CONTENT_TYPE)
+
+    obj = await eventually(lambda: built_reason(client, DATASETS, "bad", namespace, "BuildFailed"), timeout=20)
+    message = condition(obj, "Built")["message"]
+    assert md5 in message and wrong_md5 in message
+    assert obj["status"]["upload"]["storedChecksum"] == wrong_md5
+    assert obj["status"]["ready"] is False
+    await asyncio.sleep(1.5)  # several storage polls
+    assert await client.get_or_none(JOBS, "bad-dataset-bld", namespace) is None, "never built"
+    assert cache.get(JOBS, "bad-dataset", namespace) is None
+
+
+async def test_put_with_mismatching_body_is_rejected(operator: Any, namespace: str) -> None:
+    client = operator.client
+    body, md5 = build_context()
+    await client.create(DATASETS, upload_dataset("tamper", namespace, md5, "r1"))
+    up = (await eventually(lambda: upload_published(client, "tamper", namespace, "r1")))["status"]["upload"]
+    headers = await required_headers(operator, namespace, "tamper", md5)
+
+    status, reply = await put(up["url"], body + b"extra", headers)
+    assert status == 400 and md5 in reply["error"]
+    # Without Content-MD5 the URL's own binding still rejects it.
+    no_md5 = {k: v for k, v in headers.items() if k != "Content-MD5"}
+    assert (await put(up["url"], b"something else", no_md5))[0] == 400
+    url = storage_url(operator, namespace, "datasets", "tamper")
+    assert not await operator.cloud.exists(naming.upload_object_url(url, md5)), "nothing stored"
+
+    await asyncio.sleep(1.5)
+    obj = await get_obj(client, DATASETS, "tamper", namespace)
+    assert condition(obj, "Built")["reason"] == "AwaitingUpload"
+    assert await client.get_or_none(JOBS, "tamper-dataset-bld", namespace) is None
+
+
+# --- git ---------------------------------------------------------------------------------------
+
+
+async def test_git_build_then_workload(operator: Any, namespace: str) -> None:
+    client, cache = operator.client, operator.manager.cache
+    await client.create(MODELS, git_model("llm", namespace, branch="main", path="src"))
+    job = await eventually(lambda: cache.get(JOBS, "llm-model-bld", namespace), timeout=20)
+    pod = job["spec"]["template"]["spec"]
+    clone = pod["initContainers"][0]
+    assert clone["command"] == ["git", "clone", "--depth", "1", "--branch", "main",
+                                "https://github.com/substratusai/model-loader-huggingface", "/workspace"]
+    assert {"name": "workspace", "emptyDir": {}} in pod["volumes"]
+    expected = f"{REGISTRY}/test-cluster-model-{namespace}-llm:main"
+    assert kaniko_arg(job, "--context") == "dir:///workspace/src"
+    assert kaniko_arg(job, "--destination") == expected
+    assert "--insecure" in pod["containers"][0]["args"], "the local cloud's registry is plain HTTP"
+    assert job["metadata"]["labels"]["substratus.ai/model"] == "llm"
+
+    obj = await eventually(lambda: built_reason(client, MODELS, "llm", namespace, "Building"), timeout=20)
+    assert "upload" not in obj["status"]
+    await asyncio.sleep(1.0)
+    assert cache.get(JOBS, "llm-model", namespace) is None, "no workload before Built=True"
+    assert condition(await get_obj(client, MODELS, "llm", namespace), "Complete")["reason"] == "WaitingForDependency"
+
+    await annotate(client, "llm-model-bld", namespace, "succeed")
+    obj = await eventually(lambda: ready(client, MODELS, "llm", namespace), timeout=30)
+    assert obj["spec"]["image"]["name"] == expected
+    assert condition(obj, "Built")["reason"] == "BuildSucceeded"
+    assert condition(obj, "Built")["observedGeneration"] == obj["metadata"]["generation"]
+    wjob = await client.get(JOBS, "llm-model", namespace)
+    assert wjob["spec"]["template"]["spec"]["containers"][0]["image"] == expected
+
+
+async def test_git_build_failure_then_new_branch_rebuilds(operator: Any, namespace: str) -> None:
+    client, cache = operator.client, operator.manager.cache
+    await client.create(MODELS, git_model("gf", namespace, branch="broken"))
+    await eventually(lambda: cache.get(JOBS, "gf-model-bld", namespace), timeout=20)
+    await annotate(client, "gf-model-bld", namespace, "fail")
+
+    obj = await eventually(lambda: built_reason(client, MODELS, "gf", namespace, "BuildFailed"), timeout=30)
+    message = condition(obj, "Built")["message"]
+    assert "gf-model-bld" in message and "kubectl logs job/gf-model-bld" in message
+    assert "BackoffLimitExceeded" in message
+    assert obj["status"]["ready"] is False and "name" not in obj["spec"]["image"]
+    await eventually(lambda: _has_event(client, namespace, "gf", "BuildFailed"), timeout=10)
+    assert cache.get(JOBS, "gf-model", namespace) is None
+    old_uid = (await client.get(JOBS, "gf-model-bld", namespace))["metadata"]["uid"]
+
+    await client.patch(MODELS, "gf", {"spec": {"image": {"git": {"branch": "fixed"}}}}, namespace)
+
+    async def rebuilt() -> dict[str, Any] | None:
+        j = cache.get(JOBS, "gf-model-bld", namespace)
+        return j if j and j["metadata"]["uid"] != old_uid else None
+
+    job = await eventually(rebuilt, timeout=20)
+    assert "fixed" in job["spec"]["template"]["spec"]["initContainers"][0]["command"]
+    await eventually(lambda: built_reason(client, MODELS, "gf", namespace, "Building"), timeout=20)
+    await annotate(client, "gf-model-bld", namespace, "succeed")
+    obj = await eventually(lambda: ready(client, MODELS, "gf", namespace), timeout=30)
+    assert obj["spec"]["image"]["name"] == f"{REGISTRY}/test-cluster-model-{namespace}-gf:fixed"
+
+
+async def test_git_tag_builds_tag(operator: Any, namespace: str) -> None:
+    client, cache = operator.client, operator.manager.cache
+    await client.create(MODELS, git_model("tagged", namespace, tag="v1.0.0"))
+    job = await eventually(lambda: cache.get(JOBS, "tagged-model-bld", namespace), timeout=20)
+    assert job["spec"]["template"]["spec"]["initContainers"][0]["command"][4:6] == ["--branch", "v1.0.0"]
+    await annotate(client, "tagged-model-bld", namespace, "succeed")
+    obj = await eventually(lambda: ready(client, MODELS, "tagged", namespace), timeout=30)
+    assert obj["spec"]["image"]["name"] == f"{REGISTRY}/test-cluster-model-{namespace}-tagged:v1.0.0"
+
+
+# --- upload URL bookkeeping, without a cluster ----------------------------------------------------
+
+
+async def test_short_ttl_url_is_kept_until_near_expiry(tmp_path: Any) -> None:
+    """With a TTL under the refresh margin, every pass used to re-sign (a status write, an event,
+    another pass...); the margin is capped at half the TTL."""
+    offset = [0.0]
+    cloud = LocalCloud(f"file://{tmp_path}/b", signing_key="k", upload_base_url="http://up.test",
+                       clock=lambda: time.time() + offset[0])
+    ctx = SimpleNamespace(cloud=cloud, upload_url_ttl=60, registry=REGISTRY, cluster_name="c")
+    builder = build.Builder(SimpleNamespace(ctx=ctx))
+    _, md5 = build_context()
+    obj = from_dict({**upload_dataset("d", "ns", md5, "r1"), "metadata": {"name": "d", "namespace": "ns",
+                                                                             "generation": 1}})
+    url = f"{cloud.bucket_url}/h"
+    state = await builder.resolve(obj, {}, url, StatusUpdate(obj))
+    assert state.image is None and 0 < state.result.requeue_after <= build.UPLOAD_POLL_SECONDS
+    first = obj.status.upload
+    assert first is not None and first.request_id == "r1" and first.stored_checksum is None
+
+    offset[0] = 5.0  # a re-signed URL would now carry another expiry
+    await builder.resolve(obj, {}, url, StatusUpdate(obj))
+    assert obj.status.upload == first
+
+    obj.status.upload = attrs.evolve(first, expires_at="garbled")
+    await builder.resolve(obj, {}, url, StatusUpdate(obj))
+    assert obj.status.upload.url != first.url and obj.status.upload.expires_at != "garbled"

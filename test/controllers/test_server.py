@@ -1,0 +1,264 @@
+"""Server reconciler end to end: real API server, local cloud, cluster simulator."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from helpers import condition, get_obj, metric_writes
+
+from substratus import naming
+from substratus.controllers.resources import MODELS, SERVERS
+from substratus.controllers.server import deployment_state
+from substratus.runtime.client import Invalid
+from substratus.runtime.resource import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, SERVICES
+from substratus.testing.simulator import OUTCOME_ANNOTATION
+from substratus.testing.wait import eventually
+
+
+def model(name: str, ns: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "substratus.ai/v1", "kind": "Model", "metadata": {"name": name, "namespace": ns},
+            "spec": {"image": {"name": "substratusai/model-loader:v1"}, **spec}}
+
+
+def server(name: str, ns: str, model_name: str = "opt", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "substratus.ai/v1", "kind": "Server", "metadata": {"name": name, "namespace": ns},
+            "spec": {"image": {"name": "substratusai/basaran:v1"}, "model": {"name": model_name}, **spec}}
+
+
+def serving(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    return condition(obj, "Serving")
+
+
+async def _serving_reason(client, name: str, ns: str, reason: str) -> dict[str, Any] | None:
+    obj = await get_obj(client, SERVERS, name, ns)
+    c = serving(obj)
+    return obj if c and c["reason"] == reason else None
+
+
+async def test_server_waits_for_model_then_serves(operator, namespace: str) -> None:
+    client = operator.client
+    await client.create(SERVERS, server("chat", namespace, params={"max_tokens": 64}, env={"LOG_LEVEL": "debug"}))
+
+    obj = await eventually(lambda: _serving_reason(client, "chat", namespace, "WaitingForDependency"), timeout=30)
+    assert f"Model {namespace}/opt" in serving(obj)["message"] and "not found" in serving(obj)["message"]
+    assert obj["status"]["ready"] is False
+    assert operator.manager.cache.get(DEPLOYMENTS, "chat-server", namespace) is None, "nothing before the Model"
+
+    # Creating the Model wakes the Server through the depends-on index (no polling).
+    await client.create(MODELS, model("opt", namespace))
+    obj = await eventually(lambda: _serving_reason(client, "chat", namespace, "Available"), timeout=30)
+    assert obj["status"]["ready"] is True
+    assert "url" not in obj["status"], "a Server has no storage URL"
+    assert f"http://chat-server.{namespace}.svc.cluster.local:8080" in serving(obj)["message"]
+    assert condition(obj, "Built")["reason"] == "ImageProvided"
+
+    dep = await client.get(DEPLOYMENTS, "chat-server", namespace)
+    labels = {"app.kubernetes.io/managed-by": "substratus", "substratus.ai/server": "chat",
+              "substratus.ai/role": "workload"}
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["selector"]["matchLabels"] == labels
+    tmpl = dep["spec"]["template"]
+    assert tmpl["metadata"]["labels"] == labels
+    pod = tmpl["spec"]
+    assert pod["restartPolicy"] == "Always"
+    c = pod["containers"][0]
+    assert c["image"] == "substratusai/basaran:v1" and "command" not in c, "the image's own command"
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/", "port": "http", "scheme": "HTTP"}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["PARAM_MAX_TOKENS"] == "64" and env["LOG_LEVEL"] == "debug"
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/content/model"]["readOnly"] is True
+    assert mounts["/content/params.json"]["readOnly"] is True
+    assert "/content/output" not in mounts
+    model_url = f"{operator.cloud.bucket_url}/{naming.storage_hash('test-cluster', namespace, 'models', 'opt')}"
+    vol = next(v for v in pod["volumes"] if v["name"] == mounts["/content/model"]["name"])
+    assert vol["hostPath"]["path"] == model_url.removeprefix("file://") + "/model"
+    ref = dep["metadata"]["ownerReferences"][0]
+    assert ref["kind"] == "Server" and ref["name"] == "chat" and ref["controller"] and ref["blockOwnerDeletion"]
+
+    svc = await client.get(SERVICES, "chat-server", namespace)
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["selector"] == labels
+    (port,) = svc["spec"]["ports"]
+    assert (port["port"], port["targetPort"], port["protocol"], port["name"]) == (8080, 8080, "TCP", "http")
+    assert svc["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    cm = await client.get(CONFIGMAPS, "chat-server-params", namespace)
+    assert '"max_tokens": 64' in cm["data"]["params.json"]
+
+    reasons = await eventually(lambda: _event_reasons(client, namespace, "chat"))
+    assert {"WaitingForDependency", "Available"} <= reasons
+
+    # Deleting the Server removes its children (owner references; the simulator is the GC).
+    await client.delete(SERVERS, "chat", namespace)
+    for res in (DEPLOYMENTS, SERVICES, CONFIGMAPS):
+        name = "chat-server-params" if res is CONFIGMAPS else "chat-server"
+        await eventually(lambda res=res, name=name: _gone(client, res, name, namespace), timeout=30)
+
+
+async def test_model_url_change_rolls_the_deployment(operator, namespace: str) -> None:
+    client = operator.client
+    await client.create(MODELS, model("opt", namespace))
+    await client.create(SERVERS, server("roll", namespace))
+    await eventually(lambda: _serving_reason(client, "roll", namespace, "Available"), timeout=30)
+    before = await client.get(DEPLOYMENTS, "roll-server", namespace)
+    assert before["metadata"]["generation"] == 1
+
+    # Our Model controller derives status.url from the object's identity and would put it back
+    # at once; pause it so the moved URL stays, as if the Model had been restored elsewhere.
+    model_ctl = next(c for c in operator.manager.controllers if c.name == "model")
+    await model_ctl.stop()
+    moved = f"{operator.cloud.bucket_url}/{'0' * 32}"
+    await client.patch_status(MODELS, "opt", {"status": {"url": moved}}, namespace)
+
+    async def rolled() -> dict[str, Any] | None:
+        d = await client.get(DEPLOYMENTS, "roll-server", namespace)
+        vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+        return d if vols["model"]["hostPath"]["path"] == moved.removeprefix("file://") + "/model" else None
+
+    after = await eventually(rolled, timeout=30)
+    assert after["metadata"]["generation"] == 2, "the template changed: a new rollout"
+    assert after["metadata"]["uid"] == before["metadata"]["uid"], "updated in place, not recreated"
+    # Serving again once the (simulated) Deployment controller has rolled out generation 2.
+    obj = await eventually(lambda: _serving_reason(client, "roll", namespace, "Available"), timeout=30)
+    assert serving(obj)["observedGeneration"] == 1  # the Server's own generation did not change
+    d = await client.get(DEPLOYMENTS, "roll-server", namespace)
+    assert d["status"]["observedGeneration"] == 2
+
+
+async def test_unavailable_deployment_is_deploying(operator, namespace: str) -> None:
+    client = operator.client
+    await client.create(MODELS, model("opt", namespace))
+    await client.create(SERVERS, server("slow", namespace))
+    await eventually(lambda: _serving_reason(client, "slow", namespace, "Available"), timeout=30)
+
+    # The Pod stops being available (the simulator's "hold": no ready replicas).
+    await client.patch(DEPLOYMENTS, "slow-server", {"metadata": {"annotations": {OUTCOME_ANNOTATION: "hold"}}},
+                       namespace)
+    # (A Deployment's generation counts annotation changes too: first "rolling out generation 2".)
+    async def unavailable() -> dict[str, Any] | None:
+        obj = await _serving_reason(client, "slow", namespace, "Deploying")
+        return obj if obj and "0/1 replicas available" in serving(obj)["message"] else None
+
+    obj = await eventually(unavailable, timeout=30)
+    assert obj["status"]["ready"] is False
+    # The hand-added annotation is not ours to remove.
+    d = await client.get(DEPLOYMENTS, "slow-server", namespace)
+    assert d["metadata"]["annotations"][OUTCOME_ANNOTATION] == "hold"
+
+    await client.patch(DEPLOYMENTS, "slow-server", {"metadata": {"annotations": {OUTCOME_ANNOTATION: "succeed"}}},
+                       namespace)
+    obj = await eventually(lambda: _serving_reason(client, "slow", namespace, "Available"), timeout=30)
+    assert obj["status"]["ready"] is True
+
+
+async def test_params_change_updates_deployment_and_removes_old_env(operator, namespace: str) -> None:
+    client = operator.client
+    await client.create(MODELS, model("opt", namespace))
+    await client.create(SERVERS, server("tune", namespace, params={"a": 1, "b": 2}))
+    await eventually(lambda: _serving_reason(client, "tune", namespace, "Available"), timeout=30)
+    await client.patch(SERVERS, "tune", {"spec": {"params": {"a": 3, "b": None}}}, namespace)
+
+    async def updated() -> dict[str, Any] | None:
+        d = await client.get(DEPLOYMENTS, "tune-server", namespace)
+        env = {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return d if env == {"PARAM_A": "3"} else None
+
+    d = await eventually(updated, timeout=30)
+    assert d["metadata"]["generation"] == 2
+    cm = await client.get(CONFIGMAPS, "tune-server-params", namespace)
+    assert '"b"' not in cm["data"]["params.json"]
+    await eventually(lambda: _serving_reason(client, "tune", namespace, "Available"), timeout=30)
+
+
+async def test_server_image_from_git_build(operator, namespace: str) -> None:
+    client = operator.client
+    await client.create(MODELS, model("opt", namespace))
+    await client.create(SERVERS, {**server("built", namespace),
+                                  "spec": {"image": {"git": {"url": "https://github.com/org/serve", "tag": "v2"}},
+                                           "model": {"name": "opt"}}})
+    job = await eventually(lambda: operator.manager.cache.get(JOBS, "built-server-bld", namespace), timeout=30)
+    expected = f"registry.test:5000/test-cluster-server-{namespace}-built:v2"
+    assert job["metadata"]["annotations"]["substratus.ai/image"] == expected
+    obj = await eventually(lambda: _serving_reason(client, "built", namespace, "Available"), timeout=30)
+    assert obj["spec"]["image"]["name"] == expected
+    assert condition(obj, "Built")["reason"] == "BuildSucceeded"
+    dep = await client.get(DEPLOYMENTS, "built-server", namespace)
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == expected
+
+
+async def test_server_without_model_is_rejected_by_the_schema(operator, namespace: str) -> None:
+    body = server("nomodel", namespace)
+    del body["spec"]["model"]
+    with pytest.raises(Invalid) as err:
+        await operator.client.create(SERVERS, body)
+    assert err.value.status == 422 and "model" in err.value.message
+
+
+async def test_server_name_too_long_is_invalid_spec(operator, namespace: str) -> None:
+    client = operator.client
+    name = "s" * 51  # the apiserver (no CEL on 1.20) accepts it; the controller must not
+    await client.create(MODELS, model("opt", namespace))
+    await client.create(SERVERS, server(name, namespace))
+    obj = await eventually(lambda: _serving_reason(client, name, namespace, "InvalidSpec"), timeout=30)
+    assert "metadata.name" in serving(obj)["message"]
+    assert obj["status"]["ready"] is False
+    assert not [d for d in (await client.list(DEPLOYMENTS, namespace))["items"]], "no children"
+
+
+async def test_converged_servers_resync_with_zero_writes(operator, namespace: str) -> None:
+    client = operator.client
+    await client.create(MODELS, model("opt", namespace))
+    for i in range(2):
+        await client.create(SERVERS, server(f"steady-{i}", namespace, params={"i": i},
+                                            env={"TOKEN": "${{ secrets.hf.token }}"}))
+    for i in range(2):
+        await eventually(lambda i=i: _serving_reason(client, f"steady-{i}", namespace, "Available"), timeout=30)
+    await _settled(operator)
+    before = metric_writes()
+    for inf in operator.manager.cache.informers:
+        for obj in inf.store:
+            inf._emit_update(obj, obj)
+    await _settled(operator)
+    assert metric_writes() == before, "a converged reconcile must not write"
+
+
+def test_deployment_state() -> None:
+    def dep(gen: int, **status: Any) -> dict[str, Any]:
+        return {"metadata": {"name": "d", "generation": gen}, "spec": {"replicas": 1}, "status": status}
+
+    assert deployment_state(None) == (False, "waiting for the Deployment to be created")
+    assert deployment_state(dep(2, observedGeneration=1, updatedReplicas=1, availableReplicas=1)) == (
+        False, "Deployment d: rolling out generation 2")
+    assert deployment_state(dep(2, observedGeneration=2, updatedReplicas=1, availableReplicas=1))[0] is True
+    # The old ReplicaSet is still the available one: not yet.
+    assert deployment_state(dep(2, observedGeneration=2, updatedReplicas=0, availableReplicas=1))[0] is False
+    ok, message = deployment_state(dep(1, observedGeneration=1, updatedReplicas=1, availableReplicas=0, conditions=[
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "timed out"}]))
+    assert not ok and message == ("Deployment d: 0/1 replicas available, 1/1 updated; "
+                                  "ProgressDeadlineExceeded: timed out")
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+async def _gone(client, res, name: str, ns: str) -> bool:
+    return await client.get_or_none(res, name, ns) is None
+
+
+async def _event_reasons(client, ns: str, name: str) -> set[str]:
+    events = (await client.list(EVENTS, ns))["items"]
+    return {e["reason"] for e in events if e["involvedObject"]["name"] == name}
+
+
+def _queue_idle(operator) -> bool:
+    return all(c.queue is not None and c.queue.len() == 0 and not c.queue._processing
+               for c in operator.manager.controllers)
+
+
+async def _settled(operator) -> None:
+    """Work queues idle and the Events of the last transitions written (they are asynchronous)."""
+    await eventually(lambda: _queue_idle(operator), timeout=10)
+    await asyncio.wait_for(operator.manager.recorder._queue.join(), 10)
