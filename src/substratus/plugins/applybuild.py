@@ -1,0 +1,105 @@
+"""``kubectl applybuild -f obj.yaml DIR``: apply any substratus object with its image built from DIR.
+
+The object's ``spec.image`` is replaced by ``upload`` (any ``git`` or ``name`` in the manifest
+is ignored: DIR is the source), the object is created or its spec made equal to the manifest,
+DIR is uploaded and the command waits for ``Built=True`` — the workload itself (a Job, a
+Deployment, a Pod) then starts as usual; follow it with ``kubectl get`` or ``substratus explain``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import attrs
+
+from substratus.controllers.resources import BY_KIND
+from substratus.plugins import ExitCode, PluginError, echo, run_cli
+from substratus.plugins.upload import (
+    DEFAULT_TIMEOUT,
+    Deadline,
+    check_crd,
+    connect,
+    default_namespace,
+    load_manifest,
+    make_tarball,
+    new_request_id,
+    parse_object,
+    upload_and_build,
+    with_upload,
+)
+
+PROG = "kubectl applybuild"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Apply a Model, Dataset, Server or Notebook whose image is "
+                                                       "built from a local directory, and wait for the build.")
+    p.add_argument("-f", "--filename", required=True, help="the object's manifest ('-' for stdin)")
+    p.add_argument("directory", metavar="DIR", help="build context: a directory with a Dockerfile")
+    p.add_argument("-n", "--namespace")
+    p.add_argument("--kubeconfig")
+    p.add_argument("--context")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help="seconds to wait for the upload URL and the build (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no upload progress bar")
+    return p
+
+
+@attrs.define
+class Options:
+    filename: str
+    directory: str
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    progress: bool = True
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None) -> Options:
+        a = parser().parse_args(argv)
+        return cls(filename=a.filename, directory=a.directory, namespace=a.namespace, kubeconfig=a.kubeconfig,
+                   context=a.context, timeout=a.timeout, progress=not a.no_progress)
+
+
+async def run(opts: Options, *, out: TextIO | None = None) -> int:
+    manifest = load_manifest(opts.filename)  # before connecting: a typo should not need a cluster
+    file_ns = (manifest.get("metadata") or {}).get("namespace")
+    if opts.namespace and file_ns and file_ns != opts.namespace:
+        raise PluginError(ExitCode.USAGE, f"the namespace in {opts.filename} ({file_ns}) does not match "
+                                          f"--namespace {opts.namespace}")
+    ns = file_ns or opts.namespace or default_namespace(opts.kubeconfig, opts.context)
+    obj = parse_object(manifest, ns)
+    deadline = Deadline(opts.timeout)
+    client = await connect(opts.kubeconfig, opts.context)
+    try:
+        await check_crd(client, BY_KIND[obj["kind"]])
+        with tempfile.TemporaryDirectory(prefix="kubectl-applybuild-") as tmp:
+            tarball = make_tarball(Path(opts.directory), Path(tmp))
+            request_id = new_request_id()
+            result = await upload_and_build(client, with_upload(obj, tarball.md5, request_id), tarball, request_id,
+                                            deadline, kubeconfig=opts.kubeconfig, context=opts.context,
+                                            progress=opts.progress)
+    finally:
+        await client.close()
+    meta = result.obj["metadata"]
+    # stdout: the one result a script wants — the object and the image it now runs.
+    print(f"{result.obj['kind'].lower()}/{meta['name']} built {result.obj['spec']['image']['name']}",
+          file=out or sys.stdout, flush=True)
+    if not result.uploaded:
+        echo("(the build context was unchanged: nothing uploaded)")
+    return ExitCode.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = Options.from_args(argv)
+    return run_cli(lambda: run(opts), PROG)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
