@@ -26,8 +26,12 @@ install: $(VENV)/.installed ## Create .venv and install substratus with test and
 controlplane: ## Build (or reuse) the local kube-apiserver + etcd in ~/.cache/substratus/controlplane
 	bash hack/install-controlplane.sh
 
+.PHONY: tools
+tools: ## Extract promtool and prometheus from Debian's prometheus package (alert tests, make dashboard)
+	bash hack/install-prometheus.sh
+
 .PHONY: test
-test: install controlplane ## Run the whole test suite against a real local control plane
+test: install controlplane tools ## Run the whole test suite against a real local control plane
 	$(PY) -m pytest
 
 .PHONY: run
@@ -40,7 +44,7 @@ manifests: install ## Regenerate manifests/crd from the API types
 
 .PHONY: lint
 lint: install ## ruff + mypy
-	$(VENV)/bin/ruff check src test bench
+	$(VENV)/bin/ruff check src test bench hack
 	$(VENV)/bin/mypy src/substratus
 
 .PHONY: bench
@@ -55,3 +59,12 @@ docker-build: ## Build the operator image (needs a Docker engine)
 .PHONY: clean
 clean: ## Remove the venv and caches (keeps the control-plane binaries)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache $(DEV_DIR)
+
+.PHONY: docs
+docs: install ## Regenerate docs/api.md from the API types
+	$(PY) -m substratus.api.docs docs/api.md
+
+.PHONY: dashboard
+dashboard: install controlplane tools ## Render the Grafana dashboard to docs/dashboard.png from a real run (~4 min)
+	$(PIP) install -q -e '.[bench]'
+	$(PY) hack/render_dashboard.py

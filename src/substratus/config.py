@@ -33,6 +33,7 @@ class OperatorConfig:
     upload_bind_address: str = attrs.field(default=":8082", metadata={"help": "local cloud: signed-URL upload endpoint address."})
     upload_base_url: str = attrs.field(default="", metadata={"help": "local cloud: externally reachable base URL of the upload endpoint."})
     max_concurrent_reconciles: int = attrs.field(default=4, metadata={"help": "Workers per controller."})
+    object_count_interval: int = attrs.field(default=15, metadata={"help": "Seconds between refreshes of the substratus_objects metric."})
     log_level: str = attrs.field(default="info", metadata={"help": "debug, info, warning or error.", "choices": ("debug", "info", "warning", "error")})
     log_format: str = attrs.field(default="text", metadata={"help": "text (key=value) or json.", "choices": ("text", "json")})
     kaniko_image: str = attrs.field(default=DEFAULT_KANIKO_IMAGE, metadata={"help": "Image of the kaniko executor used by build Jobs."})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from substratus import logs
 from substratus.cloud import build_cloud
 from substratus.cloud.base import Cloud
 from substratus.config import OperatorConfig
+from substratus.controllers import metrics as domain_metrics
 from substratus.controllers.artifact import DatasetReconciler, ModelReconciler
 from substratus.controllers.base import Context
 from substratus.controllers.dependencies import DEPENDS_ON_INDEX, dependents_of, depends_on_index
@@ -71,9 +73,19 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
         .watches(MODELS, dependents_of(mgr.cache, NOTEBOOKS))
         .watches(DATASETS, dependents_of(mgr.cache, NOTEBOOKS)))
 
+    async def count_objects() -> None:
+        # Every replica counts from its own cache, so a standby reports the same numbers (the
+        # dashboard takes the max over replicas) and the counts survive a leader change.
+        await mgr.cache.wait_for_sync()
+        while True:
+            for res in (DATASETS, MODELS, SERVERS, NOTEBOOKS):
+                domain_metrics.set_object_counts(res.kind, mgr.cache.list(res))
+            await asyncio.sleep(cfg.object_count_interval)
+
+    mgr.add_runnable(count_objects)
+
     upload_server = getattr(cloud, "upload_server", None)
     if callable(upload_server) and cfg.upload_bind_address not in ("", "0"):
-        import asyncio
         import socket
 
         from aiohttp import web

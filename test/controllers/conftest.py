@@ -51,7 +51,8 @@ async def operator(client: Client, namespace: str, tmp_path: Path, simulator: An
                          registry="registry.test:5000", namespace=namespace,
                          metrics_bind_address="127.0.0.1:0", health_probe_bind_address="127.0.0.1:0",
                          upload_bind_address="127.0.0.1:0", upload_base_url="http://127.0.0.1:0",
-                         upload_signing_key="test-key", max_concurrent_reconciles=2)
+                         upload_signing_key="test-key", max_concurrent_reconciles=2,
+                         object_count_interval=1)
     cloud = LocalCloud(cfg.bucket_url, signing_key=cfg.upload_signing_key, upload_base_url=cfg.upload_base_url)
     mgr = build_manager(client, cloud, cfg)
     task = asyncio.create_task(mgr.run(handle_signals=False))

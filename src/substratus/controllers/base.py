@@ -29,6 +29,7 @@ from substratus.api import (
 )
 from substratus.cloud.base import Cloud
 from substratus.config import DEFAULT_GIT_IMAGE, DEFAULT_KANIKO_IMAGE
+from substratus.controllers import metrics as domain_metrics
 from substratus.controllers.apply import Applier
 from substratus.controllers.render import BuildImages, RenderOptions
 from substratus.controllers.status import StatusUpdate, now, record_transitions, status_dict, write_status
@@ -100,7 +101,9 @@ class KindReconciler(abc.ABC):
         return update.is_true(self.ready_condition)
 
     async def _finish(self, raw: dict[str, Any], obj: AnyKind, update: StatusUpdate) -> None:
-        await write_status(self.ctx.client, self.resource, raw, status_dict(obj))
+        new_status = status_dict(obj)
+        if await write_status(self.ctx.client, self.resource, raw, new_status):
+            domain_metrics.observe_ready(raw, new_status)
         record_transitions(self.ctx.recorder, raw, update.transitions)
 
     async def _invalid(self, raw: dict[str, Any], obj: AnyKind | None, errors: list[str]) -> Result:
