@@ -360,10 +360,10 @@ async def main_async(out: Path, minutes: float, keep: bool) -> None:
     if empty:
         log.warning("panels without data: %s", empty)
     draw(panels, out, begin, end)
-    # The numbers behind the picture, so a reader can check any line of it.
-    out.with_suffix(".json").write_text(json.dumps(
+    # The numbers behind the picture, kept with the logs and the TSDB when --keep.
+    (work / "panels.json").write_text(json.dumps(
         {"begin": begin, "end": end, "panels": [{"title": p.get("title"), "series": p["series"]}
-                                                for p in panels if p["type"] != "row"]}, indent=1))
+                                                for p in panels if p["type"] != "row"]}))
     log.info("wrote %s", out)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
