@@ -63,8 +63,9 @@ class ArtifactReconciler(KindReconciler):
         # The bucket decides completion before anything runs.
         if await cloud.exists(naming.completed_marker_url(url)):
             previous = next((c for c in obj.status.conditions if c.type == COMPLETE), None)
-            reason = Reason.JOB_SUCCEEDED if previous is not None and previous.reason == Reason.JOB_SUCCEEDED \
-                else Reason.FOUND_IN_STORAGE
+            ran_here = (previous is not None and previous.reason == Reason.JOB_SUCCEEDED) \
+                or self._own_job_succeeded(obj, job_name)
+            reason = Reason.JOB_SUCCEEDED if ran_here else Reason.FOUND_IN_STORAGE
             message = f"artifacts at {naming.artifacts_url(url, obj.KIND)}"
             update.set(COMPLETE, True, reason, message)
             await self._describe_artifacts(obj, url)
@@ -103,6 +104,16 @@ class ArtifactReconciler(KindReconciler):
     def mounts(self, obj: AnyKind, url: str) -> list[Mount]:
         out = [Mount("output", naming.artifacts_url(url, obj.KIND), f"{render.CONTENT_DIR}/output", False)]
         return out
+
+    def _own_job_succeeded(self, obj: AnyKind, job_name: str) -> bool:
+        """This object's own workload Job (owned by its uid) succeeded: the marker is ours, even
+        if the status write that said ``JobSucceeded`` was lost (e.g. the API server went away
+        between writing the marker and patching the status)."""
+        job = self.ctx.cache.get(JOBS, job_name, obj.metadata.namespace or "")
+        if job is None or job_state(job)[0] != "succeeded":
+            return False
+        refs = (job.get("metadata") or {}).get("ownerReferences") or []
+        return any(r.get("controller") and r.get("uid") == obj.metadata.uid for r in refs)
 
     def _unready_dependencies(self, obj: AnyKind) -> list[str]:
         """Messages for each dependency that is missing or not complete yet."""

@@ -20,7 +20,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -268,11 +268,14 @@ class Client:
         })
 
     async def list_all(self, res: Resource, namespace: str | None = None, *, label_selector: str | None = None,
-                       field_selector: str | None = None, page_size: int = 500) -> tuple[builtins.list[dict], str]:
+                       field_selector: str | None = None, page_size: int = 500,
+                       transform: Callable[[dict], dict] | None = None) -> tuple[builtins.list[dict], str]:
         """All items of a paginated LIST and the resourceVersion to watch from.
 
         Every page after the first is served from the same etcd snapshot (the continue token
-        pins it), so the returned resourceVersion is consistent with every item.
+        pins it), so the returned resourceVersion is consistent with every item. ``transform``
+        is applied to each item as its page arrives, so what it drops (e.g. ``managedFields``)
+        is freed page by page instead of the whole list being held first.
         """
         items: builtins.list[dict] = []
         token: str | None = None
@@ -284,7 +287,7 @@ class Client:
                 # LIST items carry no apiVersion/kind; the cache and handlers want them.
                 item.setdefault("apiVersion", res.api_version)
                 item.setdefault("kind", kind)
-                items.append(item)
+                items.append(transform(item) if transform is not None else item)
             meta = page.get("metadata") or {}
             token = meta.get("continue")
             if not token:

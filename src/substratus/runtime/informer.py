@@ -185,10 +185,9 @@ class Informer:
                 resync_task.cancel()
 
     async def _list(self) -> None:
+        # Transformed page by page: the whole list never exists with what the transform drops.
         items, rv = await self.client.list_all(self.resource, self.namespace, label_selector=self.label_selector,
-                                               page_size=self.page_size)
-        if self.transform is not None:
-            items = [self.transform(o) for o in items]
+                                               page_size=self.page_size, transform=self.transform)
         added, updated, deleted = self.store.replace(items)
         self.resource_version = rv
         self.relists += 1
