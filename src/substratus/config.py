@@ -28,6 +28,9 @@ class OperatorConfig:
     leader_elect: bool = attrs.field(default=False, metadata={"help": "Enable leader election (run several replicas)."})
     leader_election_namespace: str = attrs.field(default="substratus", metadata={"help": "Namespace of the leader-election Lease."})
     leader_election_id: str = attrs.field(default="substratus-leader", metadata={"help": "Name of the leader-election Lease."})
+    leader_election_lease_duration: int = attrs.field(default=15, metadata={"help": "Seconds a standby waits after the leader's last renewal before taking over."})
+    leader_election_renew_deadline: int = attrs.field(default=10, metadata={"help": "Seconds the leader keeps trying to renew before it gives up leading."})
+    leader_election_retry_period: int = attrs.field(default=2, metadata={"help": "Seconds between leader-election attempts."})
     metrics_bind_address: str = attrs.field(default=":8080", metadata={"help": "Prometheus /metrics address; 0 disables."})
     health_probe_bind_address: str = attrs.field(default=":8081", metadata={"help": "/healthz and /readyz address; 0 disables."})
     upload_bind_address: str = attrs.field(default=":8082", metadata={"help": "local cloud: signed-URL upload endpoint address."})
@@ -92,6 +95,14 @@ class OperatorConfig:
         for name, allowed in choices.items():
             if allowed and getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        # client-go's rules: a leader must give up before a standby may take over, and must be able
+        # to retry a renewal (with jitter) within its deadline.
+        if self.leader_election_lease_duration <= self.leader_election_renew_deadline:
+            raise ValueError("leader_election_lease_duration must be greater than leader_election_renew_deadline")
+        if self.leader_election_retry_period < 1 or \
+                self.leader_election_renew_deadline <= 1.2 * self.leader_election_retry_period:
+            raise ValueError("leader_election_renew_deadline must be greater than 1.2 x leader_election_retry_period "
+                             "(and the retry period at least 1 s)")
         if self.max_concurrent_reconciles < 1:
             raise ValueError("max_concurrent_reconciles must be at least 1")
         if self.cloud == "gcp" and not self.bucket_url.startswith("gs://"):

@@ -36,6 +36,9 @@ def manager_options(cfg: OperatorConfig) -> ManagerOptions:
         leader_election=cfg.leader_elect,
         leader_election_id=cfg.leader_election_id,
         leader_election_namespace=cfg.leader_election_namespace,
+        lease_duration=cfg.leader_election_lease_duration,
+        renew_deadline=cfg.leader_election_renew_deadline,
+        retry_period=cfg.leader_election_retry_period,
         # Children are all labelled: cache only ours, not every ConfigMap/Pod/Secret in the cluster.
         label_selectors={r: MANAGED_SELECTOR for r in (CONFIGMAPS, JOBS, PODS, SERVICES, DEPLOYMENTS, SECRETS)},
     )
