@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import time
+from typing import Any
 
 from substratus.runtime.workqueue import Queue, ShutDown
 
@@ -55,6 +57,29 @@ def run(cycles: int, workers: int, *, metrics: bool = True) -> dict[str, float |
         "seconds": seconds,
         "cycles_per_second": cycles / seconds,
     }
+
+
+def run_rounds(cycles: int, rounds: int = 3, log: Any = None) -> list[dict[str, Any]]:
+    """Every (workers, metrics) pair ``rounds`` times, interleaved; the median round of each pair.
+
+    Interleaving spreads whatever else the machine is doing over all four configurations.
+    """
+    configs = [(w, m) for w in (1, 8) for m in (True, False)]
+    samples: dict[tuple[int, bool], list[dict[str, Any]]] = {c: [] for c in configs}
+    for _ in range(rounds):
+        for workers, metrics in configs:
+            samples[(workers, metrics)].append(run(cycles, workers, metrics=metrics))
+    out = []
+    for (workers, metrics), rs in samples.items():
+        rates = sorted(r["cycles_per_second"] for r in rs)
+        med = statistics.median(rates)
+        out.append({"workers": workers, "cycles": cycles, "metrics": metrics, "rounds": len(rs),
+                    "seconds": cycles / med, "cycles_per_second": med, "min_cycles_per_second": rates[0],
+                    "max_cycles_per_second": rates[-1]})
+        if log:
+            log(f"  workers={workers} metrics={'on' if metrics else 'off'}: {med:,.0f} cycles/s "
+                f"(median of {len(rs)}, {rates[0]:,.0f}-{rates[-1]:,.0f})")
+    return out
 
 
 def main() -> None:

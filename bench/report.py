@@ -1,0 +1,660 @@
+"""Render the benchmark results as ``docs/benchmarks.md`` plus PNG plots (matplotlib, Agg backend).
+
+Every number in the Markdown comes from the results dict that ``python -m bench`` measured (and
+also printed); nothing here is typed in by hand. The machine line under every table says where
+and when it was measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from statistics import mean, median
+from typing import Any
+
+LABELS = {"ceiling": "ceiling (bare client)", "substratus": "substratus", "substratus-w20": "substratus, 20 workers",
+          "kopf": "kopf"}
+COLORS = {"ceiling": "#9e9e9e", "substratus": "#1f77b4", "substratus-w20": "#6baed6", "kopf": "#ff7f0e"}
+# Condition transitions substratus records per converged Dataset (Built=True, Complete=False/JobRunning).
+EVENTS_PER_DATASET = 2
+
+
+def env_line(results: dict[str, Any]) -> str:
+    m = results.get("machine") or {}
+    pk = m.get("packages") or {}
+    return (f"<sub>Measured {m.get('date', '?')} on {m.get('nproc', '?')} cores ({m.get('cpu_model', '?')}), "
+            f"{m.get('memory_gib', '?')} GiB RAM; Python {m.get('python', '?')}, kube-apiserver "
+            f"{m.get('apiserver', '?')}, substratus {pk.get('substratus', '?')} ({_commit(m)}), "
+            f"kopf {pk.get('kopf', '?')}; load average {m.get('loadavg_start', '?')} at the start.</sub>")
+
+
+def _f(x: Any, digits: int = 2) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "—"
+    return f"{a / b:.2f}x"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+
+def _environment(results: dict[str, Any]) -> list[str]:
+    m = results.get("machine") or {}
+    pk = m.get("packages") or {}
+    a = results.get("args") or {}
+    rows = [
+        ["date", m.get("date", "?")],
+        ["machine", f"{m.get('nproc', '?')} cores, {m.get('cpu_model', '?')}, {m.get('memory_gib', '?')} GiB RAM, "
+                    f"Linux {m.get('kernel', '?')}"],
+        ["Python", m.get("python", "?")],
+        ["API server", f"kube-apiserver {m.get('apiserver', '?')}: {m.get('cluster', '?')}"],
+        ["packages", ", ".join(f"{k} {v}" for k, v in pk.items())],
+        ["commit", _commit(m)],
+        ["command", f"`python -m bench {a.get('argv', '')}`".replace(" `", "`")],
+        ["bench wall time", f"{_f(results.get('total_seconds'), 0)} s"],
+        ["load average (1, 5, 15 min)", f"{m.get('loadavg_start', '?')} at the start, {m.get('loadavg_end', '?')} at "
+                                        "the end (the machine is shared: other jobs ran alongside)"],
+    ]
+    return ["## Environment", "", *_table(["", ""], rows), ""]
+
+
+def _summary(conv: dict[str, Any]) -> list[dict[str, Any]]:
+    if conv.get("summary"):
+        return conv["summary"]
+    from bench.convergence import summarise
+
+    return summarise(conv["runs"])
+
+
+def _med(conv: dict[str, Any], n: int, contender: str) -> float | None:
+    return next((s["median_seconds"] for s in _summary(conv) if s["n"] == n and s["contender"] == contender), None)
+
+
+def _median_of(runs: list[dict[str, Any]], fn: Any) -> float | None:
+    vals = [v for v in (fn(r) for r in runs) if v is not None]
+    return median(vals) if vals else None
+
+
+def _commit(m: dict[str, Any]) -> str:
+    commit = str(m.get("commit", "?"))
+    if commit.endswith("+ uncommitted changes"):  # older runs checked src/ and bench/ together
+        commit += " in src/ or bench/"
+    return commit
+
+
+def _reading(results: dict[str, Any]) -> list[str]:
+    m = results.get("machine") or {}
+    return ["## Reading these numbers", "",
+            f"- **Ratios, not absolutes.** The machine has {m.get('nproc', '?')} cores shared by the API server, "
+            "etcd, the operator under test and the benchmark's own client (and, here, by other jobs: see the load "
+            "average). Absolute seconds move from run to run by tens of percent; what the benchmark is built for "
+            "is the ratio of contenders measured side by side in one invocation, interleaved round by round, "
+            "each round starting with a different contender, reported as medians with their spread. Even the "
+            "ratios move between invocations: read a difference smaller than the min-max spread in the tables "
+            "as noise.",
+            "- **No kubelet, no controllers.** The local control plane is kube-apiserver + etcd only: Jobs are "
+            "never run, so a Dataset converges to *params ConfigMap + Job exist, status `JobRunning`*. Nothing "
+            "else writes to the cluster while a contender runs, except the API server's own endpoint "
+            "reconciler (left out of every write count).",
+            "- **`--kubeconfig`** runs the same against any cluster (use a throwaway one: the Jobs will run "
+            "there). The API server's CPU seconds are then not measured (they are read from `/proc`), and the "
+            "numbers include that cluster's network and controllers.",
+            ""]
+
+
+def _convergence(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    conv = results["convergence"]
+    repeats = conv.get("repeats", 1)
+    reps = repeats if isinstance(repeats, list) else [repeats] * len(conv["sizes"])
+    rep_text = ", ".join(f"{r} times at N={n:,}" for n, r in zip(conv["sizes"], reps, strict=True))
+    out = ["## 1. Convergence", "",
+           f"N Datasets with `spec.image.name` set are created with {conv['concurrency']} creates in flight; the "
+           "clock runs from the first create until a watch has seen every Dataset's params ConfigMap and Job. "
+           "Each contender runs alone, in a fresh namespace, after one warm-up Dataset (so process start-up "
+           f"and cache sync are not timed). Every contender ran {rep_text}, interleaved round "
+           "by round with a rotating start, and the tables give the **median** (min-max over the rounds).", "",
+           "- **ceiling**: no operator; the benchmark's own asyncio `Client` creates the Datasets exactly as "
+           "for the operators and, as each create returns, that Dataset's ConfigMap then Job (the same "
+           f"rendered children), with at most {conv['concurrency']} objects' children in flight besides the "
+           "Dataset creates: an operator's pipeline with that many workers, minus watch, queue, cache and "
+           "reconcile: the fastest this API server gets the same objects written.",
+           "- **substratus**: `python -m substratus run --namespace NS` in a subprocess, default 4 workers per "
+           "controller; **substratus, 20 workers** adds `--max-concurrent-reconciles 20` (as many workers as "
+           "creates in flight).",
+           "- **kopf**: `kopf run --standalone` on [`bench/kopf_operator.py`](../bench/kopf_operator.py), an "
+           "async `@kopf.on.create` handler that renders the same children with substratus's own render "
+           "functions and creates them with kubernetes-asyncio: what a Python user would otherwise write. By "
+           "default kopf runs one worker task per object with no limit (`settings.queueing.worker_limit = "
+           "None`), so with N objects arriving it can have up to N handlers in flight. There is no \"kopf, 20 "
+           "workers\": kopf's `worker_limit` also counts kopf's own CRD and namespace streams, and each "
+           "per-object worker holds its slot for `idle_timeout` (5 s) after its last event, so a cap of 20 "
+           "makes kopf wait for idle workers to time out between batches of objects (an order of magnitude "
+           "slower in a trial), which measures that design rather than a concurrency of 20.", "",
+           "The contenders do not do the same *amount* of work: substratus also writes the Dataset's status "
+           "(conditions `Built` and `Complete=False/JobRunning`) and one Event per condition transition, as "
+           "the SPEC requires; kopf (1.45 defaults) writes its own progress annotation onto the Dataset and "
+           "posts no Events; the ceiling writes nothing beyond the three objects. Writes and reads are counted "
+           "by the API server (`apiserver_request_total`) until it has been quiet for 2 s, so they include "
+           "what happens after the children exist, and the benchmark's own N Dataset creates. CPU seconds "
+           "are read from `/proc` over the timed window. Columns other than seconds are medians too.", ""]
+    for n in conv["sizes"]:
+        runs_n = [r for r in conv["runs"] if r["n"] == n]
+        ceiling = _med(conv, n, "ceiling")
+        rows = []
+        for summ in [x for x in _summary(conv) if x["n"] == n]:
+            c = summ["contender"]
+            mine = [r for r in runs_n if r["contender"] == c]
+            ok = [r for r in mine if r["converged"]]
+            resources = sorted({k for r in mine for k in r["writes"] if k != "endpoints"})
+            by_res = ", ".join(f"{k} {_median_of(mine, lambda r, k=k: r['writes'].get(k, 0) / r['n']):.2f}"
+                               for k in resources)
+            spread = (f"{_f(summ['min_seconds'])}-{_f(summ['max_seconds'])}"
+                      if summ["converged"] > 1 else "")
+            label = LABELS.get(c, c)
+            if summ["converged"] < summ["rounds"]:
+                label += f" (**{summ['rounds'] - summ['converged']} round(s) did not converge**)"
+            rows.append([
+                label, _f(summ["median_seconds"]), spread,
+                _f(n / summ["median_seconds"] if summ["median_seconds"] else None, 0),
+                _ratio(summ["median_seconds"], ceiling),
+                _f(_median_of(mine, lambda r: _writes_per_object(r, r['n']))), by_res,
+                _f(_median_of(ok, lambda r: r.get("operator_cpu_seconds"))),
+                _f(_median_of(ok, lambda r: (r.get("server_cpu_seconds") or {}).get("kube-apiserver"))),
+                _f(_median_of(ok, lambda r: _server_cpu_ms_per_object(r)), 1),
+                _f(_median_of(ok, lambda r: (r.get("operator_memory_mib") or {}).get("VmHWM")), 0),
+            ])
+        out += [f"### N = {n:,}", "",
+                *_table(["contender", "median s", "min-max s", "objects/s", "vs ceiling", "writes/object",
+                         "writes/object by resource", "operator CPU s", "apiserver CPU s",
+                         "apiserver + etcd CPU ms/object", "operator peak RSS MiB"], rows),
+                "", env_line(results), ""]
+    rows = []
+    for n in conv["sizes"]:
+        rows.append([f"{n:,}", *(_ratio(_med(conv, n, a), _med(conv, n, b)) for a, b in RATIOS)])
+    out += ["### Ratios of median times to converge", "",
+            "*operator / ceiling*: how much longer than the bare client at the same concurrency the operator "
+            "takes to get the same objects written. *kopf / substratus*: above 1.00x substratus is faster, "
+            "below it kopf is.", "",
+            *_table(["N", *(f"{LABELS.get(a, a)} / {LABELS.get(b, b).split(' (')[0]}" for a, b in RATIOS)], rows),
+            "", env_line(results), ""]
+    out += _work_note(conv)
+    out += _duplicate_status_note(conv)
+    out += _dropped_events_note(conv)
+    extra = [r for r in conv["runs"] if r.get("reconciles")]
+    if extra:
+        rows = [[LABELS.get(r["contender"], r["contender"]), f"{r['n']:,}", str(r.get("rep", 1)),
+                 _f(r["reconciles"]), _f(r["reconcile_errors"]),
+                 ", ".join(f"{k}: {v}" for k, v in sorted(r["operator_requests"].items()))]
+                for r in extra]
+        out += ["Requests the substratus process itself made (its `rest_client_requests_total`, warm-up and "
+                "informer LIST/WATCH included) and its reconciles, per round:", "",
+                *_table(["contender", "N", "round", "reconciles", "reconcile errors",
+                         "requests by method and code"], rows),
+                "", env_line(results), ""]
+    if "convergence" in plots:
+        out += [f"![convergence]({plots['convergence']})", ""]
+    return out
+
+
+RATIOS = (("substratus", "ceiling"), ("substratus-w20", "ceiling"), ("kopf", "ceiling"), ("kopf", "substratus"),
+          ("kopf", "substratus-w20"))
+
+
+def _server_cpu_ms_per_object(r: dict[str, Any]) -> float | None:
+    cpu = r.get("server_cpu_seconds") or {}
+    if not cpu:
+        return None
+    return 1000 * sum(cpu.values()) / r["n"]
+
+
+def _work_note(conv: dict[str, Any]) -> list[str]:
+    """What each contender made the API server do per object, at the largest size."""
+    n = max(conv["sizes"])
+    parts = []
+    for summ in [x for x in _summary(conv) if x["n"] == n]:
+        ok = [r for r in conv["runs"] if r["n"] == n and r["contender"] == summ["contender"] and r["converged"]]
+        w = _median_of(ok, lambda r: _writes_per_object(r, r["n"]))
+        cpu = _median_of(ok, _server_cpu_ms_per_object)
+        if w is None:
+            continue
+        parts.append(f"{LABELS.get(summ['contender'], summ['contender'])} {w:.2f} writes"
+                     + (f" and {cpu:.1f} ms of API server + etcd CPU" if cpu is not None else ""))
+    if not parts:
+        return []
+    return [f"**Where the time goes.** Per Dataset at N={n:,} (medians): " + "; ".join(parts) + ". The API "
+            "server and etcd share the machine's cores with the operator under test, so on this machine "
+            "convergence time follows the work each contender makes the API server do per object, and the "
+            "number of requests it keeps in flight.", ""]
+
+
+def _dropped_events_note(conv: dict[str, Any]) -> list[str]:
+    """Say so when substratus wrote fewer Events than the transitions it recorded."""
+    short = []
+    for r in conv["runs"]:
+        if r["contender"] in ("substratus", "substratus-w20") and r["converged"]:
+            missing = EVENTS_PER_DATASET * r["n"] - r["writes"].get("events", 0)
+            if missing > 0.02 * EVENTS_PER_DATASET * r["n"]:
+                short.append((r, missing))
+    if not short:
+        return []
+    worst, missing = max(short, key=lambda x: x[1] / x[0]["n"])
+    return [f"**Dropped Events.** In {len(short)} substratus round(s) fewer Events reached the API server than "
+            f"the {EVENTS_PER_DATASET} condition transitions each Dataset goes through (worst: "
+            f"{LABELS.get(worst['contender'], worst['contender'])}, N={worst['n']:,}: {missing:,} of "
+            f"{EVENTS_PER_DATASET * worst['n']:,} missing). `EventRecorder` (src/substratus/runtime/events.py) "
+            "queues Events in a bounded queue (1,000) drained by one writer task and drops what does not fit, "
+            "by design so that recording never blocks a reconcile (client-go drops the same way); with many "
+            "workers converging many objects at once, transitions are produced faster than one writer posts "
+            "them. The drops are only counted in `EventRecorder.dropped`, which is neither logged nor exported "
+            "as a metric.", ""]
+
+
+def _duplicate_status_note(conv: dict[str, Any]) -> list[str]:
+    """Explain status writes beyond one per Dataset when the run shows them."""
+    dup = [(r, r["writes"].get("datasets/status", 0) - r["n"]) for r in conv["runs"]
+           if r["contender"] in ("substratus", "substratus-w20")]
+    dup = [(r, d) for r, d in dup if d > 0]
+    if not dup:
+        return []
+    worst = max(dup, key=lambda x: x[1] / x[0]["n"])
+    r, d = worst
+    return [f"**Extra status writes.** In {len(dup)} of the substratus rounds the Dataset status was patched "
+            f"more than once per object (worst: {LABELS.get(r['contender'], r['contender'])}, N={r['n']:,}, "
+            f"{d:,} extra status patches, {d / r['n']:.0%} of the objects). The cause is a stale cache read, "
+            "not a spec change: the first reconcile creates the Job and patches the status; the Job's ADDED "
+            "event enqueues the owner again, and a free worker reconciles it before the Dataset informer has "
+            "delivered the status the operator just wrote. That reconcile sees no conditions, sets them again "
+            "(a second `PATCH /status`) and, because it sees each condition as a transition, records the two "
+            "Events again. It shows more with more workers. It never happens once the cache has caught up: "
+            "the steady state below writes nothing.", ""]
+
+
+# The API server's own endpoint reconciler writes the `kubernetes` Service's endpoints about every
+# 10 s, operator or not (an idle control plane shows it too): never counted as anyone's traffic.
+SERVER_OWN = ("endpoints",)
+
+
+def _server_writes(phase: dict[str, Any]) -> int | None:
+    if "apiserver_writes" not in phase:
+        return None
+    return sum(v for k, v in phase["apiserver_writes"].items() if k not in SERVER_OWN)
+
+
+def _mem_mode(r: dict[str, Any]) -> str:
+    return r.get("strip_mode") or ("per-page" if r["strip"] else "none")
+
+
+def _mem_index(mem: dict[str, Any]) -> dict[tuple[str, int, str, str, str], dict[str, Any]]:
+    return {(r["kind"], r["count"], r["source"], _mem_mode(r), r["method"]): r for r in mem["results"]}
+
+
+def _mem_cells(mem: dict[str, Any]) -> list[tuple[str, int, str]]:
+    return sorted({(r["kind"], r["count"], r["source"]) for r in mem["results"]},
+                  key=lambda c: (c[0] != "jobs", c[1], c[2] != "api"))
+
+
+def _writes_per_object(r: dict[str, Any], n: int) -> float:
+    return sum(v for k, v in r["writes"].items() if k != "endpoints") / n
+
+
+def _steady(results: dict[str, Any]) -> list[str]:
+    steady = results["convergence"].get("steady") or []
+    if not steady:
+        return []
+    out = ["## 2. Steady state", "",
+           "On substratus's converged namespace from section 1 (N Datasets plus the warm-up one, each with its "
+           "ConfigMap and Job, status `JobRunning`), the operator process is stopped and a new manager is "
+           "started in-process on the same objects (**restart**: every object is listed and reconciled), then "
+           "every cached object is re-delivered to the controllers, as a resync period would (**resync**). "
+           "Requests are counted twice: by the operator's own `rest_client_requests_total`, and by the API "
+           "server's `apiserver_request_total` (writes to any resource in the cluster, from anyone — nothing "
+           "else runs meanwhile; the API server's own writes to the `kubernetes` Service's endpoints, "
+           "which an idle control plane makes every ~10 s, are left out). The GETs at restart are the "
+           "informers' paginated LISTs and their WATCHes, one of each per informer; a converged reconcile "
+           "reads only the cache.", ""]
+    rows = []
+    for s in steady:
+        r, y = s["restart"], s["resync"]
+        rows.append([f"{s['objects']:,}", _f(r["reconciles"]), _f(r["writes"]), _f(_server_writes(r)),
+                     _f(r["reads"]), _f(r.get("informers")), _f(r.get("reconcile_reads")), _f(r["seconds"]),
+                     _f(y["reconciles"]), _f(y["writes"]), _f(_server_writes(y)),
+                     _f(y["reads"]), _f(y["reads_per_reconcile"], 3), _f(y["seconds"])])
+    out += _table(["objects", "restart reconciles", "restart writes", "… seen by API server", "restart GETs",
+                   "informers", "GETs not LIST/WATCH", "restart s", "resync reconciles", "resync writes",
+                   "… seen by API server", "resync GETs", "GETs per reconcile", "resync s"], rows)
+    out += ["", env_line(results), ""]
+    return out
+
+
+def _memory(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    mem = results["memory"]
+    real = mem["real_objects"]
+    out = ["## 3. Memory per cached object", "",
+           f"{real:,} Datasets (spec applied by one field manager, status by another) and their {real:,} Jobs "
+           "are written with server-side apply, so each carries `managedFields` as in a real cluster. Each "
+           "cell is a fresh subprocess filling one informer store through a real `Informer` (paginated LIST, "
+           "the transform, the store). "
+           f"The {real:,}-object cells list from the API server (*api*) and again from synthesised pages; "
+           "larger counts are synthesised only: renamed copies of the real objects with fresh uids, written "
+           "by the parent as 500-item LIST pages to a file that the child's informer lists instead of the "
+           "API server (same `json.loads` per page, same informer code, no HTTP buffers). "
+           "**RSS**: resident-set growth over the fill, in a run without tracemalloc (what the kernel charges: "
+           "includes allocator slack and freed-but-kept memory); **peak**: the resident high-water mark during "
+           "the fill over the same baseline; **tracemalloc**: bytes Python still holds after the fill, "
+           "measured in a separate run. `strip_bulk` is the cache's default transform (drops `managedFields` "
+           "and kubectl's last-applied annotation); *raw* is no transform. *Stripped per page* is the informer "
+           "today: `Client.list_all(transform=...)` strips each item as its LIST page is parsed. *Stripped after "
+           "the LIST (old)* reproduces the informer before commit ea0d9d1, which applied the transform only once "
+           "the whole LIST was held: every raw object existed at once, and the memory the dropped fields used "
+           "stays with the process (the allocator's arenas are pinned by the surviving objects), so the "
+           "resident set kept most of the raw size. An earlier run of this benchmark found that; the change "
+           "is the fix.", ""]
+    by = _mem_index(mem)
+    rows = []
+    for kind, count, source in _mem_cells(mem):
+        def g(mode: str, method: str, field: str = "bytes_per_object",
+              kind: str = kind, count: int = count, source: str = source) -> Any:
+            return (by.get((kind, count, source, mode, method)) or {}).get(field)
+
+        rows.append([
+            "Job" if kind == "jobs" else "Dataset", f"{count:,}", source,
+            _f(g("none", "rss")), _f(g("after-list", "rss")), _f(g("per-page", "rss")),
+            _ratio(g("per-page", "rss"), g("none", "rss")),
+            _f(g("none", "rss", "peak_bytes_per_object")), _f(g("per-page", "rss", "peak_bytes_per_object")),
+            _f(g("none", "tracemalloc")), _f(g("per-page", "tracemalloc")),
+            _ratio(g("per-page", "tracemalloc"), g("none", "tracemalloc")),
+            _f(g("none", "tracemalloc", "json_bytes_per_object")),
+            _f(g("none", "tracemalloc", "managed_fields_json_bytes")),
+        ])
+    out += _table(["kind", "objects", "source", "RSS B/obj raw", "RSS stripped after the LIST (old)",
+                   "RSS stripped per page", "per page / raw", "peak RSS raw", "peak RSS per page",
+                   "tracemalloc B/obj raw", "tracemalloc stripped", "stripped / raw", "JSON B/obj",
+                   "managedFields JSON B/obj"], rows)
+    out += ["", env_line(results), ""]
+    if "memory" in plots:
+        out += [f"![memory]({plots['memory']})", ""]
+    return out
+
+
+def _workqueue(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    wq = results["workqueue"]["results"]
+    out = ["## 4. Work queue", "",
+           "`bench/workqueue_bench.py`: distinct items through `add` → `get` → `done` on one event loop; the "
+           "producer yields after every `workers` adds, so workers are woken by `add` as in a controller. "
+           "*metrics on* is how controllers run it (controller-runtime's workqueue metrics: depth, adds, queue "
+           "and work durations, per item). All workers share one event loop, so 8 workers are not parallel: "
+           "they move more items per loop iteration (the producer yields once per 8 adds). Either way the "
+           "queue costs microseconds per item, against milliseconds for the API requests of a reconcile.", ""]
+    base = {r["metrics"]: r["cycles_per_second"] for r in wq if r["workers"] == 1}
+    off = {r["workers"]: r["cycles_per_second"] for r in wq if not r["metrics"]}
+    rows = [[str(r["workers"]), "on" if r["metrics"] else "off", _f(r["cycles"]), str(r.get("rounds", 1)),
+             _f(r["cycles_per_second"], 0),
+             (f"{r['min_cycles_per_second']:,.0f}-{r['max_cycles_per_second']:,.0f}"
+              if r.get("rounds", 1) > 1 else ""),
+             _f(1e6 / r["cycles_per_second"], 1),
+             _ratio(r["cycles_per_second"], base.get(r["metrics"])),
+             _ratio(r["cycles_per_second"], off.get(r["workers"])) if r["metrics"] else ""] for r in wq]
+    out += _table(["workers", "metrics", "cycles per run", "runs", "cycles/s (median)", "min-max", "µs/cycle",
+                   "vs 1 worker", "metrics on / off"], rows)
+    out += ["", env_line(results), ""]
+    if "workqueue" in plots:
+        out += [f"![work queue]({plots['workqueue']})", ""]
+    return out
+
+
+def _leader(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    ld = results["leader"]
+    out = ["## 5. Leader takeover", "",
+           f"Two `python -m substratus run --leader-elect` processes share a Lease (duration "
+           f"{ld['lease_duration']:g} s, renew deadline {ld['renew_deadline']:g} s, retry period "
+           f"{ld['retry_period']:g} s). Once the standby is ready and has watched the lease for "
+           f"{2.5 * ld['retry_period']:g} s, the leader gets the signal and a Dataset is created at once; "
+           "*first reconcile* is when a watch sees that Dataset's Job, *lease taken* when the standby's "
+           "`leader_election_master_status` gauge turned 1 (polled every 50 ms). SIGKILL leaves the lease to "
+           "expire: the standby takes it at its first attempt (one every retry period, up to 20% jitter) once a "
+           "lease duration has passed since it *saw* the lease renewed. The leader renews every retry period and "
+           "the standby notices a renewal up to one attempt late, so expect between "
+           f"{ld['lease_duration'] - ld['retry_period']:g} s (lease duration minus a retry period) and "
+           f"{ld['lease_duration'] + 2.4 * ld['retry_period']:g} s (plus two jittered retry periods). SIGTERM drains "
+           "and releases the lease: the standby takes it at its next attempt, so expect up to "
+           f"{1.2 * ld['retry_period']:g} s.", ""]
+    rows = [[str(r["round"]), r["signal"], _f(r["lease_acquired_seconds"]), _f(r["first_reconcile_seconds"]),
+             _f(r["create_seconds"], 3), str(r["old_leader_exit_code"])] for r in ld["rounds"]]
+    out += _table(["round", "signal to old leader", "lease taken s", "first reconcile s",
+                   "Dataset create s", "old leader exit code"], rows)
+    kill = [r["first_reconcile_seconds"] for r in ld["rounds"] if r["signal"] == "SIGKILL"
+            and r["first_reconcile_seconds"] is not None]
+    term = [r["first_reconcile_seconds"] for r in ld["rounds"] if r["signal"] == "SIGTERM"
+            and r["first_reconcile_seconds"] is not None]
+    if kill and term:
+        out += ["", f"Mean first reconcile: SIGKILL {mean(kill):.2f} s, SIGTERM {mean(term):.2f} s; "
+                    f"SIGKILL / SIGTERM = {mean(kill) / mean(term):.1f}x; SIGKILL / lease duration = "
+                    f"{mean(kill) / ld['lease_duration']:.2f}."]
+    out += ["", env_line(results), ""]
+    if "leader" in plots:
+        out += [f"![leader takeover]({plots['leader']})", ""]
+    return out
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+
+def _plots(results: dict[str, Any], plot_dir: Path, rel: str) -> dict[str, str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {}
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    made: dict[str, str] = {}
+    subtitle = _short_env(results)
+
+    def save(fig: Any, name: str) -> None:
+        fig.text(0.5, 0.005, subtitle, ha="center", va="bottom", fontsize=7, color="#555555")
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
+        fig.savefig(plot_dir / f"{name}.png", dpi=110)
+        plt.close(fig)
+        made[name] = f"{rel}/{name}.png"
+
+    conv = results.get("convergence")
+    if conv:
+        sizes = conv["sizes"]
+        fig, axes = plt.subplots(1, len(sizes), figsize=(5.4 * len(sizes), 3.4), squeeze=False)
+        for ax, n in zip(axes[0], sizes, strict=True):
+            summ = [x for x in _summary(conv) if x["n"] == n and x["median_seconds"]]
+            ceiling = _med(conv, n, "ceiling")
+            names = [LABELS.get(x["contender"], x["contender"]) for x in summ]
+            secs = [x["median_seconds"] for x in summ]
+            err = [[x["median_seconds"] - x["min_seconds"] for x in summ],
+                   [x["max_seconds"] - x["median_seconds"] for x in summ]]
+            bars = ax.barh(names, secs, xerr=err if any(x["converged"] > 1 for x in summ) else None, capsize=3,
+                           color=[COLORS.get(x["contender"], "#333333") for x in summ])
+            for b, x in zip(bars, summ, strict=True):
+                v = x["median_seconds"]
+                label = f" {v:.1f} s" if v >= 10 else f" {v:.2f} s"
+                ax.text(x["max_seconds"], b.get_y() + b.get_height() / 2,
+                        label + (f" ({v / ceiling:.2f}x)" if ceiling else ""), va="center", fontsize=8)
+            ax.invert_yaxis()
+            ax.set_xlim(0, max(x["max_seconds"] for x in summ) * 1.45)
+            ax.set_xlabel("seconds to converge (median; whiskers: min-max)")
+            ax.set_title(f"{n:,} Datasets, {conv['concurrency']} creates in flight", fontsize=10)
+        save(fig, "convergence")
+
+    mem = results.get("memory")
+    if mem:
+        by = _mem_index(mem)
+        cells = _mem_cells(mem)
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.0), sharey=True)
+        for ax, method in zip(axes, ("rss", "tracemalloc"), strict=True):
+            xs = range(len(cells))
+            variants = [("none", "#d62728", "raw (no transform)"),
+                        ("after-list", "#ff9896", "strip_bulk after the whole LIST (old)"),
+                        ("per-page", "#2ca02c", "strip_bulk per page")]
+            variants = [v for v in variants if any((*c, v[0], method) in by for c in cells)]
+            width = 0.8 / len(variants)
+            for i, (mode, color, label) in enumerate(variants):
+                off = (i - (len(variants) - 1) / 2) * width
+                vals = [(by.get((*c, mode, method)) or {}).get("bytes_per_object", 0) / 1024 for c in cells]
+                bars = ax.bar([x + off for x in xs], vals, width, color=color, label=label)
+                for b, v in zip(bars, vals, strict=True):
+                    ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{v:.1f}", ha="center", va="bottom",
+                            fontsize=6)
+            ax.set_xticks(list(xs), [f"{'Job' if k == 'jobs' else 'Dataset'}\n{c:,}\n{src}" for k, c, src in cells],
+                          fontsize=8)
+            ax.set_title(f"{'RSS growth' if method == 'rss' else 'tracemalloc'}: KiB per cached object",
+                         fontsize=10)
+            ax.legend(fontsize=8)
+        save(fig, "memory")
+
+    wq = (results.get("workqueue") or {}).get("results")
+    if wq:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        labels = [f"{r['workers']} worker{'s' if r['workers'] > 1 else ''}\nmetrics {'on' if r['metrics'] else 'off'}"
+                  for r in wq]
+        vals = [r["cycles_per_second"] / 1000 for r in wq]
+        bars = ax.bar(labels, vals, color=["#1f77b4" if r["metrics"] else "#aec7e8" for r in wq])
+        for b, v in zip(bars, vals, strict=True):
+            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{v:,.0f}k", ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel("thousand add+get+done cycles / s")
+        ax.set_title("work queue throughput", fontsize=10)
+        save(fig, "workqueue")
+
+    ld = results.get("leader")
+    if ld and ld.get("rounds"):
+        fig, ax = plt.subplots(figsize=(6.5, 3.4))
+        rounds = ld["rounds"]
+        xs = range(len(rounds))
+        first = [r["first_reconcile_seconds"] or 0 for r in rounds]
+        lease = [r["lease_acquired_seconds"] or 0 for r in rounds]
+        colors = ["#d62728" if r["signal"] == "SIGKILL" else "#2ca02c" for r in rounds]
+        ax.bar([x - 0.2 for x in xs], lease, 0.4, color=colors, alpha=0.5, label="lease taken")
+        bars = ax.bar([x + 0.2 for x in xs], first, 0.4, color=colors, label="first reconcile")
+        for b, v in zip(bars, first, strict=True):
+            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+        ax.axhline(ld["lease_duration"], color="#555555", ls="--", lw=1, label=f"lease duration {ld['lease_duration']:g} s")
+        ax.set_xticks(list(xs), [f"{r['round']}: {r['signal']}" for r in rounds])
+        ax.set_ylabel("seconds after the signal")
+        ax.set_title("leader takeover", fontsize=10)
+        ax.legend(fontsize=8)
+        save(fig, "leader")
+    return made
+
+
+def _short_env(results: dict[str, Any]) -> str:
+    m = results.get("machine") or {}
+    return (f"{m.get('nproc', '?')} cores, {m.get('cpu_model', '?')}; Python {m.get('python', '?')}; "
+            f"kube-apiserver {m.get('apiserver', '?')}; {m.get('date', '?')}")
+
+
+# --- headline ---------------------------------------------------------------------------------
+
+
+def headline(results: dict[str, Any]) -> list[str]:
+    """The handful of numbers worth quoting, as printed at the end of a run (all from ``results``)."""
+    out = ["", "headline (" + _short_env(results) + "):"]
+    conv = results.get("convergence")
+    if conv:
+        for n in conv["sizes"]:
+            ratios = ", ".join(f"{a}/{b} {_ratio(_med(conv, n, a), _med(conv, n, b))}" for a, b in RATIOS
+                               if _med(conv, n, a) and _med(conv, n, b))
+            medians = ", ".join(f"{x['contender']} {_f(x['median_seconds'])} s" for x in _summary(conv) if x["n"] == n)
+            out.append(f"  convergence N={n:,}: {ratios} (medians: {medians})")
+        for st in conv.get("steady") or []:
+            r, y = st["restart"], st["resync"]
+            out.append(f"  steady state {st['objects']:,} objects: restart writes {r['writes']} "
+                       f"(API server {_server_writes(r)}), resync writes {y['writes']} "
+                       f"(API server {_server_writes(y)}), reads per reconcile "
+                       f"{_f(y['reads_per_reconcile'], 3)} (restart: {r.get('reconcile_reads')} reads beyond "
+                       f"informer LIST/WATCH)")
+    mem = results.get("memory")
+    if mem:
+        for r in mem["results"]:
+            if r["method"] == "rss" and r["count"] in (1000, 10000, max(mem["counts"])):
+                out.append(f"  memory {r['kind']} {r['count']:,} ({r['source']}, transform "
+                           f"{_mem_mode(r)}): {r['bytes_per_object']:,} B/object RSS")
+    wq = (results.get("workqueue") or {}).get("results") or []
+    for r in wq:
+        out.append(f"  work queue {r['workers']} worker(s), metrics {'on' if r['metrics'] else 'off'}: "
+                   f"{r['cycles_per_second']:,.0f} cycles/s")
+    for r in (results.get("leader") or {}).get("rounds") or []:
+        out.append(f"  leader {r['signal']}: first reconcile after {_f(r['first_reconcile_seconds'])} s "
+                   f"(lease taken {_f(r['lease_acquired_seconds'])} s)")
+    if results.get("total_seconds") is not None:
+        out.append(f"  bench wall time {results['total_seconds']:.0f} s")
+    return out
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def write(results: dict[str, Any], md_path: Path, plot_dir: Path) -> dict[str, Path]:
+    """Write the Markdown and the plots; returns {name: path} of every file written."""
+    md_path = Path(md_path)
+    plot_dir = Path(plot_dir)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(plot_dir, md_path.parent)
+    plots = _plots(results, plot_dir, rel)
+    lines = ["# Benchmarks", "",
+             "Generated by `make bench` (`python -m bench`), which starts a local control plane (or uses "
+             "`--kubeconfig`), measures, and rewrites this file and `docs/bench/*.png`. Every number here was "
+             "printed by, or is in the results file of, the run described under *Environment*; nothing is typed "
+             "in by hand. `python -m bench --quick` is a ~2 minute run of every section at small sizes (it writes "
+             "to a temp dir, not here). The run's raw results are in "
+             f"[`{rel}/results.json`]({rel}/results.json); `python -m bench --from-json PATH/TO/results.json` "
+             "re-renders this file and the plots from them without measuring.", ""]
+    lines += _environment(results)
+    lines += _reading(results)
+    if results.get("convergence"):
+        lines += _convergence(results, plots)
+        lines += _steady(results)
+    if results.get("memory"):
+        lines += _memory(results, plots)
+    if results.get("workqueue"):
+        lines += _workqueue(results, plots)
+    if results.get("leader"):
+        lines += _leader(results, plots)
+    notes = results.get("notes") or []
+    if notes:
+        lines += ["## Not measured / limits", "", *[f"- {n}" for n in notes], ""]
+    if not plots:
+        lines += ["_matplotlib is not installed: no plots (`pip install -e '.[bench]'`)._", ""]
+    md_path.write_text("\n".join(lines).rstrip() + "\n")
+    written = {"markdown": md_path}
+    written.update({name: plot_dir / f"{name}.png" for name in plots})
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="re-render docs/benchmarks.md from a results JSON")
+    p.add_argument("results")
+    p.add_argument("--out", default="docs/benchmarks.md")
+    p.add_argument("--plots", default="docs/bench")
+    args = p.parse_args(argv)
+    written = write(json.loads(Path(args.results).read_text()), Path(args.out), Path(args.plots))
+    for path in written.values():
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

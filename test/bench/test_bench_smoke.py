@@ -1,0 +1,137 @@
+"""Smoke test of the benchmark harness (``python -m bench``): structure, never speed.
+
+Runs the convergence section with N=5 against the session's control plane (every contender but
+the 20-worker variant; kopf only when the ``bench`` extra is installed), two memory cells, then
+the report writer into a tmp dir: about 40 s on 2 cores. The whole ``python -m bench --quick``
+(its own control plane, every section, ~2-3 min) runs only with ``SUBSTRATUS_BENCH_QUICK=1``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `bench` is a top-level directory of the repository, not installed
+    sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+
+from bench import common, convergence, memory, report, workqueue_bench  # noqa: E402
+from substratus.install import install_crds  # noqa: E402
+from substratus.runtime.client import Client  # noqa: E402
+
+HAVE_KOPF = importlib.util.find_spec("kopf") is not None
+HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+async def test_convergence_n5_and_report(kubeconfig: Path, tmp_path: Path) -> None:
+    contenders = ("ceiling", "substratus", *(("kopf",) if HAVE_KOPF else ()))
+    client = await Client.from_kubeconfig(str(kubeconfig))
+    try:
+        await install_crds(client)
+        machine = {**common.machine_info(), "apiserver": await common.apiserver_version(client), "cluster": "test"}
+        conv = await convergence.run(client, str(kubeconfig), [5], concurrency=5, workdir=tmp_path / "work",
+                                     contenders=contenders, log=lambda *_: None)
+    finally:
+        await client.close()
+
+    assert conv["sizes"] == [5]
+    assert [r["contender"] for r in conv["runs"]] == list(contenders)
+    for r in conv["runs"]:
+        assert r["n"] == 5 and r["converged"] and r["missing"] == 0, r
+        assert r["seconds"] > 0 and r["objects_per_second"] > 0
+        # Every contender creates the Dataset, its ConfigMap and its Job; the API server saw them all.
+        for resource in ("datasets", "configmaps", "jobs"):
+            assert r["writes"].get(resource, 0) >= 5, r["writes"]
+    ours = next(r for r in conv["runs"] if r["contender"] == "substratus")
+    assert ours["reconciles"] >= 6 and ours["reconcile_errors"] == 0
+    assert ours["exit_code"] == 0, "SIGTERM is a clean shutdown"
+    assert [s["contender"] for s in conv["summary"]] == list(contenders)
+    assert all(s["median_seconds"] and s["converged"] == 1 for s in conv["summary"])
+
+    [steady] = conv["steady"]
+    assert steady["objects"] == 6  # five plus the warm-up Dataset
+    for phase in ("restart", "resync"):
+        assert steady[phase]["reconciles"] >= 6
+        assert steady[phase]["writes"] == 0, steady  # a converged reconcile never writes
+        assert set(steady[phase]["apiserver_writes"]) <= {"endpoints"}, steady  # nor does anything else
+    assert steady["resync"]["reads"] == 0 and steady["restart"]["reconcile_reads"] == 0
+
+    results = {"machine": machine, "convergence": conv, "total_seconds": 1.0, "args": {"argv": "--sizes 5"}}
+    written = report.write(results, tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "bench")
+    md = written["markdown"].read_text()
+    for heading in ("# Benchmarks", "## Environment", "## 1. Convergence", "### N = 5", "## 2. Steady state"):
+        assert heading in md
+    for c in contenders:
+        assert f"| {report.LABELS[c]} |" in md
+    assert md.count("<sub>Measured ") >= 3, "the machine line goes with every table"
+    assert any(line.startswith("  convergence N=5: substratus/ceiling ") for line in report.headline(results))
+    if HAVE_MATPLOTLIB:
+        assert "![convergence](bench/convergence.png)" in md
+        assert written["convergence"].read_bytes().startswith(b"\x89PNG")
+
+
+async def test_memory_cells(kubeconfig: Path, tmp_path: Path) -> None:
+    """One cell from the API server and one synthesised from it, each in its own subprocess."""
+    client = await Client.from_kubeconfig(str(kubeconfig))
+    try:
+        await install_crds(client)
+        ns = await memory.populate(client, 4)
+        raw, _ = await client.list_all(memory.DATASETS, ns)
+    finally:
+        await client.close()
+    pages = tmp_path / "pages.jsonl"
+    memory.write_pages(raw, 12, pages)
+    api = memory._measure_in_subprocess(str(kubeconfig), ns, "datasets", 4, False, "tracemalloc", None)
+    synth = memory._measure_in_subprocess(str(kubeconfig), ns, "datasets", 12, True, "rss", pages)
+    assert api["source"] == "api" and api["objects"] == 4 and api["bytes_per_object"] > 0
+    assert api["managed_fields_json_bytes"] > 0, "server-side apply leaves managedFields"
+    assert synth["source"] == "synthesised" and synth["objects"] == 12
+    assert synth["managed_fields_json_bytes"] == 0, "strip_bulk drops them"
+
+
+@pytest.mark.skipif(not os.environ.get("SUBSTRATUS_BENCH_QUICK"), reason="set SUBSTRATUS_BENCH_QUICK=1 (~3 min)")
+def test_quick_run_end_to_end(tmp_path: Path) -> None:
+    """``python -m bench --quick``: its own control plane, every section, the report and the plots."""
+    out = tmp_path / "benchmarks.md"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out), "--workdir",
+                           str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    md = out.read_text()
+    for heading in ("## 1. Convergence", "## 2. Steady state", "## 3. Memory", "## 4. Work queue",
+                    "## 5. Leader takeover"):
+        assert heading in md
+    assert "headline (" in proc.stdout
+
+
+def test_report_renders_every_section(tmp_path: Path) -> None:
+    """All five sections from results shaped like a real run (work queue measured for real)."""
+    wq = [workqueue_bench.run(2000, w, metrics=m) for w in (1, 8) for m in (True, False)]
+    mem = [{"kind": k, "count": c, "strip": s, "method": m, "source": "api" if c == 10 else "synthesised",
+            "objects": c, "bytes": 1000 * c, "bytes_per_object": 1000 if s else 2000, "json_bytes_per_object": 900,
+            "peak_bytes_per_object": 3000, "managed_fields_json_bytes": 400, "fill_seconds": 0.1}
+           for k in ("jobs", "datasets") for c in (10, 100) for s in (False, True) for m in ("tracemalloc", "rss")]
+    leader = {"lease_duration": 15.0, "renew_deadline": 10.0, "retry_period": 2.0, "rounds": [
+        {"round": 1, "signal": "SIGKILL", "lease_acquired_seconds": 14.0, "first_reconcile_seconds": 14.1,
+         "create_seconds": 0.01, "old_leader_exit_code": -9},
+        {"round": 2, "signal": "SIGTERM", "lease_acquired_seconds": 1.9, "first_reconcile_seconds": 2.0,
+         "create_seconds": 0.01, "old_leader_exit_code": 0}]}
+    results: dict[str, Any] = {
+        "machine": {**common.machine_info(), "apiserver": "v0.0.0", "cluster": "none"}, "total_seconds": 1.0,
+        "args": {"argv": ""}, "memory": {"real_objects": 10, "counts": [10, 100], "results": mem},
+        "workqueue": {"results": wq}, "leader": leader, "notes": ["something was not measured"]}
+    written = report.write(results, tmp_path / "benchmarks.md", tmp_path / "plots")
+    md = written["markdown"].read_text()
+    for heading in ("## 3. Memory per cached object", "## 4. Work queue", "## 5. Leader takeover",
+                    "## Not measured / limits"):
+        assert heading in md
+    assert "## 1. Convergence" not in md, "only what was measured"
+    assert "SIGKILL / SIGTERM = 7.0x" in md
+    if HAVE_MATPLOTLIB:
+        assert {"memory", "workqueue", "leader"} <= set(written)
+        assert "![memory](plots/memory.png)" in md
