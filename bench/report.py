@@ -258,11 +258,11 @@ def _dropped_events_note(conv: dict[str, Any]) -> list[str]:
             f"the {EVENTS_PER_DATASET} condition transitions each Dataset goes through (worst: "
             f"{LABELS.get(worst['contender'], worst['contender'])}, N={worst['n']:,}: {missing:,} of "
             f"{EVENTS_PER_DATASET * worst['n']:,} missing). `EventRecorder` (src/substratus/runtime/events.py) "
-            "queues Events in a bounded queue (1,000) drained by one writer task and drops what does not fit, "
-            "by design so that recording never blocks a reconcile (client-go drops the same way); with many "
-            "workers converging many objects at once, transitions are produced faster than one writer posts "
-            "them. The drops are only counted in `EventRecorder.dropped`, which is neither logged nor exported "
-            "as a metric.", ""]
+            "queues Events in bounded per-writer queues (1,000 in all, 4 writers, an object's Events always on "
+            "the same one) and drops what does not fit, by design so that recording never blocks a reconcile "
+            "(client-go drops the same way); with many workers converging many objects at once, transitions "
+            "are produced faster than the writers post them. Each drop is counted in `events_dropped_total` "
+            "and logged. Conditions in `.status` carry the same information and are never dropped.", ""]
 
 
 def _duplicate_status_note(conv: dict[str, Any]) -> list[str]:

@@ -8,7 +8,6 @@ the reconciler's status reader — and only that network boundary — at it
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import time
@@ -358,4 +357,4 @@ def _queue_idle(operator) -> bool:
 async def _settled(operator) -> None:
     """Work queues idle and the Events of the last transitions written (they are asynchronous)."""
     await eventually(lambda: _queue_idle(operator), timeout=10)
-    await asyncio.wait_for(operator.manager.recorder._queue.join(), 10)
+    await operator.manager.recorder.flush(10)

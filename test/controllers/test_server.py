@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -261,4 +260,4 @@ def _queue_idle(operator) -> bool:
 async def _settled(operator) -> None:
     """Work queues idle and the Events of the last transitions written (they are asynchronous)."""
     await eventually(lambda: _queue_idle(operator), timeout=10)
-    await asyncio.wait_for(operator.manager.recorder._queue.join(), 10)
+    await operator.manager.recorder.flush(10)

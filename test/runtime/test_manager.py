@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
+from substratus.runtime import metrics
 from substratus.runtime.client import Client
 from substratus.runtime.controller import Controller
 from substratus.runtime.events import NORMAL, EventRecorder
@@ -131,3 +132,24 @@ async def test_losing_the_lease_stops_controllers_and_exits_nonzero(client: Clie
 
 def lease_holder(lease: dict) -> str | None:
     return lease["spec"].get("holderIdentity")
+
+
+async def test_events_over_capacity_are_dropped_counted_and_logged(client: Client, namespace: str, caplog) -> None:
+    """A burst larger than the queue drops instead of blocking, and says so (metric + log)."""
+    objs = [await client.create(CONFIGMAPS, {"metadata": {"name": f"burst-{i}", "namespace": namespace}})
+            for i in range(8)]
+    rec = EventRecorder(client, queue_size=8, writers=2)  # 4 per writer; not started: nothing drains
+    before = metrics.REGISTRY.get_sample_value("events_dropped_total", {"why": "queue_full"}) or 0.0
+    with caplog.at_level("WARNING", logger="substratus.runtime.events"):
+        for obj in objs:
+            for n in range(3):
+                rec.event(obj, NORMAL, "Burst", f"event {n}")
+    queued = 24 - rec.dropped
+    assert 0 < queued <= 8 and rec.dropped >= 16
+    after = metrics.REGISTRY.get_sample_value("events_dropped_total", {"why": "queue_full"})
+    assert after == before + rec.dropped
+    assert any("event dropped" in r.getMessage() and "why=queue_full" in r.getMessage() for r in caplog.records)
+    rec.start()
+    await rec.stop()  # what was queued is still posted
+    events = [e for e in (await client.list(EVENTS, namespace))["items"] if e["reason"] == "Burst"]
+    assert len(events) == queued

@@ -102,7 +102,7 @@ class KindReconciler(abc.ABC):
 
     async def _finish(self, raw: dict[str, Any], obj: AnyKind, update: StatusUpdate) -> None:
         new_status = status_dict(obj)
-        if await write_status(self.ctx.client, self.resource, raw, new_status):
+        if await write_status(self.ctx.client, self.resource, raw, new_status, self.ctx.cache):
             domain_metrics.observe_ready(raw, new_status)
         record_transitions(self.ctx.recorder, raw, update.transitions)
 
@@ -116,7 +116,7 @@ class KindReconciler(abc.ABC):
                                                       (raw.get("metadata") or {}).get("generation") or 0), now())
             new_status = {**(raw.get("status") or {}), "ready": False,
                           "conditions": [to_dict(c) for c in res.conditions]}
-            await write_status(self.ctx.client, self.resource, raw, new_status)
+            await write_status(self.ctx.client, self.resource, raw, new_status, self.ctx.cache)
             if res.transitioned or (res.previous and res.previous.reason != Reason.INVALID_SPEC):
                 record_transitions(self.ctx.recorder, raw, [res.current])
             return Result()

@@ -12,6 +12,7 @@ import attrs
 from substratus.api import AnyKind, Condition, Reason, make_condition, set_condition, to_dict
 from substratus.api.conditions import TRUE
 from substratus.controllers.diff import merge_patch
+from substratus.runtime.cache import Cache
 from substratus.runtime.client import Client
 from substratus.runtime.events import NORMAL, WARNING, EventRecorder
 from substratus.runtime.resource import Resource
@@ -49,13 +50,19 @@ class StatusUpdate:
         return any(c.type == type_ and c.status == TRUE for c in self.conditions)
 
 
-async def write_status(client: Client, res: Resource, raw: dict[str, Any], new_status: dict[str, Any]) -> bool:
-    """Merge-patch ``/status`` with exactly what changed; False (and no request) if nothing did."""
+async def write_status(client: Client, res: Resource, raw: dict[str, Any], new_status: dict[str, Any],
+                       cache: Cache | None = None) -> bool:
+    """Merge-patch ``/status`` with exactly what changed; False (and no request) if nothing did.
+
+    With ``cache``, the written object is read back from it until the watch delivers it, so the
+    next reconcile does not compute (and write) the same change from a stale copy."""
     patch = merge_patch(raw.get("status") or {}, new_status)
     if patch is None:
         return False
     meta = raw["metadata"]
-    await client.patch_status(res, meta["name"], {"status": patch}, meta.get("namespace"))
+    written = await client.patch_status(res, meta["name"], {"status": patch}, meta.get("namespace"))
+    if cache is not None and isinstance(written, dict):
+        cache.mutated(res, written)
     return True
 
 

@@ -2,6 +2,11 @@
 
 Reads (``get``/``list``/``by_index``) never touch the API server; that is what makes a
 converged resync cost zero requests.
+
+Our own writes are remembered for a short while (client-go's integer-resourceVersion
+``MutationCache``): a reconcile that runs between a status write and the watch event carrying it
+— e.g. woken by the ADDED event of the Job it just created — reads the written object instead of
+the stale one, so it neither writes the same status again nor records its transitions twice.
 """
 
 from __future__ import annotations
@@ -9,13 +14,32 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import time
+
+import attrs
 
 from substratus.runtime.client import Client
 from substratus.runtime.indexer import IndexFunc
 from substratus.runtime.informer import Informer, Transform, strip_bulk
-from substratus.runtime.resource import Resource
+from substratus.runtime.resource import Resource, object_key
 
 log = logging.getLogger(__name__)
+
+MUTATION_TTL = 60.0
+"""Seconds a written object may stand in for the informer's; the watch delivers it long before."""
+
+
+def _rv(obj: dict | None) -> int | None:
+    """The resourceVersion as an integer (etcd's revision), or None if it is not one."""
+    rv = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
+
+
+@attrs.define
+class _Mutation:
+    obj: dict
+    rv: int
+    expires: float
 
 
 class Cache:
@@ -29,6 +53,7 @@ class Cache:
         self.resync_period = resync_period
         self._informers: dict[Resource, Informer] = {}
         self._started = False
+        self._mutations: dict[tuple[Resource, str], _Mutation] = {}
 
     def informer(self, res: Resource) -> Informer:
         """The shared informer for ``res``, created on first use and started if the cache runs."""
@@ -70,7 +95,36 @@ class Cache:
 
     def get(self, res: Resource, name: str, namespace: str | None = None) -> dict | None:
         key = f"{namespace}/{name}" if namespace and res.namespaced else name
-        return self.informer(res).store.get(key)
+        cached = self.informer(res).store.get(key)
+        if not self._mutations:
+            return cached
+        m = self._mutations.get((res, key))
+        if m is None:
+            return cached
+        cached_rv = _rv(cached)
+        if cached is None or cached_rv is None or cached_rv >= m.rv or time.monotonic() > m.expires:
+            # The watch caught up (or the object is gone, or the entry is stale): the informer wins.
+            del self._mutations[(res, key)]
+            return cached
+        return m.obj
+
+    def mutated(self, res: Resource, obj: dict) -> None:
+        """Remember an object as the API server returned it from our write, until the informer
+        holds that resourceVersion or a newer one. Only reads by name see it; lists and indexes
+        stay the informer's."""
+        rv = _rv(obj)
+        if rv is None:
+            return
+        key = object_key(obj)
+        cached = self.informer(res).store.get(key)
+        cached_rv = _rv(cached)
+        if cached is None or cached_rv is None or cached_rv >= rv:
+            return
+        now = time.monotonic()
+        if len(self._mutations) > 4096:
+            self._mutations = {k: v for k, v in self._mutations.items() if v.expires > now}
+        self._mutations[(res, key)] = _Mutation(self.transform(obj) if self.transform else obj, rv,
+                                                now + MUTATION_TTL)
 
     def list(self, res: Resource, namespace: str | None = None) -> builtins.list[dict]:
         return self.informer(res).store.list(namespace)

@@ -4,7 +4,8 @@
 Event. Two protections keep a hot object from flooding etcd: identical events within ten
 minutes are aggregated into one whose ``count`` goes up, and each object has a token bucket
 (burst 25, one token per 5 minutes). Recording never blocks or fails a reconcile: events go
-through a bounded queue drained by one background task, and a full queue drops the event.
+through a bounded queue drained by a few background writers, and a full queue drops the event —
+counted in ``events_dropped_total`` and logged, so a burst that outruns the writers is visible.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import datetime as dt
 import logging
 import socket
 import time
+import zlib
 
 import attrs
 
+from substratus.runtime import metrics
 from substratus.runtime.client import ApiError, Client, NotFound
 from substratus.runtime.resource import EVENTS
 
@@ -48,27 +51,40 @@ class _Seen:
 
 class EventRecorder:
     def __init__(self, client: Client, component: str = "substratus", *, burst: int = 25,
-                 refill_seconds: float = 300.0, queue_size: int = 1000) -> None:
+                 refill_seconds: float = 300.0, queue_size: int = 1000, writers: int = 4) -> None:
         self.client = client
         self.component = component
         self.host = socket.gethostname()
         self.burst = burst
         self.refill_seconds = refill_seconds
-        self._queue: asyncio.Queue[tuple[dict, str, str, str]] = asyncio.Queue(queue_size)
+        # One queue per writer, an object's events always on the same one: its events stay in
+        # order and aggregation (which reads what the previous event created) never races.
+        self._queues: list[asyncio.Queue[tuple[dict, str, str, str]]] = [
+            asyncio.Queue(max(1, queue_size // writers)) for _ in range(writers)]
         self._buckets: dict[str, _Bucket] = {}
         self._seen: dict[tuple[str, str, str, str], _Seen] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
 
     def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         """Queue an event about ``obj``; never raises, never waits."""
         if not self._allow(obj):
-            self.dropped += 1
+            self._drop(obj, reason, "rate_limited")
             return
+        uid = (obj.get("metadata") or {}).get("uid") or ""
+        queue = self._queues[zlib.crc32(uid.encode()) % len(self._queues)]
         try:
-            self._queue.put_nowait((obj, type_, reason, message[:1024]))
+            queue.put_nowait((obj, type_, reason, message[:1024]))
         except asyncio.QueueFull:
-            self.dropped += 1
+            self._drop(obj, reason, "queue_full")
+
+    def _drop(self, obj: dict, reason: str, why: str) -> None:
+        self.dropped += 1
+        metrics.EVENTS_DROPPED.labels(why).inc()
+        if self.dropped == 1 or self.dropped % 100 == 0:
+            meta = obj.get("metadata") or {}
+            log.warning("event dropped namespace=%s name=%s reason=%s why=%s dropped_total=%d",
+                        meta.get("namespace"), meta.get("name"), reason, why, self.dropped)
 
     def _allow(self, obj: dict) -> bool:
         uid = (obj.get("metadata") or {}).get("uid") or str(id(obj))
@@ -88,26 +104,31 @@ class EventRecorder:
         return True
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="event-recorder")
+        # Several writers: one request at a time cannot keep up with many workers converging
+        # many objects at once (each transition is one POST).
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._run(q), name=f"event-recorder-{i}")
+                           for i, q in enumerate(self._queues)]
+
+    async def flush(self, timeout: float) -> None:
+        """Wait until every queued Event has been posted (or given up on); TimeoutError if not."""
+        await asyncio.wait_for(asyncio.gather(*(q.join() for q in self._queues)), timeout)
 
     async def stop(self, flush_timeout: float = 5.0) -> None:
-        if self._task is None:
+        if not self._tasks:
             return
         try:
-            await asyncio.wait_for(self._queue.join(), flush_timeout)
+            await self.flush(flush_timeout)
         except TimeoutError:
             pass
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
-    async def _run(self) -> None:
+    async def _run(self, queue: asyncio.Queue[tuple[dict, str, str, str]]) -> None:
         while True:
-            obj, type_, reason, message = await self._queue.get()
+            obj, type_, reason, message = await queue.get()
             try:
                 await self._write(obj, type_, reason, message)
             except (ApiError, OSError, TimeoutError) as exc:
@@ -115,7 +136,7 @@ class EventRecorder:
             except Exception:
                 log.exception("event recorder failed reason=%s", reason)
             finally:
-                self._queue.task_done()
+                queue.task_done()
 
     async def _write(self, obj: dict, type_: str, reason: str, message: str) -> None:
         meta = obj.get("metadata") or {}

@@ -118,3 +118,11 @@ REST_CLIENT_REQUEST_DURATION = Histogram(
     buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0),
     registry=REGISTRY,
 )
+
+# Ours: Events the recorder could not post (a full queue, or an object over its rate limit).
+EVENTS_DROPPED = Counter(
+    "events_dropped_total",
+    "Kubernetes Events dropped by the recorder instead of blocking a reconcile, by why",
+    ["why"],
+    registry=REGISTRY,
+)
