@@ -27,6 +27,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from substratus.runtime.client import Client
 from substratus.testing.controlplane import ControlPlane
 from substratus.testing.simulator import ClusterSimulator
 
@@ -94,6 +95,16 @@ async def api_client(kubeconfig: Path) -> AsyncIterator[ApiClient]:
         yield api
     finally:
         await api.close()
+
+
+@pytest.fixture(name="client")
+async def substratus_client(kubeconfig: Path) -> AsyncIterator[Client]:
+    """Our own REST client (``substratus.runtime.client``), built explicitly from the session kubeconfig."""
+    c = await Client.from_kubeconfig(str(kubeconfig))
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 def _ns_name(nodeid: str) -> str:

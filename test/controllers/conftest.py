@@ -28,15 +28,6 @@ class Operator:
     task: asyncio.Task[int]
 
 
-@pytest.fixture
-async def client(kubeconfig: Path) -> AsyncIterator[Client]:
-    c = await Client.from_kubeconfig(str(kubeconfig))
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
 @pytest.fixture(scope="session")
 def crds_installed() -> dict[str, Any]:
     return {}

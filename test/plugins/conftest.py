@@ -56,15 +56,6 @@ async def simulator(controlplane: Any, api_client: Any, namespace: str) -> Async
         await sim.stop()
 
 
-@pytest.fixture
-async def client(kubeconfig: Path) -> AsyncIterator[Client]:
-    c = await Client.from_kubeconfig(str(kubeconfig))
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
 @pytest.fixture(scope="session")
 def crds_installed() -> dict[str, Any]:
     return {}

@@ -45,13 +45,9 @@ async def crds(kubeconfig: Path) -> list[str]:
 
 
 @pytest.fixture
-async def admin(kubeconfig: Path) -> AsyncIterator[Client]:
+def admin(client: Client) -> Client:
     """The test's own client (admin, straight to the API server, never through a proxy)."""
-    c = await Client.from_kubeconfig(str(kubeconfig))
-    try:
-        yield c
-    finally:
-        await c.close()
+    return client
 
 
 # --- the cluster simulator, with holds ------------------------------------------------------------
