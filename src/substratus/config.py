@@ -103,6 +103,8 @@ class OperatorConfig:
                 self.leader_election_renew_deadline <= 1.2 * self.leader_election_retry_period:
             raise ValueError("leader_election_renew_deadline must be greater than 1.2 x leader_election_retry_period "
                              "(and the retry period at least 1 s)")
+        if self.object_count_interval < 1:
+            raise ValueError("object_count_interval must be at least 1 second")
         if self.max_concurrent_reconciles < 1:
             raise ValueError("max_concurrent_reconciles must be at least 1")
         if self.cloud == "gcp" and not self.bucket_url.startswith("gs://"):

@@ -28,3 +28,8 @@ def test_impossible_lease_timings_are_refused(lease: int, renew: int, retry: int
         OperatorConfig.from_sources(environ={"SUBSTRATUS_LEADER_ELECTION_LEASE_DURATION": str(lease),
                                              "SUBSTRATUS_LEADER_ELECTION_RENEW_DEADLINE": str(renew),
                                              "SUBSTRATUS_LEADER_ELECTION_RETRY_PERIOD": str(retry)})
+
+
+def test_object_count_interval_below_a_second_is_refused() -> None:
+    with pytest.raises(ValueError, match="object_count_interval must be at least 1"):
+        OperatorConfig.from_sources(environ={"SUBSTRATUS_OBJECT_COUNT_INTERVAL": "0"})
