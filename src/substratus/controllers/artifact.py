@@ -18,7 +18,7 @@ from substratus.cloud.base import Mount
 from substratus.controllers import render
 from substratus.controllers.base import InvalidSpec, KindReconciler
 from substratus.controllers.build import Builder
-from substratus.controllers.dependencies import dependencies, ref_key
+from substratus.controllers.dependencies import dependency_mounts, ref_key, unready_dependencies
 from substratus.controllers.jobs import job_state
 from substratus.controllers.resources import DATASETS, MODELS
 from substratus.controllers.status import StatusUpdate
@@ -75,7 +75,7 @@ class ArtifactReconciler(KindReconciler):
             update.set(COMPLETE, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
             return image.result
 
-        waiting = self._unready_dependencies(obj)
+        waiting = unready_dependencies(self.ctx.cache, obj, "to be complete")
         if waiting:
             update.set(COMPLETE, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for " + "; ".join(waiting))
             return Result()
@@ -115,17 +115,6 @@ class ArtifactReconciler(KindReconciler):
         refs = (job.get("metadata") or {}).get("ownerReferences") or []
         return any(r.get("controller") and r.get("uid") == obj.metadata.uid for r in refs)
 
-    def _unready_dependencies(self, obj: AnyKind) -> list[str]:
-        """Messages for each dependency that is missing or not complete yet."""
-        waiting = []
-        for dep in dependencies(obj):
-            other = self.ctx.cache.get(dep.resource, dep.name, dep.namespace)
-            if other is None:
-                waiting.append(f"{dep.kind} {dep.namespace}/{dep.name} (not found)")
-            elif not (other.get("status") or {}).get("ready"):
-                waiting.append(f"{dep.kind} {dep.namespace}/{dep.name} to be complete")
-        return waiting
-
     async def _write_completed(self, obj: AnyKind, url: str, job_name: str, image: str,
                                job: dict[str, Any] | None) -> None:
         marker = naming.completed_marker_url(url)
@@ -154,17 +143,7 @@ class ModelReconciler(ArtifactReconciler):
         return await super().sync(obj, raw, update)
 
     def mounts(self, obj: AnyKind, url: str) -> list[Mount]:
-        out = super().mounts(obj, url)
-        for dep in dependencies(obj):
-            other = self.ctx.cache.get(dep.resource, dep.name, dep.namespace) or {}
-            dep_url = (other.get("status") or {}).get("url")
-            if not dep_url:
-                continue
-            if dep.kind == "Model":
-                out.append(Mount("model", naming.artifacts_url(dep_url, "Model"), f"{render.CONTENT_DIR}/model", True))
-            else:
-                out.append(Mount("data", naming.artifacts_url(dep_url, "Dataset"), f"{render.CONTENT_DIR}/data", True))
-        return out
+        return super().mounts(obj, url) + dependency_mounts(self.ctx.cache, obj, render.CONTENT_DIR)
 
     def _check_cycle(self, obj: AnyKind) -> None:
         """baseModel chains must end: a Model that (transitively) trains on itself never could."""

@@ -12,7 +12,9 @@ from typing import Any
 
 import attrs
 
+from substratus import naming
 from substratus.api import AnyKind
+from substratus.cloud.base import Mount
 from substratus.controllers.resources import BY_KIND
 from substratus.runtime.cache import Cache
 from substratus.runtime.reconcile import Request
@@ -80,3 +82,29 @@ def dependents_of(cache: Cache, dependent: Resource) -> Callable[[dict[str, Any]
         return [Request(d["metadata"].get("namespace"), d["metadata"]["name"])
                 for d in cache.by_index(dependent, DEPENDS_ON_INDEX, key)]
     return mapper
+
+
+def unready_dependencies(cache: Cache, obj: AnyKind, awaited: str, *, need_url: bool = False) -> list[str]:
+    """A message per dependency that is missing or not ``awaited`` yet (e.g. "to be complete");
+    with ``need_url``, a ready dependency without ``status.url`` is still waited for."""
+    waiting = []
+    for dep in dependencies(obj):
+        other = cache.get(dep.resource, dep.name, dep.namespace)
+        status = (other or {}).get("status") or {}
+        if other is None:
+            waiting.append(f"{dep.kind} {dep.namespace}/{dep.name} (not found)")
+        elif not status.get("ready") or (need_url and not status.get("url")):
+            waiting.append(f"{dep.kind} {dep.namespace}/{dep.name} {awaited}")
+    return waiting
+
+
+def dependency_mounts(cache: Cache, obj: AnyKind, content_dir: str) -> list[Mount]:
+    """Read-only mounts of the dependencies' artifacts: a Model at ``model/``, a Dataset at ``data/``."""
+    out = []
+    for dep in dependencies(obj):
+        dep_url = (((cache.get(dep.resource, dep.name, dep.namespace) or {}).get("status")) or {}).get("url")
+        if not dep_url:
+            continue
+        sub = "model" if dep.kind == "Model" else "data"
+        out.append(Mount(sub, naming.artifacts_url(dep_url, dep.kind), f"{content_dir}/{sub}", True))
+    return out

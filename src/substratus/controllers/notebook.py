@@ -33,7 +33,7 @@ from substratus.controllers import render
 from substratus.controllers.apply import Action
 from substratus.controllers.base import KindReconciler
 from substratus.controllers.build import Builder
-from substratus.controllers.dependencies import dependencies
+from substratus.controllers.dependencies import dependency_mounts, unready_dependencies
 from substratus.controllers.resources import NOTEBOOKS
 from substratus.controllers.status import StatusUpdate, now
 from substratus.runtime.client import AlreadyExists, ApiError, Client
@@ -183,7 +183,7 @@ class NotebookReconciler(KindReconciler):
         if image.image is None:
             update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
             return image.result
-        waiting = self._unready_dependencies(obj)
+        waiting = unready_dependencies(self.ctx.cache, obj, "to be ready", need_url=True)
         if waiting:
             update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for " + "; ".join(waiting))
             return image.result
@@ -226,27 +226,8 @@ class NotebookReconciler(KindReconciler):
     # --- pieces -------------------------------------------------------------------------------
 
     def mounts(self, obj: Notebook, url: str) -> list[Mount]:
-        out = [Mount("output", output_url(url), f"{render.CONTENT_DIR}/output", False)]
-        for dep in dependencies(obj):
-            other = self.ctx.cache.get(dep.resource, dep.name, dep.namespace) or {}
-            dep_url = (other.get("status") or {}).get("url")
-            if not dep_url:
-                continue
-            if dep.kind == "Model":
-                out.append(Mount("model", naming.artifacts_url(dep_url, "Model"), f"{render.CONTENT_DIR}/model", True))
-            else:
-                out.append(Mount("data", naming.artifacts_url(dep_url, "Dataset"), f"{render.CONTENT_DIR}/data", True))
-        return out
-
-    def _unready_dependencies(self, obj: Notebook) -> list[str]:
-        waiting = []
-        for dep in dependencies(obj):
-            other = self.ctx.cache.get(dep.resource, dep.name, dep.namespace)
-            if other is None:
-                waiting.append(f"{dep.kind} {dep.namespace}/{dep.name} (not found)")
-            elif not (other.get("status") or {}).get("ready") or not (other.get("status") or {}).get("url"):
-                waiting.append(f"{dep.kind} {dep.namespace}/{dep.name} to be ready")
-        return waiting
+        return [Mount("output", output_url(url), f"{render.CONTENT_DIR}/output", False),
+                *dependency_mounts(self.ctx.cache, obj, render.CONTENT_DIR)]
 
     async def _suspend(self, obj: Notebook, pod_name: str, update: StatusUpdate) -> None:
         await self.ctx.applier.delete(PODS, pod_name, obj.metadata.namespace or "")
