@@ -6,7 +6,8 @@ from typing import Any
 
 from substratus.runtime import metrics
 from substratus.runtime.client import Client
-from substratus.runtime.resource import Resource
+from substratus.runtime.resource import EVENTS, Resource
+from substratus.testing.wait import eventually
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -32,3 +33,23 @@ def metric_writes() -> float:
             if s.name == "rest_client_requests_total" and s.labels.get("method") in WRITE_METHODS:
                 total += s.value
     return total
+
+
+async def gone(client: Client, res: Resource, name: str, ns: str) -> bool:
+    return await client.get_or_none(res, name, ns) is None
+
+
+async def event_reasons(client: Client, ns: str, name: str) -> set[str]:
+    events = (await client.list(EVENTS, ns))["items"]
+    return {e["reason"] for e in events if e["involvedObject"]["name"] == name}
+
+
+def queues_idle(operator: Any) -> bool:
+    return all(c.queue is not None and c.queue.len() == 0 and not c.queue._processing
+               for c in operator.manager.controllers)
+
+
+async def settled(operator: Any) -> None:
+    """Work queues idle and the Events of the last transitions written (they are asynchronous)."""
+    await eventually(lambda: queues_idle(operator), timeout=10)
+    await operator.manager.recorder.flush(10)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from helpers import condition, get_obj, metric_writes
+from helpers import condition, event_reasons, get_obj, gone, metric_writes, queues_idle
 
 from substratus import naming
 from substratus.controllers.resources import DATASETS, MODELS
-from substratus.runtime.resource import CONFIGMAPS, EVENTS, JOBS
+from substratus.runtime.resource import CONFIGMAPS, JOBS
 from substratus.testing.simulator import OUTCOME_ANNOTATION
 from substratus.testing.wait import eventually
 
@@ -59,7 +59,7 @@ async def test_dataset_import_end_to_end(operator, namespace: str) -> None:
     marker = json.loads(await operator.cloud.read(f"{obj['status']['url']}/completed.json"))
     assert marker["job"] == "squad-dataset" and marker["image"] == "substratusai/dataset-loader:v1"
     assert marker["generation"] == 1 and marker["completionTime"]
-    reasons = await eventually(lambda: _event_reasons(client, namespace, "squad"))
+    reasons = await eventually(lambda: event_reasons(client, namespace, "squad"))
     assert {"JobRunning", "JobSucceeded"} <= reasons
 
 
@@ -138,7 +138,7 @@ async def test_restore_from_storage_without_running_a_job(operator, namespace: s
     url = first["status"]["url"]
     stored = await operator.cloud.read(f"{url}/completed.json")
     await client.delete(DATASETS, "kept", namespace)
-    await eventually(lambda: _gone(client, JOBS, "kept-dataset", namespace), timeout=30)
+    await eventually(lambda: gone(client, JOBS, "kept-dataset", namespace), timeout=30)
 
     await client.create(DATASETS, dataset("kept", namespace))
     again = await eventually(lambda: _ready(client, DATASETS, "kept", namespace), timeout=30)
@@ -154,13 +154,13 @@ async def test_converged_resync_issues_zero_writes(operator, namespace: str) -> 
         await client.create(DATASETS, dataset(f"steady-{i}", namespace, params={"i": i}))
     for i in range(3):
         await eventually(lambda i=i: _ready(client, DATASETS, f"steady-{i}", namespace), timeout=30)
-    await eventually(lambda: _queue_idle(operator), timeout=10)
+    await eventually(lambda: queues_idle(operator), timeout=10)
     before = metric_writes()
     # Re-deliver every object to the controllers, as a resync or a restart would.
     for inf in operator.manager.cache.informers:
         for obj in inf.store:
             inf._emit_update(obj, obj)
-    await eventually(lambda: _queue_idle(operator), timeout=10)
+    await eventually(lambda: queues_idle(operator), timeout=10)
     assert metric_writes() == before, "a converged reconcile must not write"
 
 
@@ -172,15 +172,3 @@ async def _ready(client, res, name: str, ns: str) -> dict | None:
     return obj if obj and (obj.get("status") or {}).get("ready") else None
 
 
-async def _gone(client, res, name: str, ns: str) -> bool:
-    return await client.get_or_none(res, name, ns) is None
-
-
-async def _event_reasons(client, ns: str, name: str) -> set[str]:
-    events = (await client.list(EVENTS, ns))["items"]
-    return {e["reason"] for e in events if e["involvedObject"]["name"] == name}
-
-
-def _queue_idle(operator) -> bool:
-    return all(c.queue is not None and c.queue.len() == 0 and not c.queue._processing
-               for c in operator.manager.controllers)

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from helpers import condition, get_obj, metric_writes
+from helpers import condition, event_reasons, get_obj, gone, metric_writes, settled
 
 from substratus import naming
 from substratus.api import format_time
@@ -178,7 +178,7 @@ async def test_notebook_waits_for_model_and_dataset_then_runs(operator, namespac
     # Deleting the Notebook removes the Pod, params and token (owner references; simulator GC).
     await client.delete(NOTEBOOKS, "dev", namespace)
     for res, name in ((PODS, "dev-notebook"), (SECRETS, "dev-notebook-token"), (CONFIGMAPS, "dev-notebook-params")):
-        await eventually(lambda res=res, name=name: _gone(client, res, name, namespace), timeout=30)
+        await eventually(lambda res=res, name=name: gone(client, res, name, namespace), timeout=30)
 
 
 async def test_spec_command_overrides_the_default(operator, namespace: str) -> None:
@@ -200,7 +200,7 @@ async def test_suspend_and_resume(operator, namespace: str) -> None:
     obj = await eventually(lambda: _serving_reason(client, "nap", namespace, "Suspended"), timeout=30)
     assert obj["status"]["ready"] is False
     assert condition(obj, "Serving")["status"] == "False"
-    await eventually(lambda: _gone(client, PODS, "nap-notebook", namespace), timeout=30)
+    await eventually(lambda: gone(client, PODS, "nap-notebook", namespace), timeout=30)
     assert await client.get_or_none(SECRETS, "nap-notebook-token", namespace) is not None, "kept while suspended"
 
     await client.patch(NOTEBOOKS, "nap", {"spec": {"suspend": False}}, namespace)
@@ -209,7 +209,7 @@ async def test_suspend_and_resume(operator, namespace: str) -> None:
     again = await client.get(PODS, "nap-notebook", namespace)
     assert again["metadata"]["uid"] != first["metadata"]["uid"]
     assert (await client.get(SECRETS, "nap-notebook-token", namespace))["data"]["token"] == token, "same token"
-    reasons = await eventually(lambda: _event_reasons(client, namespace, "nap"))
+    reasons = await eventually(lambda: event_reasons(client, namespace, "nap"))
     assert {"Available", "Suspended"} <= reasons
 
 
@@ -251,7 +251,7 @@ async def test_idle_notebook_is_suspended(operator, namespace: str, fake_jupyter
     obj = await eventually(lambda: _serving_reason(client, "idle", namespace, "Suspended"), timeout=30)
     assert obj["spec"]["suspend"] is True, "suspended through the spec, like a user would"
     assert obj["status"]["ready"] is False
-    await eventually(lambda: _gone(client, PODS, "idle-notebook", namespace), timeout=30)
+    await eventually(lambda: gone(client, PODS, "idle-notebook", namespace), timeout=30)
     assert reader.calls and reader.calls[0] == (namespace, "idle-notebook")
     secret = await client.get(SECRETS, "idle-notebook-token", namespace)
     assert fake_jupyter.tokens[0] == base64.b64decode(secret["data"]["token"]).decode(), "authenticated"
@@ -308,12 +308,12 @@ async def test_converged_notebooks_resync_with_zero_writes(operator, namespace: 
     await client.create(NOTEBOOKS, notebook("sleep", namespace, suspend=True))
     await eventually(lambda: _serving_reason(client, "run", namespace, "Available"), timeout=30)
     await eventually(lambda: _serving_reason(client, "sleep", namespace, "Suspended"), timeout=30)
-    await _settled(operator)
+    await settled(operator)
     before = metric_writes()
     for inf in operator.manager.cache.informers:
         for obj in inf.store:
             inf._emit_update(obj, obj)
-    await _settled(operator)
+    await settled(operator)
     assert metric_writes() == before, "a converged reconcile must not write"
 
 
@@ -335,26 +335,8 @@ async def _serving_reason(client, name: str, ns: str, reason: str) -> dict[str, 
     return obj if c and c["reason"] == reason else None
 
 
-async def _gone(client, res, name: str, ns: str) -> bool:
-    return await client.get_or_none(res, name, ns) is None
-
-
 async def _events(client, ns: str, name: str, reason: str) -> list[dict[str, Any]]:
     return [e for e in (await client.list(EVENTS, ns))["items"]
             if e["involvedObject"]["name"] == name and e["reason"] == reason]
 
 
-async def _event_reasons(client, ns: str, name: str) -> set[str]:
-    events = (await client.list(EVENTS, ns))["items"]
-    return {e["reason"] for e in events if e["involvedObject"]["name"] == name}
-
-
-def _queue_idle(operator) -> bool:
-    return all(c.queue is not None and c.queue.len() == 0 and not c.queue._processing
-               for c in operator.manager.controllers)
-
-
-async def _settled(operator) -> None:
-    """Work queues idle and the Events of the last transitions written (they are asynchronous)."""
-    await eventually(lambda: _queue_idle(operator), timeout=10)
-    await operator.manager.recorder.flush(10)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import condition, get_obj, metric_writes
+from helpers import condition, event_reasons, get_obj, gone, metric_writes, settled
 
 from substratus import naming
 from substratus.controllers.resources import MODELS, SERVERS
 from substratus.controllers.server import deployment_state
 from substratus.runtime.client import Invalid
-from substratus.runtime.resource import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, SERVICES
+from substratus.runtime.resource import CONFIGMAPS, DEPLOYMENTS, JOBS, SERVICES
 from substratus.testing.simulator import OUTCOME_ANNOTATION
 from substratus.testing.wait import eventually
 
@@ -87,14 +87,14 @@ async def test_server_waits_for_model_then_serves(operator, namespace: str) -> N
     cm = await client.get(CONFIGMAPS, "chat-server-params", namespace)
     assert '"max_tokens": 64' in cm["data"]["params.json"]
 
-    reasons = await eventually(lambda: _event_reasons(client, namespace, "chat"))
+    reasons = await eventually(lambda: event_reasons(client, namespace, "chat"))
     assert {"WaitingForDependency", "Available"} <= reasons
 
     # Deleting the Server removes its children (owner references; the simulator is the GC).
     await client.delete(SERVERS, "chat", namespace)
     for res in (DEPLOYMENTS, SERVICES, CONFIGMAPS):
         name = "chat-server-params" if res is CONFIGMAPS else "chat-server"
-        await eventually(lambda res=res, name=name: _gone(client, res, name, namespace), timeout=30)
+        await eventually(lambda res=res, name=name: gone(client, res, name, namespace), timeout=30)
 
 
 async def test_model_url_change_rolls_the_deployment(operator, namespace: str) -> None:
@@ -215,12 +215,12 @@ async def test_converged_servers_resync_with_zero_writes(operator, namespace: st
                                             env={"TOKEN": "${{ secrets.hf.token }}"}))
     for i in range(2):
         await eventually(lambda i=i: _serving_reason(client, f"steady-{i}", namespace, "Available"), timeout=30)
-    await _settled(operator)
+    await settled(operator)
     before = metric_writes()
     for inf in operator.manager.cache.informers:
         for obj in inf.store:
             inf._emit_update(obj, obj)
-    await _settled(operator)
+    await settled(operator)
     assert metric_writes() == before, "a converged reconcile must not write"
 
 
@@ -243,21 +243,3 @@ def test_deployment_state() -> None:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-async def _gone(client, res, name: str, ns: str) -> bool:
-    return await client.get_or_none(res, name, ns) is None
-
-
-async def _event_reasons(client, ns: str, name: str) -> set[str]:
-    events = (await client.list(EVENTS, ns))["items"]
-    return {e["reason"] for e in events if e["involvedObject"]["name"] == name}
-
-
-def _queue_idle(operator) -> bool:
-    return all(c.queue is not None and c.queue.len() == 0 and not c.queue._processing
-               for c in operator.manager.controllers)
-
-
-async def _settled(operator) -> None:
-    """Work queues idle and the Events of the last transitions written (they are asynchronous)."""
-    await eventually(lambda: _queue_idle(operator), timeout=10)
-    await operator.manager.recorder.flush(10)

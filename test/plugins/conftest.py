@@ -2,39 +2,25 @@
 upload endpoint on a free port) in a tmp dir, and the cluster simulator completing Jobs and
 readying Pods.
 
-Re-declared from ``test/controllers/conftest.py`` rather than imported: conftest modules are
-not importable by package, and the plugin tests also want the controller polling storage fast.
+The operator itself is ``substratus.testing.operator``, as for the controller tests; here the
+controller and the plugins also poll faster.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 from plugin_helpers import CLUSTER, REGISTRY
 
-from substratus.cloud.local import LocalCloud
-from substratus.config import OperatorConfig
 from substratus.controllers import build
 from substratus.install import install_crds
-from substratus.operator import build_manager
 from substratus.plugins import upload
 from substratus.runtime.client import Client
-from substratus.runtime.manager import Manager
+from substratus.testing.operator import InProcessOperator, local_test_config, running_operator
 from substratus.testing.simulator import ClusterSimulator
-
-
-@attrs.define
-class Operator:
-    manager: Manager
-    client: Client
-    cloud: LocalCloud
-    config: OperatorConfig
-    task: asyncio.Task[int]
 
 
 def _outcome(job: dict[str, Any]) -> str:
@@ -71,22 +57,9 @@ def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def operator(client: Client, namespace: str, tmp_path: Path, simulator: Any,
-                   crds_installed: dict[str, Any], fast_polls: None) -> AsyncIterator[Operator]:
+                   crds_installed: dict[str, Any], fast_polls: None) -> AsyncIterator[InProcessOperator]:
     if not crds_installed:
         crds_installed["names"] = await install_crds(client)
-    cfg = OperatorConfig(cluster_name=CLUSTER, cloud="local", bucket_url=f"file://{tmp_path}/bucket",
-                         registry=REGISTRY, namespace=namespace,
-                         metrics_bind_address="127.0.0.1:0", health_probe_bind_address="127.0.0.1:0",
-                         upload_bind_address="127.0.0.1:0", upload_base_url="http://127.0.0.1:0",
-                         upload_signing_key="test-key", max_concurrent_reconciles=2)
-    cloud = LocalCloud(cfg.bucket_url, signing_key=cfg.upload_signing_key, upload_base_url=cfg.upload_base_url)
-    mgr = build_manager(client, cloud, cfg)
-    task = asyncio.create_task(mgr.run(handle_signals=False))
-    op = Operator(mgr, client, cloud, cfg, task)
-    try:
-        await asyncio.wait_for(mgr.ready.wait(), 60)
+    cfg = local_test_config(tmp_path, namespace, cluster_name=CLUSTER, registry=REGISTRY)
+    async with running_operator(client, cfg) as op:
         yield op
-    finally:
-        mgr.stop()
-        await asyncio.wait_for(task, 60)
-        await cloud.close()
