@@ -51,8 +51,8 @@ from substratus.cloud.local import LocalCloud
 from substratus.config import OperatorConfig
 from substratus.controllers.resources import DATASETS
 from substratus.operator import build_manager
-from substratus.runtime import metrics
 from substratus.runtime.client import Client
+from substratus.runtime.manager import Manager
 from substratus.runtime.resource import CONFIGMAPS, JOBS
 
 CONTENDERS = ("ceiling", "substratus", "substratus-w20", "kopf")
@@ -213,20 +213,17 @@ async def run_contender(client: Client, kubeconfig: str, contender: str, n: int,
 # --- steady state -------------------------------------------------------------------------------
 
 
-def _queues_busy() -> float:
-    busy = 0.0
-    for family in metrics.REGISTRY.collect():
-        if family.name in ("workqueue_depth", "controller_runtime_active_workers"):
-            busy += sum(s.value for s in family.samples)
-    return busy
+def _queues_busy(mgr: Manager) -> bool:
+    # This manager's queues only: the process-wide gauges also hold other managers' series.
+    return not all(c.queue is not None and c.queue.idle() for c in mgr.controllers)
 
 
-async def _wait_idle(min_reconciles: int, settle: float = 1.0, timeout: float = 300.0) -> None:
+async def _wait_idle(mgr: Manager, min_reconciles: int, settle: float = 1.0, timeout: float = 300.0) -> None:
     start = time.monotonic()
     last, since = -1, time.monotonic()
     while time.monotonic() - start < timeout:
         total = reconciles()
-        if _queues_busy() or total != last or total < min_reconciles:
+        if _queues_busy(mgr) or total != last or total < min_reconciles:
             last, since = total, time.monotonic()
         elif time.monotonic() - since >= settle:
             return
@@ -257,7 +254,7 @@ async def steady_state(client: Client, namespace: str, objects: int, workdir: Pa
     task = asyncio.create_task(mgr.run(handle_signals=False))
     try:
         await asyncio.wait_for(mgr.ready.wait(), 120)
-        await _wait_idle(rec0 + objects)
+        await _wait_idle(mgr, rec0 + objects)
         req1, rec1 = client_requests(), reconciles()
         out["restart"] = _phase(req0, req1, rec1 - rec0, time.monotonic() - t0)
         # One paginated LIST and one WATCH per informer; whatever else was read, a reconcile read.
@@ -270,9 +267,8 @@ async def steady_state(client: Client, namespace: str, objects: int, workdir: Pa
 
         t1 = time.monotonic()
         for inf in mgr.cache.informers:  # what a resync period or a relist delivers
-            for obj in inf.store:
-                inf._emit_update(obj, obj)
-        await _wait_idle(rec1 + objects)
+            inf.resync()
+        await _wait_idle(mgr, rec1 + objects)
         req2, rec2 = client_requests(), reconciles()
         out["resync"] = _phase(req1, req2, rec2 - rec1, time.monotonic() - t1)
         await asyncio.sleep(1.0)  # an Event or patch sent asynchronously would land by now

@@ -35,6 +35,11 @@ def metric_writes() -> float:
     return total
 
 
+async def ready(client: Client, res: Resource, name: str, ns: str) -> dict[str, Any] | None:
+    obj = await client.get_or_none(res, name, ns)
+    return obj if obj and (obj.get("status") or {}).get("ready") else None
+
+
 async def gone(client: Client, res: Resource, name: str, ns: str) -> bool:
     return await client.get_or_none(res, name, ns) is None
 
@@ -45,11 +50,21 @@ async def event_reasons(client: Client, ns: str, name: str) -> set[str]:
 
 
 def queues_idle(operator: Any) -> bool:
-    return all(c.queue is not None and c.queue.len() == 0 and not c.queue._processing
-               for c in operator.manager.controllers)
+    return all(c.queue is not None and c.queue.idle() for c in operator.manager.controllers)
 
 
 async def settled(operator: Any) -> None:
     """Work queues idle and the Events of the last transitions written (they are asynchronous)."""
     await eventually(lambda: queues_idle(operator), timeout=10)
     await operator.manager.recorder.flush(10)
+
+
+async def writes_on_resync(operator: Any) -> float:
+    """API writes caused by re-delivering every cached object to the controllers, as a resync
+    period or a restart would, counted once the operator has settled before and after."""
+    await settled(operator)
+    before = metric_writes()
+    for inf in operator.manager.cache.informers:
+        inf.resync()
+    await settled(operator)
+    return metric_writes() - before

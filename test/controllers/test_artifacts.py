@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from helpers import condition, event_reasons, get_obj, gone, metric_writes, queues_idle
+from helpers import condition, event_reasons, get_obj, gone, ready, writes_on_resync
 
 from substratus import naming
 from substratus.controllers.resources import DATASETS, MODELS
@@ -52,7 +52,7 @@ async def test_dataset_import_end_to_end(operator, namespace: str) -> None:
     cm = await client.get(CONFIGMAPS, "squad-dataset-params", namespace)
     assert json.loads(cm["data"]["params.json"]) == {"url": "https://x/y.jsonl", "limit": 5, "shuffle": True}
 
-    obj = await eventually(lambda: _ready(client, DATASETS, "squad", namespace), timeout=30)
+    obj = await eventually(lambda: ready(client, DATASETS, "squad", namespace), timeout=30)
     assert obj["status"]["url"] == f"{operator.cloud.bucket_url}/{h}"
     assert condition(obj, "Complete")["reason"] == "JobSucceeded"
     assert condition(obj, "Built")["reason"] == "ImageProvided"
@@ -70,7 +70,7 @@ async def test_model_import_reports_files_and_size(operator, namespace: str) -> 
     await operator.cloud.write(f"{url}/model/config.json", b"{}" * 10)
     await operator.cloud.write(f"{url}/model/pytorch_model.bin", b"x" * 3000)
     await client.create(MODELS, model("opt", namespace, params={"name": "facebook/opt-125m"}))
-    obj = await eventually(lambda: _ready(client, MODELS, "opt", namespace), timeout=30)
+    obj = await eventually(lambda: ready(client, MODELS, "opt", namespace), timeout=30)
     assert obj["status"]["files"] == ["config.json", "pytorch_model.bin"]
     assert obj["status"]["diskSize"] == "3Ki"
 
@@ -84,7 +84,7 @@ async def test_finetune_waits_for_dataset_then_proceeds(operator, namespace: str
     await client.patch(JOBS, "data-dataset", {"metadata": {"annotations": {OUTCOME_ANNOTATION: "hold"}}}, namespace)
     await client.create(MODELS, model("tuned", namespace, baseModel={"name": "base"},
                                       trainingDataset={"name": "data"}))
-    await eventually(lambda: _ready(client, MODELS, "base", namespace), timeout=30)
+    await eventually(lambda: ready(client, MODELS, "base", namespace), timeout=30)
 
     async def waiting() -> bool:
         c = condition(await get_obj(client, MODELS, "tuned", namespace), "Complete")
@@ -96,7 +96,7 @@ async def test_finetune_waits_for_dataset_then_proceeds(operator, namespace: str
     assert job is not None
     await client.patch(JOBS, "data-dataset", {"metadata": {"annotations": {OUTCOME_ANNOTATION: "succeed"}}},
                        namespace)
-    tuned = await eventually(lambda: _ready(client, MODELS, "tuned", namespace), timeout=30)
+    tuned = await eventually(lambda: ready(client, MODELS, "tuned", namespace), timeout=30)
     tjob = operator.manager.cache.get(JOBS, "tuned-model", namespace)
     mounts = {m["mountPath"]: m for m in tjob["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert mounts["/content/model"]["readOnly"] and mounts["/content/data"]["readOnly"]
@@ -127,21 +127,21 @@ async def test_job_failure_then_spec_fix_retries(operator, namespace: str) -> No
         return j is not None and j["metadata"]["uid"] != old_uid
 
     await eventually(new_job, timeout=30)
-    obj = await eventually(lambda: _ready(client, DATASETS, "flaky", namespace), timeout=30)
+    obj = await eventually(lambda: ready(client, DATASETS, "flaky", namespace), timeout=30)
     assert condition(obj, "Complete")["observedGeneration"] == 2
 
 
 async def test_restore_from_storage_without_running_a_job(operator, namespace: str) -> None:
     client = operator.client
     await client.create(DATASETS, dataset("kept", namespace))
-    first = await eventually(lambda: _ready(client, DATASETS, "kept", namespace), timeout=30)
+    first = await eventually(lambda: ready(client, DATASETS, "kept", namespace), timeout=30)
     url = first["status"]["url"]
     stored = await operator.cloud.read(f"{url}/completed.json")
     await client.delete(DATASETS, "kept", namespace)
     await eventually(lambda: gone(client, JOBS, "kept-dataset", namespace), timeout=30)
 
     await client.create(DATASETS, dataset("kept", namespace))
-    again = await eventually(lambda: _ready(client, DATASETS, "kept", namespace), timeout=30)
+    again = await eventually(lambda: ready(client, DATASETS, "kept", namespace), timeout=30)
     assert condition(again, "Complete")["reason"] == "FoundInStorage"
     assert again["status"]["url"] == url
     assert await client.get_or_none(JOBS, "kept-dataset", namespace) is None, "no Job re-run"
@@ -153,22 +153,10 @@ async def test_converged_resync_issues_zero_writes(operator, namespace: str) -> 
     for i in range(3):
         await client.create(DATASETS, dataset(f"steady-{i}", namespace, params={"i": i}))
     for i in range(3):
-        await eventually(lambda i=i: _ready(client, DATASETS, f"steady-{i}", namespace), timeout=30)
-    await eventually(lambda: queues_idle(operator), timeout=10)
-    before = metric_writes()
-    # Re-deliver every object to the controllers, as a resync or a restart would.
-    for inf in operator.manager.cache.informers:
-        for obj in inf.store:
-            inf._emit_update(obj, obj)
-    await eventually(lambda: queues_idle(operator), timeout=10)
-    assert metric_writes() == before, "a converged reconcile must not write"
+        await eventually(lambda i=i: ready(client, DATASETS, f"steady-{i}", namespace), timeout=30)
+    assert await writes_on_resync(operator) == 0, "a converged reconcile must not write"
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-async def _ready(client, res, name: str, ns: str) -> dict | None:
-    obj = await client.get_or_none(res, name, ns)
-    return obj if obj and (obj.get("status") or {}).get("ready") else None
 
 

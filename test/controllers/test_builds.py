@@ -21,7 +21,7 @@ import aiohttp
 import attrs
 import pytest
 import yarl
-from helpers import condition, get_obj, metric_writes
+from helpers import condition, event_reasons, get_obj, metric_writes, queues_idle, ready
 
 from substratus import naming
 from substratus.api import from_dict
@@ -30,7 +30,7 @@ from substratus.cloud.local import LocalCloud
 from substratus.controllers import build
 from substratus.controllers.resources import DATASETS, MODELS
 from substratus.controllers.status import StatusUpdate
-from substratus.runtime.resource import EVENTS, JOBS, Resource
+from substratus.runtime.resource import JOBS, Resource
 from substratus.testing.simulator import OUTCOME_ANNOTATION, ClusterSimulator
 from substratus.testing.wait import eventually
 
@@ -118,29 +118,18 @@ async def upload_published(client: Any, name: str, ns: str, request_id: str) -> 
     return obj if up.get("url") and up.get("requestID") == request_id else None
 
 
-async def ready(client: Any, res: Resource, name: str, ns: str) -> dict[str, Any] | None:
-    obj = await get_obj(client, res, name, ns)
-    return obj if obj and (obj.get("status") or {}).get("ready") else None
-
-
 async def annotate(client: Any, job: str, ns: str, outcome: str) -> None:
     await client.patch(JOBS, job, {"metadata": {"annotations": {OUTCOME_ANNOTATION: outcome}}}, ns)
-
-
-async def event_reasons(client: Any, ns: str, name: str) -> set[str]:
-    events = (await client.list(EVENTS, ns))["items"]
-    return {e["reason"] for e in events if e["involvedObject"]["name"] == name}
 
 
 async def _has_event(client: Any, ns: str, name: str, reason: str) -> bool:
     return reason in await event_reasons(client, ns, name)
 
 
-async def settled(operator: Any) -> float:
+async def settled_writes(operator: Any) -> float:
     """Writes so far, once the work queues are idle and no write (status, Event) trickles in."""
     async def stable() -> float | None:
-        idle = all(c.queue is not None and c.queue.len() == 0 and not c.queue._processing
-                   for c in operator.manager.controllers)
+        idle = queues_idle(operator)
         before = metric_writes()
         await asyncio.sleep(0.4)
         return before + 1 if idle and metric_writes() == before else None  # +1: 0 writes is falsy
@@ -215,7 +204,7 @@ async def test_upload_build_then_workload(operator: Any, namespace: str) -> None
     assert (await client.get(JOBS, "web-dataset-bld", namespace))["metadata"]["uid"] == build_uid
 
     # Converged: re-delivering every object (a resync or restart) writes nothing.
-    before = await settled(operator)
+    before = await settled_writes(operator)
     for inf in cache.informers:
         for item in inf.store:
             inf._emit_update(item, item)
@@ -229,7 +218,7 @@ async def test_new_request_id_gets_fresh_url(operator: Any, namespace: str) -> N
     await client.create(DATASETS, upload_dataset("fresh", namespace, md5, "first"))
     first = (await eventually(lambda: upload_published(client, "fresh", namespace, "first")))["status"]["upload"]
     await eventually(lambda: built_reason(client, DATASETS, "fresh", namespace, "AwaitingUpload"))
-    before = await settled(operator)
+    before = await settled_writes(operator)
     await asyncio.sleep(1.2)  # several storage polls while awaiting the upload...
     assert metric_writes() == before, "...that never write (nor re-sign the URL)"
     # (The sleeps also matter below: local URLs have whole-second expiries, so the new one differs.)

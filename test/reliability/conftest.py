@@ -112,8 +112,7 @@ class RunningOperator:
         return next((c for c in self.manager.controllers if c.name == name), None)
 
     def queues_idle(self) -> bool:
-        return all(c.queue is not None and c.queue.len() == 0 and not c.queue._processing
-                   for c in self.manager.controllers)
+        return all(c.queue is not None and c.queue.idle() for c in self.manager.controllers)
 
     async def stop(self) -> int | None:
         if self.task.done():

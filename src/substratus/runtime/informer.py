@@ -238,5 +238,9 @@ class Informer:
         await self._synced.wait()
         while True:
             await asyncio.sleep(self.resync_period)
-            for obj in self.store:
-                self._emit_update(obj, obj)
+            self.resync()
+
+    def resync(self) -> None:
+        """Re-deliver every cached object to the handlers as an update to itself."""
+        for obj in self.store:
+            self._emit_update(obj, obj)

@@ -261,6 +261,10 @@ class Queue(Generic[T]):
         """Items waiting to be handed out (not those being processed); informational only."""
         return len(self._queue)
 
+    def idle(self) -> bool:
+        """Nothing waiting and nothing handed out (items scheduled by ``add_after`` not counted)."""
+        return not self._queue and not self._processing
+
     def add(self, item: T) -> None:
         """Mark ``item`` as needing processing; a no-op if it already waits or after shutdown."""
         if self._shutting_down or item in self._dirty:
