@@ -87,7 +87,7 @@ def child_state(kind: str, obj: dict[str, Any] | None) -> str:
         want = (obj.get("spec") or {}).get("replicas", 1)
         return f"{status.get('availableReplicas', 0)}/{want} available"
     if kind == "Pod":
-        waiting = [cs.get("state", {}).get("waiting", {}) for cs in status.get("containerStatuses") or []]
+        waiting = [(cs.get("state") or {}).get("waiting") or {} for cs in status.get("containerStatuses") or []]
         reasons = [f"{w.get('reason')}: {w.get('message', '')}".rstrip(": ") for w in waiting if w]
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
         return f"{status.get('phase', 'Pending')}{', ready' if ready else ''}" + (f" ({'; '.join(reasons)})"

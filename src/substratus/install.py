@@ -17,7 +17,8 @@ from substratus.runtime.resource import CRDS
 log = logging.getLogger(__name__)
 
 
-def _established(crd: dict) -> bool:
+def crd_established(crd: dict) -> bool:
+    """True once the API server serves the CRD; ``status.conditions`` is null just after create."""
     return any(c.get("type") == "Established" and c.get("status") == "True"
                for c in (crd.get("status") or {}).get("conditions") or [])
 
@@ -40,7 +41,7 @@ async def install_crds(client: Client, timeout: float = 60.0) -> list[str]:
     pending = set(names)
     while pending:
         for name in sorted(pending):
-            if _established(await client.get(CRDS, name)):
+            if crd_established(await client.get(CRDS, name)):
                 pending.discard(name)
         if pending:
             if time.monotonic() > deadline:

@@ -20,6 +20,7 @@ import yaml
 
 from substratus.api import KINDS, Reason, from_dict, make_condition, set_condition, to_dict
 from substratus.api.crd import generate_crds
+from substratus.install import crd_established
 
 pytestmark = pytest.mark.controlplane
 
@@ -70,8 +71,7 @@ def api() -> Iterator[Api]:
         while pending and time.monotonic() < deadline:
             for name in sorted(pending):
                 _, out = a.call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-                conds = {c["type"]: c["status"] for c in out.get("status", {}).get("conditions", [])}
-                if conds.get("Established") == "True":
+                if crd_established(out):
                     pending.discard(name)
             time.sleep(0.1)
         assert not pending, f"CRDs not established: {pending}"
