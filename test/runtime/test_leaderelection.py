@@ -99,3 +99,31 @@ async def test_leader_steps_down_when_it_cannot_renew(client: Client, namespace:
     finally:
         ta.cancel()
         await asyncio.gather(ta, return_exceptions=True)
+
+
+async def test_a_stop_that_lands_as_a_renew_completes_is_not_lost(client: Client, namespace: str) -> None:
+    """SIGTERM arriving just as a renew answers must still stop the elector and release the lease.
+
+    (Python 3.11's ``asyncio.wait_for`` returns the inner result and drops such a cancel; an
+    elector built on it renews forever and the operator never exits.)
+    """
+    a = elector(client, namespace, "a")
+    ta = asyncio.create_task(a.run())
+    try:
+        await eventually(lambda: a.is_leader)
+        renew = a.try_acquire_or_renew
+
+        async def renew_then_get_stopped() -> bool:
+            held = await renew()
+            ta.cancel()  # the stop lands in the same loop iteration as the renew's answer
+            return held
+
+        a.try_acquire_or_renew = renew_then_get_stopped  # type: ignore[method-assign]
+        done, _ = await asyncio.wait({ta}, timeout=FAST["renew_deadline"] + 5)
+        assert done, "the elector swallowed the stop and kept renewing"
+        assert ta.cancelled()
+        assert not a.is_leader
+        assert not (await lease(client, namespace)).get("holderIdentity"), "a graceful stop releases the lease"
+    finally:
+        ta.cancel()
+        await asyncio.gather(ta, return_exceptions=True)

@@ -111,7 +111,8 @@ class PodProxyJupyterStatusReader:
     async def read(self, namespace: str, pod: str, token: str) -> JupyterStatus:
         path = f"/api/v1/namespaces/{namespace}/pods/{pod}:{PORT}/proxy/api/status"
         try:
-            body = await asyncio.wait_for(self.client.request("GET", path, query={"token": token}), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                body = await self.client.request("GET", path, query={"token": token})
         except (ApiError, OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise JupyterUnreachable(f"GET {path}: {exc!r}") from exc
         return parse_jupyter_status(body)

@@ -220,7 +220,8 @@ class PortForward:
             return
         await self._terminate()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(err_task, 5)
+            async with asyncio.timeout(5):
+                await err_task
         why = " ".join(self.stderr_tail) or f"no 'Forwarding from' within {self.ready_timeout:.0f}s"
         raise PluginError(ExitCode.ERROR, f"kubectl port-forward did not start: {why}")
 
@@ -245,7 +246,8 @@ class PortForward:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             try:
-                await asyncio.wait_for(self.proc.wait(), 5)
+                async with asyncio.timeout(5):
+                    await self.proc.wait()
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()

@@ -459,7 +459,8 @@ async def _run_capture(cmd: list[str]) -> tuple[int, str]:
     if shutil.which(cmd[0]) is None:
         raise FileNotFoundError(cmd[0])
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode("utf-8", "replace")
 
 

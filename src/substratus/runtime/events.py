@@ -112,7 +112,8 @@ class EventRecorder:
 
     async def flush(self, timeout: float) -> None:
         """Wait until every queued Event has been posted (or given up on); TimeoutError if not."""
-        await asyncio.wait_for(asyncio.gather(*(q.join() for q in self._queues)), timeout)
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(q.join() for q in self._queues))
 
     async def stop(self, flush_timeout: float = 5.0) -> None:
         if not self._tasks:

@@ -129,7 +129,8 @@ class Informer:
 
     async def wait_for_sync(self, timeout: float | None = None) -> bool:
         try:
-            await asyncio.wait_for(self._synced.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._synced.wait()
         except TimeoutError:
             return False
         return True
@@ -142,10 +143,8 @@ class Informer:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # gather, not try/except CancelledError: that would also swallow a cancel of our caller.
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     def add_indexer(self, name: str, fn: IndexFunc) -> None:

@@ -169,9 +169,11 @@ class LeaderElector:
             renewed = False
             while self._clock() < deadline:
                 try:
-                    attempt_left = max(deadline - self._clock(), 0.1)
-                    if await asyncio.wait_for(self.try_acquire_or_renew(), attempt_left):
-                        renewed = True
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
+                    # as the attempt completes, and a stopped elector would renew on forever.
+                    async with asyncio.timeout(max(deadline - self._clock(), 0.1)):
+                        renewed = await self.try_acquire_or_renew()
+                    if renewed:
                         break
                 except (ApiError, OSError, TimeoutError) as exc:
                     log.warning("error renewing lease lease=%s/%s error=%r", cfg.namespace, cfg.name, exc)

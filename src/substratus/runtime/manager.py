@@ -150,9 +150,12 @@ class Manager:
             return
         self._controllers_running = False
         timeout = self.options.graceful_shutdown_timeout
-        results = await asyncio.gather(
-            *(asyncio.wait_for(c.stop(drain=not self._lost_lease), timeout) for c in self.controllers),
-            return_exceptions=True)
+
+        async def stop(c: Controller) -> None:
+            async with asyncio.timeout(timeout):
+                await c.stop(drain=not self._lost_lease)
+
+        results = await asyncio.gather(*(stop(c) for c in self.controllers), return_exceptions=True)
         for c, r in zip(self.controllers, results, strict=True):
             if isinstance(r, BaseException):
                 log.warning("controller did not drain in time controller=%s", c.name)

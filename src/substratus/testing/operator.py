@@ -47,9 +47,11 @@ async def running_operator(client: Client, cfg: OperatorConfig, ready_timeout: f
     mgr = build_manager(client, cloud, cfg)
     task = asyncio.create_task(mgr.run(handle_signals=False))
     try:
-        await asyncio.wait_for(mgr.ready.wait(), ready_timeout)
+        async with asyncio.timeout(ready_timeout):
+            await mgr.ready.wait()
         yield InProcessOperator(mgr, client, cloud, cfg, task)
     finally:
         mgr.stop()
-        await asyncio.wait_for(task, 60)
+        async with asyncio.timeout(60):
+            await task
         await cloud.close()

@@ -147,7 +147,8 @@ class ClusterSimulator:
         if self.gc_interval > 0:
             self._spawn(self._gc_loop(), name="simulator-gc")
         try:
-            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._synced.values())), sync_timeout)
+            async with asyncio.timeout(sync_timeout):
+                await asyncio.gather(*(e.wait() for e in self._synced.values()))
         except TimeoutError:
             await self.stop()
             raise TimeoutError(f"cluster simulator did not list Jobs/Deployments/Pods within {sync_timeout}s") from None
