@@ -127,8 +127,13 @@ async def test_leader_sigkilled_mid_run_standby_takes_over(crds, make_proxy, sim
             lease = await admin.get_or_none(LEASES, LEASE_ID, ns)
             return ((lease or {}).get("spec") or {}).get("holderIdentity")
 
-        first = await eventually(lease_holder, timeout=TIMING["lease_duration"] + 20)
-        leader = next(p for p in procs if first in p.identities())
+        async def leader_proc() -> Proc | None:
+            # The Lease can be visible to us before the winner's proxy has recorded the 201 that
+            # attributes the identity to a process (that proxy shares this busy event loop).
+            holder_id = await lease_holder()
+            return next((p for p in procs if holder_id and holder_id in p.identities()), None)
+
+        leader = await eventually(leader_proc, timeout=TIMING["lease_duration"] + 20, message="a leader")
         standby = next(p for p in procs if p is not leader)
         transitions_before = (await admin.get(LEASES, LEASE_ID, ns))["spec"].get("leaseTransitions", 0)
 

@@ -103,6 +103,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
     @functools.wraps(fn)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # a failing test's report shows the test, not this wrapper
         task = asyncio.current_task()
         assert task is not None
         fired = False
@@ -127,6 +128,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                     f"are printed above", pytrace=False)
 
     item.obj = guarded  # type: ignore[attr-defined]
+    __tracebackhide__ = True
     try:
         return (yield)
     finally:
