@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,13 +37,15 @@ def test_never_reached():
 '''
 
 
-def run_pytest(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_pytest(tmp_path: Path, source: str, *args: str,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_subject.py").write_text(source)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "substratus.testing.hangguard", "-p", "no:cacheprovider",
          "-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function", "-q", *args,
          "test_subject.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**{k: v for k, v in os.environ.items() if k != "SUBSTRATUS_TEST_TIMEOUT"}, **(env or {})})
 
 
 def test_a_hung_async_test_fails_and_shows_what_it_waits_on(tmp_path: Path) -> None:
@@ -64,8 +67,9 @@ def test_a_test_that_swallows_the_cancel_ends_the_run_with_a_thread_dump(tmp_pat
     assert "passed" not in res.stdout, "the run ends at the stuck test"
 
 
-def test_zero_disables_the_guard(tmp_path: Path) -> None:
-    res = run_pytest(tmp_path, HANGING.replace("await asyncio.create_task", "await asyncio.wait_for(asyncio.create_task")
-                     .replace('name="the-waiter")', 'name="the-waiter"), 2)'), "--test-timeout=0")
-    # Without the guard the test runs to its own end: here wait_for's TimeoutError after 2 s.
-    assert "TimeoutError" in res.stdout and "still running" not in res.stdout + res.stderr
+def test_the_limit_comes_from_the_option_or_the_environment_and_zero_disables_it(tmp_path: Path) -> None:
+    slow = "import asyncio\n\nasync def test_slow():\n    await asyncio.sleep(2)\n"
+    assert "still running after 1s" in run_pytest(tmp_path, slow, "--test-timeout=1").stdout
+    assert "still running after 1s" in run_pytest(tmp_path, slow, env={"SUBSTRATUS_TEST_TIMEOUT": "1"}).stdout
+    res = run_pytest(tmp_path, slow, "--test-timeout=0", env={"SUBSTRATUS_TEST_TIMEOUT": "1"})
+    assert "1 passed" in res.stdout and "still running" not in res.stdout + res.stderr
