@@ -55,9 +55,9 @@ async def test_kubectl_wait_for_ready_on_every_kind(operator, namespace: str, ku
 
 async def test_ready_reports_invalid_spec(operator, namespace: str, kubectl) -> None:
     client = operator.client
-    # Valid for the schema, rejected by the controller: an env key that shadows a generated PARAM_*.
+    # Valid for the schema on every server, rejected by the controller: a malformed secret reference.
     await client.create(DATASETS, obj("Dataset", "clash", namespace, "substratusai/dataset-loader:v1",
-                                      params={"epochs": 1}, env={"PARAM_EPOCHS": "2"}))
+                                      env={"TOKEN": "${{ secrets.hf }}"}))
     await asyncio.to_thread(kubectl, "-n", namespace, "wait", "--for=condition=Ready=False", "--timeout=30s",
                             "dataset/clash")
 
@@ -66,4 +66,5 @@ async def test_ready_reports_invalid_spec(operator, namespace: str, kubectl) -> 
         return d if (condition(d, "Ready") or {}).get("reason") == "InvalidSpec" else None
 
     d = await eventually(invalid, timeout=30)
-    assert "spec.env.PARAM_EPOCHS" in condition(d, "Ready")["message"]
+    assert "spec.env.TOKEN" in condition(d, "Ready")["message"]
+    assert d["status"]["ready"] is False
