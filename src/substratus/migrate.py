@@ -103,15 +103,25 @@ def convert_object(obj: Mapping[str, Any], *, default_gpu_type: str | None = Non
     if not isinstance(spec, dict):
         problems.append("spec: missing or not an object")
         raise NotConvertible("; ".join(problems))
+    order = list(spec)
     _convert_image(spec, changes, problems)
     _convert_references(kind, spec, changes, problems)
     _convert_gpu(spec, default_gpu_type, changes, problems)
+    out["spec"] = _in_original_order(spec, order, {"build": "image", "modelName": MODEL_NAME_TARGET.get(kind, ""),
+                                                   **REFERENCE_RENAMES.get(kind, {})})
     if problems:
         raise NotConvertible("; ".join(problems))
     problems = check_converted(out)
     if problems:
         raise NotConvertible("; ".join(problems))
     return Converted(out, changes)
+
+
+def _in_original_order(spec: dict[str, Any], order: list[str], renames: dict[str, str]) -> dict[str, Any]:
+    """``spec`` with each key where its upstream name was, so a diff of the files stays readable."""
+    keys = [renames.get(k, k) for k in order]
+    ordered = [k for i, k in enumerate(keys) if k in spec and k not in keys[:i]]
+    return {k: spec[k] for k in ordered + [k for k in spec if k not in ordered]}
 
 
 def _convert_image(spec: dict[str, Any], changes: list[str], problems: list[str]) -> None:
