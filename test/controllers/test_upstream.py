@@ -17,10 +17,10 @@ from helpers import condition, event_reasons, get_obj, ready, settled
 
 from substratus import naming
 from substratus.api import from_dict, to_dict
-from substratus.controllers.resources import BY_KIND, DATASETS, MODELS, SERVERS
+from substratus.controllers.resources import BY_KIND, DATASETS, MODELS, NOTEBOOKS, SERVERS
 from substratus.migrate import adopt, convert_main
 from substratus.runtime.client import Invalid
-from substratus.runtime.resource import DEPLOYMENTS, JOBS
+from substratus.runtime.resource import DEPLOYMENTS, JOBS, PODS
 from substratus.testing.wait import eventually
 
 UPSTREAM = Path(__file__).resolve().parents[1] / "upstream"
@@ -63,20 +63,29 @@ async def test_upstream_build_and_model_name_are_invalid_spec(operator, namespac
     # `required`), so the user learns the new name instead of "spec.image: Required value".
     await client.create(DATASETS, upstream("Dataset", "squad", namespace, build={
         "git": {"url": "https://github.com/substratusai/images", "path": "dataset-squad"}}))
-    await client.create(SERVERS, upstream("Server", "srv", namespace, image={"name": "x"}, modelName="opt"))
+    await client.create(NOTEBOOKS, upstream("Notebook", "nb", namespace, image={"name": "x"}, modelName="opt"))
+    # A Server's spec.model stays required by the schema: a Server with only modelName is
+    # refused at admission, naming the field to set.
+    with pytest.raises(Invalid) as exc:
+        await client.create(SERVERS, upstream("Server", "srv", namespace, image={"name": "x"}, modelName="opt"))
+    assert "spec.model: Required value" in str(exc.value)
+    await client.create(SERVERS, upstream("Server", "srv", namespace, image={"name": "x"}, modelName="opt",
+                                          model={"name": "opt"}))
     ds = await eventually(lambda: invalid_spec(client, "Dataset", "squad", namespace), timeout=30)
     assert condition(ds, "Complete")["message"].startswith("spec.build: use spec.image.git or spec.image.upload")
-    srv = await eventually(lambda: invalid_spec(client, "Server", "srv", namespace), timeout=30)
-    assert condition(srv, "Serving")["message"].startswith("spec.modelName: use spec.model.name")
+    for kind, name in (("Notebook", "nb"), ("Server", "srv")):
+        obj = await eventually(lambda: invalid_spec(client, kind, name, namespace), timeout=30)
+        assert condition(obj, "Serving")["message"].startswith("spec.modelName: use spec.model.name")
     await settled(operator)
     assert await client.get_or_none(JOBS, "squad-dataset-bld", namespace) is None
     assert await client.get_or_none(DEPLOYMENTS, "srv-server", namespace) is None
+    assert await client.get_or_none(PODS, "nb-notebook", namespace) is None
 
 
 async def test_string_image_is_rejected_at_admission(operator, namespace: str) -> None:
     with pytest.raises(Invalid) as exc:
         await operator.client.create(MODELS, upstream("Model", "m", namespace, image="substratusai/loader"))
-    assert "spec.image" in str(exc.value)
+    assert "spec.image in body must be of type object" in str(exc.value)
     assert await operator.client.get_or_none(MODELS, "m", namespace) is None
 
 
@@ -131,7 +140,7 @@ async def test_output_is_mounted_at_output_and_artifacts(operator, namespace: st
     mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
     output, artifacts = mounts["/content/output"], mounts["/content/artifacts"]
     assert output["name"] == artifacts["name"], "one volume, two paths"
-    assert output["readOnly"] is False and artifacts["readOnly"] is False
+    assert not output.get("readOnly") and not artifacts.get("readOnly"), "both writable"
     h = naming.storage_hash("test-cluster", namespace, "datasets", "squad")
     volume = next(v for v in pod["volumes"] if v["name"] == output["name"])
     assert volume["hostPath"]["path"].endswith(f"{h}/data")
