@@ -74,7 +74,7 @@ async def test_upstream_build_and_model_name_are_invalid_spec(operator, namespac
     ds = await eventually(lambda: invalid_spec(client, "Dataset", "squad", namespace), timeout=30)
     assert condition(ds, "Complete")["message"].startswith("spec.build: use spec.image.git or spec.image.upload")
     for kind, name in (("Notebook", "nb"), ("Server", "srv")):
-        obj = await eventually(lambda: invalid_spec(client, kind, name, namespace), timeout=30)
+        obj = await eventually(lambda k=kind, n=name: invalid_spec(client, k, n, namespace), timeout=30)
         assert condition(obj, "Serving")["message"].startswith("spec.modelName: use spec.model.name")
     await settled(operator)
     assert await client.get_or_none(JOBS, "squad-dataset-bld", namespace) is None
