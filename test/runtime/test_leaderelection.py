@@ -252,3 +252,27 @@ async def test_a_stop_that_lands_as_a_renew_completes_is_not_lost(client: Client
     finally:
         ta.cancel()
         await asyncio.gather(ta, return_exceptions=True)
+
+
+@pytest.mark.parametrize("refused_at", [2, 3], ids=["connection-ready", "first-byte"])
+async def test_the_fence_is_checked_again_right_before_the_bytes_leave(client: Client, namespace: str,
+                                                                       refused_at: int) -> None:
+    """A write that passed the first check can still wait (a new connection, a loop turn for its
+    body); a pause there ends past the deadline. The fence is asked again when the connection is
+    ready and when the first byte is about to leave: refused there, nothing reaches the server."""
+    calls: list[int] = []
+
+    def fence() -> None:
+        calls.append(1)
+        if len(calls) >= refused_at:
+            raise NotLeader("deadline passed while the request waited")
+
+    writer = client.fenced(fence)
+    with pytest.raises(NotLeader):
+        await writer.create(CONFIGMAPS, configmap(f"refused-at-{refused_at}", namespace))
+    assert len(calls) == refused_at
+    assert await client.get_or_none(CONFIGMAPS, f"refused-at-{refused_at}", namespace) is None
+    calls.clear()
+    refused_at = 99  # the same client still writes once the fence allows it
+    await writer.create(CONFIGMAPS, configmap("allowed", namespace))
+    assert len(calls) == 3, "checked before building the request, on the connection, at the first byte"

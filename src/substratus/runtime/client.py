@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
 import copy
 import json
 import logging
@@ -31,6 +32,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.connector import Connection
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
@@ -141,6 +144,56 @@ def error_class(status: int, reason: str = "") -> type[ApiError]:
     return ApiError
 
 
+_WRITE_FENCE: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "substratus_write_fence", default=None)
+"""The fence of the write being sent by this task (set by ``Client._send``)."""
+
+
+class _FencedRequest(aiohttp.ClientRequest):
+    """aiohttp's request, checking the sender's write fence at the last moments before bytes leave.
+
+    ``Client._send`` checks the fence before the request is built, but a request can then wait
+    (for a new connection, or one event-loop turn for its body task); a process paused (SIGSTOP)
+    in that wait would send the write on waking. So the fence is checked again once the
+    connection is ready (``send``) and when the first byte is about to be written
+    (``write_bytes``: aiohttp buffers the headers until the body goes), with no await between
+    the check and the write.
+    """
+
+    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+        fence = _WRITE_FENCE.get()
+        if fence is not None:
+            fence()
+        return await super().send(conn)
+
+    async def write_bytes(self, writer: AbstractStreamWriter, conn: Connection, *args: Any, **kwargs: Any) -> None:
+        fence = _WRITE_FENCE.get()
+        if fence is not None:
+            try:
+                fence()
+            except NotLeader as exc:
+                # Nothing was written (headers included): fail the response with the refusal.
+                if conn.protocol is not None:
+                    conn.protocol.set_exception(exc)
+                return
+        await super().write_bytes(writer, conn, *args, **kwargs)
+
+
+def _use_fenced_requests(api: k8s_client.ApiClient) -> None:
+    """Re-create kubernetes-asyncio's aiohttp session (same connector, same settings) so its
+    requests are ``_FencedRequest``s. Idempotent per ApiClient."""
+    rest = api.rest_client
+    if getattr(rest, "substratus_fenced_requests", False):
+        return
+    old: aiohttp.ClientSession = rest.pool_manager
+    connector = old.connector
+    old.detach()  # hands the connector over without closing it
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=connector, trust_env=old.trust_env, request_class=_FencedRequest,
+        read_bufsize=2**21)  # as kubernetes-asyncio: watch lines carry whole objects
+    setattr(rest, "substratus_fenced_requests", True)  # noqa: B010 - not an attribute of its class
+
+
 @attrs.frozen
 class WatchEvent:
     type: str  # ADDED | MODIFIED | DELETED | BOOKMARK
@@ -164,8 +217,9 @@ class ClientOptions:
     hung API server or proxy). So the server is asked to end every watch after 50-80 % of this
     (``timeoutSeconds``): a healthy watch, however quiet, always shows a byte — its clean end —
     within the window, and one that does not is dead. kube-apiserver's bookmarks cannot serve
-    as the heartbeat: before 1.21 (measured on 1.20.2) it sends one only 2 s before the watch's
-    own timeout, and later versions about once a minute, too rarely for a 60 s bound."""
+    as the heartbeat: 1.20.2 sent none on a quiet 150 s watch (measured, watch cache on), later
+    versions send one about once a minute (too rarely for a 60 s bound), none without the watch
+    cache."""
 
 
 class Client:
@@ -179,6 +233,7 @@ class Client:
         self.write_fence: Callable[[], None] | None = None
         """Called before every write (POST/PUT/PATCH/DELETE) is sent; raises ``NotLeader`` to
         refuse it (SPEC §7 fencing; see ``fenced``)."""
+        _use_fenced_requests(api)
 
     def fenced(self, check: Callable[[], None] | None) -> Client:
         """A view of this client (same connections and metrics) whose writes first call ``check``.
@@ -238,14 +293,15 @@ class Client:
     async def _send(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
                     body: Any = None, content_type: str = "application/json",
                     timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientResponse:
-        # The fence is checked here, as late as possible: from this check to the bytes leaving
-        # nothing suspends on a pooled connection with a static token, so a replica paused past its renew deadline
-        # finds the fence closed on waking, before anything is sent.
-        if self.write_fence is not None and method in WRITE_METHODS:
-            self.write_fence()
+        # A paused replica woken past its renew deadline must not send anything: the fence is
+        # checked here, and again by _FencedRequest right before the bytes leave.
+        fence = self.write_fence if method in WRITE_METHODS else None
+        if fence is not None:
+            fence()
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         params = [(k, _query_value(v)) for k, v in (query or {}).items() if v is not None]
         started = time.monotonic()
+        token = _WRITE_FENCE.set(fence)
         try:
             resp = await self.api.call_api(
                 path, method, query_params=params, header_params=headers, body=body,
@@ -257,6 +313,7 @@ class Client:
             self._count("<error>", method)
             raise
         finally:
+            _WRITE_FENCE.reset(token)
             metrics.REST_CLIENT_REQUEST_DURATION.labels(method, self._host).observe(time.monotonic() - started)
         self._count(resp.status, method)
         return resp
