@@ -316,7 +316,7 @@ async def test_leader_paused_past_its_deadline_writes_nothing_on_waking(crds, ma
         await wait_ready(admin, DATASETS, ns, batch1 + batch2, timeout=60)
         print(f"\nRELIABILITY fencing: lease {TIMING}; paused {t_cont - t_stop:.1f}s (standby acquired "
               f"{t_acq_standby - t_stop:.1f}s after SIGSTOP); writes after the standby acquired: {len(late)}; "
-              f"requests after SIGCONT: {len(reads_after)} (all reads); writes refused by the fence: {refused}; "
+              f"requests after SIGCONT: {len(reads_after)}; writes refused by the fence: {refused}; "
               f"exited {code} {t_exit - t_cont:.2f}s after SIGCONT")
     finally:
         await jobs.stop()
