@@ -50,6 +50,8 @@ class Reason:
     SUSPENDED = "Suspended"
     # any kind
     INVALID_SPEC = "InvalidSpec"
+    RECONCILE_ERROR = "ReconcileError"  # the pass itself keeps failing (the error is the message)
+    REFERENCE_NOT_PERMITTED = "ReferenceNotPermitted"  # another namespace's object has not opted in
 
 
 BUILT_REASONS: tuple[str, ...] = (
@@ -67,14 +69,18 @@ COMPLETE_REASONS: tuple[str, ...] = (
     Reason.JOB_SUCCEEDED,
     Reason.JOB_FAILED,
     Reason.FOUND_IN_STORAGE,
+    Reason.REFERENCE_NOT_PERMITTED,
     Reason.INVALID_SPEC,
+    Reason.RECONCILE_ERROR,
 )
 SERVING_REASONS: tuple[str, ...] = (
     Reason.WAITING_FOR_DEPENDENCY,
     Reason.DEPLOYING,
     Reason.AVAILABLE,
     Reason.SUSPENDED,
+    Reason.REFERENCE_NOT_PERMITTED,
     Reason.INVALID_SPEC,
+    Reason.RECONCILE_ERROR,
 )
 REASONS: dict[str, tuple[str, ...]] = {
     BUILT: BUILT_REASONS,

@@ -19,7 +19,7 @@ from substratus.cloud.base import Mount
 from substratus.controllers import render
 from substratus.controllers.base import KindReconciler
 from substratus.controllers.build import Builder
-from substratus.controllers.dependencies import dependencies
+from substratus.controllers.dependencies import dependencies, forbidden_references
 from substratus.controllers.resources import SERVERS
 from substratus.controllers.status import StatusUpdate
 from substratus.runtime.reconcile import Result
@@ -36,7 +36,7 @@ MODEL_MOUNT = f"{render.CONTENT_DIR}/model"
 
 
 def service_url(name: str, namespace: str) -> str:
-    """The in-cluster URL of a Server (documented; not written to status.url, see the docs)."""
+    """The in-cluster URL of a Server, its ``status.url`` (SPEC §4)."""
     return f"http://{naming.child_name(name, 'Server')}.{namespace}.svc.cluster.local:{PORT}"
 
 
@@ -79,12 +79,20 @@ class ServerReconciler(KindReconciler):
     async def sync(self, obj: AnyKind, raw: dict[str, Any], update: StatusUpdate) -> Result:
         assert isinstance(obj, Server)
         ns = obj.metadata.namespace or ""
-        # status.url is a storage URL (SPEC §1/§3); a Server has none. The storage location
-        # still holds upload-build contexts.
-        obj.status.url = None
+        # A Server's status.url is where it serves (SPEC §4), known from its name alone; its
+        # storage location only holds upload-build contexts.
+        obj.status.url = service_url(obj.metadata.name, ns)
         image = await self.builder.resolve(obj, raw, self.storage_url(obj), update)
         if image.image is None:
             update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
+            return image.result
+
+        denied = forbidden_references(self.ctx.cache, obj)
+        if denied:
+            # Mount nothing: a Deployment running with the Model mounted (the annotation was
+            # removed) is deleted; the annotation brings it back through the Model's event.
+            await self.ctx.applier.delete(DEPLOYMENTS, self.child_name(obj), ns)
+            update.set(SERVING, False, Reason.REFERENCE_NOT_PERMITTED, "; ".join(denied))
             return image.result
 
         dep = dependencies(obj)[0]

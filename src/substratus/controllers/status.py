@@ -19,7 +19,8 @@ from substratus.runtime.resource import Resource
 
 log = logging.getLogger(__name__)
 
-WARNING_REASONS = frozenset({Reason.INVALID_SPEC, Reason.JOB_FAILED, Reason.BUILD_FAILED})
+WARNING_REASONS = frozenset({Reason.INVALID_SPEC, Reason.JOB_FAILED, Reason.BUILD_FAILED, Reason.RECONCILE_ERROR,
+                             Reason.REFERENCE_NOT_PERMITTED})
 
 
 def now() -> dt.datetime:
