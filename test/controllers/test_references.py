@@ -137,7 +137,13 @@ async def test_references_across_namespaces_need_the_owners_opt_in(all_ns_operat
         o = await client.get_or_none(res, name, team)
         return o is None or bool(o["metadata"].get("deletionTimestamp"))
 
-    await eventually(lambda: gone(DEPLOYMENTS, "srv-server"), timeout=30)
+    async def stopped() -> dict[str, Any] | None:
+        # Scaled to zero without the mount (the operator's role cannot delete Deployments).
+        d = await client.get(DEPLOYMENTS, "srv-server", team)
+        mounts = {m["mountPath"] for m in d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+        return d if d["spec"]["replicas"] == 0 and "/content/model" not in mounts else None
+
+    await eventually(stopped, timeout=30)
     await eventually(lambda: gone(PODS, "nb-notebook"), timeout=30)
     assert reason(await client.get(MODELS, "tuned", team), "Complete") == "JobSucceeded"
 

@@ -201,8 +201,9 @@ def http_probe(path: str, port: str | int) -> dict[str, Any]:
 
 def deployment(obj: AnyKind, *, name: str, image: str, mounts: list[Mount], cloud: Cloud, options: RenderOptions,
                ports: list[dict[str, Any]], readiness_probe: dict[str, Any] | None,
-               service_account: str | None = None) -> dict[str, Any]:
-    """One replica of the workload container, restarted forever (a Server)."""
+               service_account: str | None = None, replicas: int = 1) -> dict[str, Any]:
+    """One replica of the workload container, restarted forever (a Server); ``replicas=0``
+    stops it without deleting it."""
     spec, pod_annotations = pod_spec(obj, image=image, mounts=mounts, cloud=cloud, options=options,
                                      restart_policy="Always", container_name=kind_label(obj), ports=ports,
                                      readiness_probe=readiness_probe, service_account=service_account)
@@ -215,7 +216,7 @@ def deployment(obj: AnyKind, *, name: str, image: str, mounts: list[Mount], clou
         "kind": "Deployment",
         "metadata": child_meta(obj, name, labels={ROLE_LABEL: WORKLOAD_ROLE}),
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             "strategy": deployment_strategy(obj),
             "selector": {"matchLabels": dict(labels)},
             "template": {"metadata": template_meta, "spec": spec},

@@ -89,9 +89,14 @@ class ServerReconciler(KindReconciler):
 
         denied = forbidden_references(self.ctx.cache, obj)
         if denied:
-            # Mount nothing: a Deployment running with the Model mounted (the annotation was
-            # removed) is deleted; the annotation brings it back through the Model's event.
-            await self.ctx.applier.delete(DEPLOYMENTS, self.child_name(obj), ns)
+            # Mount nothing: a Deployment that runs with the Model mounted (the annotation was
+            # removed) is scaled to zero without the mount — the operator never deletes a
+            # Deployment (its role has no such verb) — and the annotation brings it back
+            # through the Model's event.
+            name = self.child_name(obj)
+            if image.image is not None and self.ctx.cache.get(DEPLOYMENTS, name, ns) is not None:
+                await self.ctx.applier.ensure(DEPLOYMENTS, self._deployment(
+                    obj, image.image, [], await self.service_account(ns), replicas=0))
             update.set(SERVING, False, Reason.REFERENCE_NOT_PERMITTED, "; ".join(denied))
             return image.result
 
@@ -110,11 +115,7 @@ class ServerReconciler(KindReconciler):
         sa = await self.service_account(ns)
         await self.ctx.applier.ensure(CONFIGMAPS, render.params_configmap(obj))
         name = self.child_name(obj)
-        desired = render.deployment(
-            obj, name=name, image=image.image, mounts=mounts, cloud=self.ctx.cloud, options=self.ctx.render,
-            ports=[render.container_port(PORT_NAME, PORT)],
-            readiness_probe=render.http_probe(READINESS_PATH, PORT_NAME), service_account=sa)
-        deployment, _ = await self.ctx.applier.ensure(DEPLOYMENTS, desired)
+        deployment, _ = await self.ctx.applier.ensure(DEPLOYMENTS, self._deployment(obj, image.image, mounts, sa))
         await self.ctx.applier.ensure(SERVICES, render.service(obj, name=name, port_name=PORT_NAME, port=PORT,
                                                              target_port=PORT))
         available, message = deployment_state(deployment)
@@ -124,3 +125,10 @@ class ServerReconciler(KindReconciler):
         else:
             update.set(SERVING, False, Reason.DEPLOYING, message)
         return image.result
+
+    def _deployment(self, obj: Server, image: str, mounts: list[Mount], sa: str | None,
+                    replicas: int = 1) -> dict[str, Any]:
+        return render.deployment(
+            obj, name=self.child_name(obj), image=image, mounts=mounts, cloud=self.ctx.cloud,
+            options=self.ctx.render, ports=[render.container_port(PORT_NAME, PORT)],
+            readiness_probe=render.http_probe(READINESS_PATH, PORT_NAME), service_account=sa, replicas=replicas)
