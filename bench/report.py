@@ -147,7 +147,8 @@ def _convergence(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
            "makes kopf wait for idle workers to time out between batches of objects (an order of magnitude "
            "slower in a trial), which measures that design rather than a concurrency of 20.", "",
            "The contenders do not do the same *amount* of work: substratus also writes the Dataset's status "
-           "(conditions `Built` and `Complete=False/JobRunning`) and one Event per condition transition, as "
+           "(conditions `Built`, `Complete=False/JobRunning` and their summary `Ready`) and one Event per condition "
+           "transition (none for `Ready`), as "
            "the SPEC requires; kopf (1.45 defaults) writes its own progress annotation onto the Dataset and "
            "posts no Events; the ceiling writes nothing beyond the three objects. Writes and reads are counted "
            "by the API server (`apiserver_request_total`) until it has been quiet for 2 s, so they include "
