@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 WARNING_REASONS = frozenset({Reason.INVALID_SPEC, Reason.JOB_FAILED, Reason.BUILD_FAILED, Reason.RECONCILE_ERROR,
                              Reason.REFERENCE_NOT_PERMITTED})
 
+QUIET_FIRST_REASONS = frozenset({Reason.IMAGE_PROVIDED, Reason.FOUND_IN_STORAGE})
+"""Reasons whose *first* appearance gets no Event (SPEC §7): a state that asks nothing of anyone
+— the image was given, the data is already stored — so an Event costs a write and tells nobody
+anything. Reaching one of them later (a change of reason or status) is a transition like any other."""
+
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -44,7 +49,10 @@ class StatusUpdate:
             type_, status, reason, message, observed_generation=self.obj.metadata.generation), now())
         self.conditions = result.conditions
         prev = result.previous
-        if prev is None or prev.status != result.current.status or prev.reason != result.current.reason:
+        if prev is None:
+            if result.current.reason not in QUIET_FIRST_REASONS:
+                self.transitions.append(result.current)
+        elif prev.status != result.current.status or prev.reason != result.current.reason:
             self.transitions.append(result.current)
         return result.current
 
