@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from substratus import logs
+from substratus.api.crd import crd_apply_command
 from substratus.cloud import build_cloud
 from substratus.cloud.base import Cloud
 from substratus.config import OperatorConfig
@@ -150,8 +151,8 @@ async def run_operator(cfg: OperatorConfig) -> int:
             log.error("cannot reach the Kubernetes API server at %s: %r", client.host, exc)
             return 1
         if missing:
-            log.error("CRDs not installed: %s; install them with `kubectl apply -k manifests/crd` "
-                      "(or `make run`, which does it)", ", ".join(missing))
+            log.error("CRDs not installed: %s; install them with `%s` (or `make run`, which does it)",
+                      ", ".join(missing), crd_apply_command(None))
             return 1
         mgr = build_manager(client, cloud, cfg)
         log.info("starting operator cluster=%s cloud=%s bucket=%s namespace=%s", cfg.cluster_name, cfg.cloud,
