@@ -17,7 +17,7 @@ pointed at its termination-message path) get the Pod the Job controller would cr
 the way the kubelet reports it: each container ``terminated`` with the message it wrote — the
 pushed digest (``sha256:<64 hex>``, as kaniko writes it) for kaniko, the resolved commit for a
 clone step that writes ``git rev-parse HEAD`` there — before the Job is marked complete. The
-digest defaults to a hash of the Pod template (a reproducible build: same source, same digest);
+digest defaults to a hash of the Pod spec (a reproducible build: same source, same digest);
 the annotations ``simulator.substratus.ai/digest`` / ``.../commit`` on the Job override it.
 
 Never point this at a production cluster: it fakes status on every Job, Deployment and Pod it sees.
@@ -109,10 +109,11 @@ def _termination_message(job: dict[str, Any], c: dict[str, Any]) -> str | None:
     path = c.get("terminationMessagePath") or _TERMINATION_LOG
     args = _args(c)
     annotations = _meta(job).get("annotations") or {}
-    template = ((job.get("spec") or {}).get("template") or {})
+    # The Pod spec only: the API server labels each Job's template with its own controller-uid.
+    pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
     if any(a in (f"--digest-file={path}", f"--image-name-with-digest-file={path}") for a in args):
         digest = annotations.get(DIGEST_ANNOTATION) or "sha256:" + hashlib.sha256(
-            json.dumps(template, sort_keys=True).encode()).hexdigest()
+            json.dumps(pod_spec, sort_keys=True).encode()).hexdigest()
         if f"--digest-file={path}" in args:
             return str(digest)
         dest = next((a.split("=", 1)[1] for a in args if a.startswith("--destination=")), "")
