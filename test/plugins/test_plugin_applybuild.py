@@ -15,6 +15,7 @@ from substratus.controllers.resources import DATASETS, MODELS
 from substratus.plugins import ExitCode, PluginError, applybuild
 from substratus.plugins.tarball import build_tarball
 from substratus.plugins.upload import check_crd, put_file
+from substratus.rerun import rerun
 from substratus.runtime.resource import JOBS, Resource
 
 
@@ -58,13 +59,22 @@ async def test_applybuild_dataset_end_to_end(operator: Any, namespace: str, kube
     assert again["spec"]["image"]["upload"]["requestID"] != obj["spec"]["image"]["upload"]["requestID"]
     assert (await operator.client.get(JOBS, "squad-dataset-bld", namespace))["metadata"]["uid"] == job["metadata"]["uid"]
 
-    # A code change: new checksum, new upload, new build.
+    # A code change on a complete Dataset: uploaded, but a complete object is never rebuilt or
+    # rerun silently (SPEC §3) — the command says so and how, instead of waiting forever.
     (ctx / "train.py").write_text("print('v2')\n")
+    with pytest.raises(PluginError) as err:
+        await applybuild.run(opts(kubeconfig, file, ctx), out=io.StringIO())
+    assert err.value.code == ExitCode.USAGE and "substratus rerun dataset/squad" in err.value.message
+    assert (await operator.client.get(JOBS, "squad-dataset-bld", namespace))["metadata"]["uid"] == job["metadata"]["uid"]
+
+    # After `substratus rerun`: the new context is built and the Job runs again.
+    await rerun(operator.client, "Dataset", "squad", namespace, cloud=operator.cloud)
     assert await applybuild.run(opts(kubeconfig, file, ctx), out=io.StringIO()) == ExitCode.OK
     v2 = await operator.client.get(DATASETS, "squad", namespace)
     assert v2["status"]["image"] != image and v2["status"]["image"].startswith(f"{repo}@sha256:")
 
     # --rebuild: the same directory is built again (the annotation substratus.ai/rebuild).
+    await rerun(operator.client, "Dataset", "squad", namespace, cloud=operator.cloud)
     uid = (await operator.client.get(JOBS, "squad-dataset-bld", namespace))["metadata"]["uid"]
     rebuild_opts = opts(kubeconfig, file, ctx)
     rebuild_opts.rebuild = True

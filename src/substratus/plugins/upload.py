@@ -38,7 +38,7 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 
 from substratus import naming
 from substratus.api import KINDS, StructureError, from_dict, to_dict, validate
-from substratus.api.conditions import BUILT, TRUE
+from substratus.api.conditions import BUILT, COMPLETE, TRUE
 from substratus.cloud.base import UPLOAD_CONTENT_TYPE
 from substratus.controllers.diff import merge_patch
 from substratus.controllers.resources import BY_KIND
@@ -528,9 +528,18 @@ async def upload_and_build(client: Client, obj: dict[str, Any], tarball: Tarball
         # bump the generation, so Built=True alone may still describe the previous build.
         status = o.get("status") or {}
         build = status.get("build") or {}
-        if rebuild is not None and build.get("rebuild") != rebuild:
-            return None
-        return o if c.get("status") == TRUE and status.get("image") and build.get("checksum") == checksum else None
+        ours = build.get("checksum") == checksum and (rebuild is None or build.get("rebuild") == rebuild)
+        if c.get("status") == TRUE and status.get("image") and ours:
+            return o
+        complete = current_condition(o, COMPLETE, generation)
+        if complete is not None and complete.get("status") == TRUE:
+            # SPEC §3: complete artifacts are never rebuilt or rerun silently — waiting would hang.
+            raise PluginError(
+                ExitCode.USAGE,
+                f"{label} is complete ({complete.get('message')}); a complete Model or Dataset is not built "
+                f"again. To run it with this directory: `substratus rerun {obj['kind'].lower()}/{name}"
+                f"{'' if ns == 'default' else f' -n {ns}'}`, then run this command again (or use a new name).")
+        return None
 
     try:
         final = await wait_for(client, res, name, ns, built, deadline, "the image build", reporter)
