@@ -2,7 +2,8 @@
 
 ``substratus run`` is the operator (the container's entry point); ``manifests`` regenerates
 the CRDs; ``dev`` starts a local control plane for development; ``explain`` says why an
-object is or is not ready; ``rerun`` runs a complete Model's or Dataset's Job again.
+object is or is not ready; ``rerun`` runs a complete Model's or Dataset's Job again; ``convert``
+and ``adopt`` move users of the original Substratus over.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b")
     rr.add_argument("-n", "--namespace", default=None)
     rr.add_argument("--kubeconfig", default=None)
+
+    from substratus.migrate import add_arguments as add_migrate_arguments
+
+    add_migrate_arguments(sub)
     return parser
 
 
@@ -63,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         from substratus.operator import run_operator
+        from substratus.runtime import eventloop
 
-        return asyncio.run(run_operator(cfg))
+        return eventloop.run(run_operator(cfg))
     if args.command == "manifests":
         from substratus.api.crd import write_crds
 
@@ -90,6 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         from substratus.rerun import main as rerun_main
 
         return asyncio.run(rerun_main(args.target, args.namespace, args.kubeconfig))
+    if args.command == "convert":
+        from substratus.migrate import convert_main
+
+        return convert_main(args)
+    if args.command == "adopt":
+        from substratus.explain import _current_namespace
+        from substratus.migrate import adopt
+
+        return asyncio.run(adopt(args.target, args.namespace or _current_namespace(args.kubeconfig),
+                                 cloud_name=args.cloud, cluster_name=args.cluster_name,
+                                 bucket_url=args.bucket_url, kubeconfig=args.kubeconfig))
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -235,6 +235,7 @@ async def test_spec_change_after_completion_then_rerun(operator: Any, namespace:
     assert c["status"] == "True" and obj["status"]["ready"] is True, "stays complete with its artifacts"
     assert "generation 1" in c["message"] and "now generation 2" in c["message"]
     assert "substratus rerun model/done" in c["message"] and "new name" in c["message"]
+    assert condition(obj, "Ready")["message"] == c["message"], "Ready says it too (SPEC §3)"
 
     async def evented() -> bool:
         return "SpecChangedAfterCompletion" in await event_reasons(client, namespace, "done")

@@ -21,6 +21,7 @@ from substratus.api.common import (
 from substratus.api.conditions import (
     BUILT,
     COMPLETE,
+    READY,
     SERVING,
     Condition,
     Reason,
@@ -28,8 +29,10 @@ from substratus.api.conditions import (
     get_condition,
     is_true,
     make_condition,
+    ready_summary,
     remove_condition,
     set_condition,
+    with_ready,
 )
 from substratus.api.convert import StructureError, from_dict, spec_errors, structure, to_dict
 from substratus.api.dataset import Dataset, DatasetSpec
@@ -56,6 +59,7 @@ __all__ = [
     "GPU_TYPES",
     "GROUP",
     "KINDS",
+    "READY",
     "SERVING",
     "VERSION",
     "AnyKind",
@@ -92,6 +96,7 @@ __all__ = [
     "owner_reference",
     "parse_duration",
     "parse_time",
+    "ready_summary",
     "remove_condition",
     "secret_ref",
     "set_condition",
@@ -99,4 +104,5 @@ __all__ = [
     "structure",
     "to_dict",
     "validate",
+    "with_ready",
 ]
