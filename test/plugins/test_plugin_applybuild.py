@@ -17,6 +17,7 @@ from substratus.plugins.tarball import build_tarball
 from substratus.plugins.upload import check_crd, put_file
 from substratus.rerun import rerun
 from substratus.runtime.resource import JOBS, Resource
+from substratus.testing.wait import eventually
 
 
 def opts(kubeconfig: Path, file: Path, directory: Path, timeout: float = 60) -> applybuild.Options:
@@ -61,6 +62,11 @@ async def test_applybuild_dataset_end_to_end(operator: Any, namespace: str, kube
 
     # A code change on a complete Dataset: uploaded, but a complete object is never rebuilt or
     # rerun silently (SPEC §3) — the command says so and how, instead of waiting forever.
+    async def complete() -> bool:
+        c = condition(await operator.client.get(DATASETS, "squad", namespace), "Complete")
+        return bool(c and c["status"] == "True")
+
+    await eventually(complete, timeout=30)
     (ctx / "train.py").write_text("print('v2')\n")
     with pytest.raises(PluginError) as err:
         await applybuild.run(opts(kubeconfig, file, ctx), out=io.StringIO())

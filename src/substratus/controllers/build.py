@@ -339,7 +339,7 @@ class Builder:
                                 if isinstance(recorded, dict) else None)
         update.set(BUILT, True, Reason.BUILD_SUCCEEDED,
                    f"not building: the artifacts are complete and {naming.completed_marker_url(status_url)} "
-                   f"records the image that produced them ({obj.status.image or 'unknown'})")
+                   f"records the image that produced them ({obj.status.image or 'unknown'}{_produced_by(obj)})")
 
     async def _sync_upload(self, obj: AnyKind, status_url: str, update: StatusUpdate, *,
                            built: bool) -> ImageState | None:
