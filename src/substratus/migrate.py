@@ -29,6 +29,7 @@ from substratus.api.common import GPU_TYPES
 from substratus.api.meta import GROUP
 from substratus.api.openapi_validate import validate_openapi
 from substratus.api.schema import kind_schema
+from substratus.cloud.base import Cloud
 
 GPU_TYPE_RENAMES: dict[str, str] = {"nvidia-a100": "nvidia-tesla-a100", "nvidia-t4": "nvidia-tesla-t4"}
 """Upstream ``GPUType`` values (api/v1/common_types.go) → GKE accelerator names (SPEC §5);
@@ -386,13 +387,14 @@ async def adopt(target: str, namespace: str, *, cloud_name: str, cluster_name: s
     cloud = build_cloud(OperatorConfig(cloud=cloud_name, bucket_url=url.rsplit("/", 1)[0],
                                        upload_signing_key="unused: adopt signs nothing"))
     try:
-        return await _adopt_at(cloud, kind, namespace, name, url, generation, out, err)
+        return await adopt_at(cloud, kind, namespace, name, url, generation, out, err)
     finally:
         await cloud.close()
 
 
-async def _adopt_at(cloud: Any, kind: str, namespace: str, name: str, url: str, generation: int | None,
-                    out: IO[str], err: IO[str]) -> int:
+async def adopt_at(cloud: Cloud, kind: str, namespace: str, name: str, url: str, generation: int | None,
+                   out: IO[str], err: IO[str]) -> int:
+    """Adopt the upstream artifacts under ``url`` (``{bucket}/{hash}``) through ``cloud``; see :func:`adopt`."""
     marker = naming.completed_marker_url(url)
     if await cloud.exists(marker):
         out.write(f"{kind} {namespace}/{name} is already complete: {marker} exists; nothing written\n")

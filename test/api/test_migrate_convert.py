@@ -198,3 +198,35 @@ def test_cli_entry_point(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert [d["spec"]["model"]["name"] for d in yaml.safe_load_all(proc.stdout)] == ["opt-125m", "opt-125m-squad"]
     assert "spec.modelName → spec.model.name" in proc.stderr
+
+
+def test_hash_is_upstreams() -> None:
+    """Upstream's objectHashInput (internal/cloud/common.go): clusters/{c}/namespaces/{ns}/{lower(kind)}s/{name},
+    md5 hex — its test vector, hashed the same way as ours (SPEC §3)."""
+    import hashlib
+
+    from substratus import naming
+
+    upstream_input = "clusters/my-cluster/namespaces/my-ns/models/my-model"  # upstream's own test vector
+    assert naming.storage_hash("my-cluster", "my-ns", "models", "my-model") == hashlib.md5(
+        upstream_input.encode(), usedforsecurity=False).hexdigest()
+    for cls in KINDS.values():
+        assert cls.PLURAL == cls.KIND.lower() + "s"
+
+
+def test_adopt_command_without_a_cluster(tmp_path: Path) -> None:
+    from substratus import naming
+
+    bucket = f"file://{tmp_path}/bucket"
+    url = naming.storage_url(bucket, naming.storage_hash("old", "default", "models", "falcon"))
+    artifacts = Path(url.removeprefix("file://")) / "artifacts"
+    cmd = [sys.executable, "-m", "substratus", "adopt", "model/falcon", "-n", "default",
+           "--cluster-name", "old", "--bucket-url", bucket]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "no artifacts of the original Substratus" in proc.stderr
+    artifacts.mkdir(parents=True)
+    (artifacts / "model.bin").write_bytes(b"x" * 10)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "adopted 1 files (10 bytes)" in proc.stdout
+    assert (artifacts.parent / "completed.json").exists() and (artifacts / "model.bin").read_bytes() == b"x" * 10
