@@ -44,6 +44,31 @@ def strip_bulk(obj: dict) -> dict:
     return obj
 
 
+_ALWAYS_KEPT = frozenset({"apiVersion", "kind", "metadata"})
+
+
+def keep_only(*fields: str) -> Transform:
+    """A transform for kinds read by only part of their body: :func:`strip_bulk`, then every
+    top-level field but ``apiVersion``, ``kind``, ``metadata`` and ``fields`` is dropped.
+
+    E.g. ``keep_only("status")`` for Jobs and Pods the operator created itself: it tells a
+    changed spec by the hash annotation (metadata) and reads only their status, while the spec
+    (the Pod template) is most of the object. The result is what the cache holds and what
+    handlers receive, so a reconciler must never need a dropped field (docs/operations.md lists
+    what is kept per kind).
+    """
+    keep = _ALWAYS_KEPT | set(fields)
+
+    def transform(obj: dict) -> dict:
+        strip_bulk(obj)
+        for key in [k for k in obj if k not in keep]:
+            del obj[key]
+        return obj
+
+    transform.__name__ = transform.__qualname__ = f"keep_only({', '.join(map(repr, fields))})"
+    return transform
+
+
 class EventHandler(Protocol):
     """Handlers run on the informer's task: they must be cheap (enqueue, don't reconcile)."""
 
