@@ -366,7 +366,7 @@ async def test_git_build_failure_then_new_branch_rebuilds(operator: Any, namespa
 
 
 async def test_git_tag_builds_tag(operator: Any, namespace: str) -> None:
-    client, cache = operator.client, operator.manager.cache
+    client = operator.client
     await client.create(MODELS, git_model("tagged", namespace, tag="v1.0.0"))
     job = await eventually(lambda: get_obj(client, JOBS, "tagged-model-bld", namespace), timeout=20)
     assert job["spec"]["template"]["spec"]["initContainers"][0]["command"][4:6] == ["--branch", "v1.0.0"]
