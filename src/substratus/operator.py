@@ -48,7 +48,7 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
     """Everything wired, nothing started: tests drive the returned manager directly."""
     mgr = Manager(client, manager_options(cfg))
     ctx = Context(
-        client=client, cache=mgr.cache, recorder=mgr.recorder, cloud=cloud,
+        client=mgr.client, cache=mgr.cache, recorder=mgr.recorder, cloud=cloud,
         cluster_name=cfg.cluster_name, registry=cfg.registry,
         render=RenderOptions(runtime_class=cfg.runtime_class),
         build_images=BuildImages(kaniko=cfg.kaniko_image, git=cfg.git_image, insecure_registry=cfg.cloud == "local"),

@@ -20,7 +20,7 @@ import zlib
 import attrs
 
 from substratus.runtime import metrics
-from substratus.runtime.client import ApiError, Client, NotFound
+from substratus.runtime.client import ApiError, Client, NotFound, NotLeader
 from substratus.runtime.resource import EVENTS
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,8 @@ class EventRecorder:
                 await self._write(obj, type_, reason, message)
             except (ApiError, OSError, TimeoutError) as exc:
                 log.warning("could not record event reason=%s error=%r", reason, exc)
+            except NotLeader:
+                log.info("event not recorded: not the leader", extra={"reason": reason})
             except Exception:
                 log.exception("event recorder failed reason=%s", reason)
             finally:

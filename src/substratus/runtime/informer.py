@@ -5,7 +5,9 @@ after that version, so nothing between list and watch is lost. Bookmarks only ad
 version. A 410 Gone (the version was compacted) forces a relist whose diff against the cache
 becomes synthetic add/update/delete events, so a delete that happened in the gap still
 reaches handlers, with the last object we knew. Any other error reconnects with a jittered
-exponential backoff (0.8 s → 30 s) from the last version we saw.
+exponential backoff (0.8 s → 30 s) from the last version we saw — including a connection that
+went silent past the client's ``watch_idle_timeout`` (SPEC §7: a dead watch is noticed within
+60 s, not when its timeout ends).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class Informer:
     def __init__(self, client: Client, resource: Resource, *, namespace: str | None = None,
                  label_selector: str | None = None, transform: Transform | None = strip_bulk,
                  indexers: dict[str, IndexFunc] | None = None, resync_period: float | None = None,
-                 watch_timeout: tuple[int, int] = (300, 600), page_size: int = 500,
+                 watch_timeout: tuple[int, int] | None = None, page_size: int = 500,
                  backoff: Backoff | None = None) -> None:
         self.client = client
         self.resource = resource
@@ -204,7 +206,8 @@ class Informer:
             self.backoff.reset()
 
     async def _watch(self) -> None:
-        timeout = random.randint(*self.watch_timeout)
+        # None: the client draws it inside its idle window (a longer one would be capped anyway).
+        timeout = random.randint(*self.watch_timeout) if self.watch_timeout else None
         stream = self.client.watch(self.resource, self.namespace, resource_version=self.resource_version,
                                    timeout_seconds=timeout, label_selector=self.label_selector)
         async for event in stream:
