@@ -29,6 +29,7 @@ from substratus.runtime.cache import Cache
 from substratus.runtime.client import Client, NotLeader
 from substratus.runtime.controller import Controller
 from substratus.runtime.events import EventRecorder
+from substratus.runtime.informer import Transform
 from substratus.runtime.leaderelection import LeaderElectionConfig, LeaderElector
 from substratus.runtime.resource import Resource
 
@@ -62,6 +63,8 @@ class ManagerOptions:
     graceful_shutdown_timeout: float = 30.0
     resync_period: float | None = 10 * 3600.0
     label_selectors: dict[Resource, str] = attrs.field(factory=dict)
+    transforms: dict[Resource, Transform | None] = attrs.field(factory=dict)
+    """Per-kind cache transforms (see ``Cache.transforms``); other kinds get ``strip_bulk``."""
 
 
 Runnable = Callable[[], Coroutine[Any, Any, None]]
@@ -74,7 +77,7 @@ class Manager:
         self.client = client.fenced(self._check_write) if self.options.leader_election else client
         """For controllers' writes: with leader election, fenced by the elector."""
         self.cache = Cache(self.client, namespace=self.options.namespace, resync_period=self.options.resync_period,
-                           label_selectors=self.options.label_selectors)
+                           label_selectors=self.options.label_selectors, transforms=self.options.transforms)
         self.recorder = EventRecorder(self.client)
         self.controllers: list[Controller] = []
         self._leader_runnables: list[Runnable] = []
