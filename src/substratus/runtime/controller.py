@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 
 import aiohttp
@@ -181,8 +182,15 @@ class Controller:
                 q.done(req)
 
     async def _process(self, q: RateLimitingQueue, req: Request) -> None:
-        logs.current_controller.set(self.name)
-        logs.current_object.set(str(req))
+        # Every line logged during this reconcile carries these fields (controller-runtime's keys).
+        token = logs.bind(controller=self.name, kind=self._primary.kind if self._primary else None,
+                          namespace=req.namespace, name=req.name, reconcileID=str(uuid.uuid4()))
+        try:
+            await self._reconcile_one(q, req)
+        finally:
+            logs.reset(token)
+
+    async def _reconcile_one(self, q: RateLimitingQueue, req: Request) -> None:
         started = time.monotonic()
         try:
             result = await self.reconciler.reconcile(req)
