@@ -4,6 +4,7 @@ one-session lock and its "simulated" banner; help, versions, completion, duratio
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -157,8 +158,9 @@ async def test_explain_json_all_namespaces_context_and_dependencies_once(models:
 async def test_explain_into_a_closed_pipe_is_quiet(models: str, kubeconfig: Path) -> None:
     """`substratus explain models -A | head -1`: the reader leaves early; no BrokenPipeError."""
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    proc = subprocess.run(f"{BIN / 'substratus'} explain models -A --kubeconfig {kubeconfig} | head -c 10",
-                          shell=True, capture_output=True, text=True, timeout=60, env=env)
+    proc = await asyncio.to_thread(
+        subprocess.run, f"{BIN / 'substratus'} explain models -A --kubeconfig {kubeconfig} | head -c 10",
+        shell=True, capture_output=True, text=True, timeout=60, env=env)
     assert len(proc.stdout) == 10
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
