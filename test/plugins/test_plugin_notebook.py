@@ -1,9 +1,10 @@
 """``kubectl notebook``: deciding the Notebook (pure), and whole sessions against the real local
 API server with the operator in-process (upload → build → Ready → URL with token → suspend).
 
-Not exercised (no kubelet here): the port-forward itself, the browser and ``kubectl exec`` —
-their command lines are checked instead, and the sync engine is tested against a directory
-standing in for the Pod (test_plugin_sync.py).
+Not exercised (no kubelet here): a real Pod behind the port-forward, the browser and ``kubectl
+exec`` — their command lines are checked instead; the port-forward's restarts run against a
+stand-in kubectl that really forwards TCP to a local server and drops like the real one, and the
+sync engine is tested against a directory standing in for the Pod (test_plugin_sync.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import ClientSession, web
 from plugin_helpers import CLUSTER, REGISTRY, condition, context_dir, manifest
 
 from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS
@@ -25,6 +27,7 @@ from substratus.plugins import ExitCode, PluginError, notebook
 from substratus.plugins.notebook import Options, notebook_for, notebook_url, port_forward_command
 from substratus.plugins.tarball import build_tarball
 from substratus.plugins.upload import parse_object
+from substratus.runtime.informer import Backoff
 from substratus.runtime.resource import PODS, SECRETS
 from substratus.testing.wait import eventually
 
@@ -290,7 +293,7 @@ echo "error: lost connection to pod" >&2
 exit 1
 """)
     log = io.StringIO()
-    pf = notebook.PortForward([kubectl], log, restarts=2)
+    pf = notebook.PortForward([kubectl], log, restarts=2, backoff=Backoff(0.05, 0.1))
     await pf.start()
     await eventually(lambda: runs.exists() and len(runs.read_text().split()) == 3, timeout=30)
     await eventually(lambda: "giving up" in log.getvalue(), timeout=10)
@@ -303,3 +306,123 @@ async def test_port_forward_that_cannot_start_says_why(tmp_path: Path) -> None:
     with pytest.raises(PluginError) as e:
         await notebook.PortForward([kubectl], io.StringIO()).start()
     assert e.value.code == ExitCode.ERROR and "pod is not running" in e.value.message
+
+
+def _forwarding_kubectl(tmp_path: Path, listen: int, backend: int, lifetime: float) -> tuple[str, Path]:
+    """A stand-in ``kubectl port-forward`` that really forwards ``listen`` → ``backend`` over TCP
+    and, like the real one when its connection to the Pod breaks, exits 1 with "lost connection
+    to pod" after ``lifetime`` seconds. Each run appends a line to the returned file."""
+    runs = tmp_path / "runs"
+    script = tmp_path / "fake-kubectl"
+    script.write_text(f"""#!{sys.executable}
+import asyncio, sys
+open({str(runs)!r}, "a").write("run\\n")
+
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+async def handle(client_r, client_w):
+    pod_r, pod_w = await asyncio.open_connection("127.0.0.1", {backend})
+    print("Handling connection for {listen}", flush=True)
+    await asyncio.gather(pipe(client_r, pod_w), pipe(pod_r, client_w), return_exceptions=True)
+
+async def main():
+    await asyncio.start_server(handle, "127.0.0.1", {listen}, reuse_address=True)
+    print("Forwarding from 127.0.0.1:{listen} -> 8888", flush=True)
+    await asyncio.sleep({lifetime})
+    print("E1129 portforward.go:413] error copying from remote stream to local connection", file=sys.stderr)
+    print("error: lost connection to pod", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+asyncio.run(main())
+""")
+    script.chmod(0o755)
+    return str(script), runs
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def jupyter_stand_in() -> Any:
+    """An HTTP server standing in for Jupyter behind the forward; yields its port."""
+    async def api(_: web.Request) -> web.Response:
+        return web.json_response({"version": "2.14.0"})
+
+    app = web.Application()
+    app.router.add_get("/api", api)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+async def _answers(port: int) -> bool:
+    try:
+        async with ClientSession() as http, http.get(f"http://127.0.0.1:{port}/api", timeout=2) as r:
+            return r.status == 200 and (await r.json())["version"] == "2.14.0"
+    except (TimeoutError, OSError):
+        return False
+
+
+async def test_port_forward_outlives_more_drops_than_its_budget_when_each_follows_a_healthy_period(
+        tmp_path: Path, jupyter_stand_in: int) -> None:
+    """Issue 20 #9: drops hours apart (here: each after a healthy period) never use up the budget —
+    eight drops with a budget of two, and the URL still answers."""
+    listen = _free_port()
+    kubectl, runs = _forwarding_kubectl(tmp_path, listen, jupyter_stand_in, lifetime=1.0)
+    log = io.StringIO()
+    pf = notebook.PortForward([kubectl], log, restarts=2, healthy_after=0.5, backoff=Backoff(0.05, 0.2))
+    await pf.start()
+    try:
+        assert await _answers(listen)
+        await eventually(lambda: runs.exists() and len(runs.read_text().split()) >= 9, timeout=60,
+                         message="eight drops and restarts")
+        await eventually(lambda: _answers(listen), timeout=10, message="the forwarded port to answer after 8 drops")
+        assert "giving up" not in log.getvalue()
+        assert log.getvalue().count("lost connection to pod") >= 8
+    finally:
+        await pf.stop()
+
+
+async def test_port_forward_backs_off_and_gives_up_only_when_the_pod_is_gone(tmp_path: Path,
+                                                                             jupyter_stand_in: int) -> None:
+    """Drops in quick succession back off (growing waits); past the budget it keeps going while the
+    Pod runs and stops once it does not."""
+    listen = _free_port()
+    kubectl, runs = _forwarding_kubectl(tmp_path, listen, jupyter_stand_in, lifetime=0.0)
+    checks: list[bool] = []
+
+    async def pod_alive() -> bool:
+        checks.append(len(checks) < 2)  # runs for two more checks, then is gone (e.g. suspended)
+        return checks[-1]
+
+    log = io.StringIO()
+    pf = notebook.PortForward([kubectl], log, restarts=2, healthy_after=60,
+                              backoff=Backoff(0.1, 0.4, jitter=0), pod_alive=pod_alive)
+    await pf.start()
+    try:
+        await eventually(lambda: "giving up" in log.getvalue(), timeout=30, message="the forward to give up")
+        # 1 start + 2 restarts of budget + 2 more while the Pod still ran; the third check said gone.
+        assert len(runs.read_text().split()) == 5
+        assert checks == [True, True, False]
+        assert "its Pod is not running: giving up" in log.getvalue()
+        waits = [float(line.rsplit(" in ", 1)[1].rstrip("s")) for line in log.getvalue().splitlines()
+                 if "restarting it in" in line]
+        assert waits == [0.1, 0.2, 0.4, 0.4]
+    finally:
+        await pf.stop()

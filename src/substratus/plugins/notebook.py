@@ -12,6 +12,8 @@ Code", SPEC §8).
 3. Resume it (``suspend: false``), wait for ``Serving=True`` while printing each condition change.
 4. Read Jupyter's token from the Secret the controller made (``{name}-notebook-token``), run
    ``kubectl port-forward`` to 8888, print ``http://localhost:8888/?token=…`` on stdout, open it.
+   The forward is restarted with backoff whenever it drops, for as long as the Pod runs
+   (:class:`PortForward`).
 5. ``--sync``: mirror local edits into the Pod (:mod:`substratus.plugins.sync`).
 6. On exit — Ctrl-C, SIGTERM, or an error after the Notebook was resumed — copy Pod changes
    back (``--sync``) and set ``suspend: true`` (unless ``--keep-running``). The Pod stops, the
@@ -30,8 +32,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import webbrowser
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -66,14 +69,20 @@ from substratus.plugins.upload import (
     wait_for,
     with_upload,
 )
-from substratus.runtime.client import Client, NotFound
-from substratus.runtime.resource import SECRETS
+from substratus.runtime.client import ApiError, Client, NotFound
+from substratus.runtime.informer import Backoff
+from substratus.runtime.resource import PODS, SECRETS
 
 PROG = "kubectl notebook"
 WORKLOAD_KINDS = ("Model", "Dataset", "Server")
 FOR_ANNOTATION = "substratus.ai/notebook-for"
 PORT_FORWARD_READY_SECONDS = 30.0
 PORT_FORWARD_RESTARTS = 5
+"""Restarts in a row, without a healthy period between them, before asking whether the Pod is gone."""
+PORT_FORWARD_HEALTHY_SECONDS = 60.0
+"""A forward that ran this long was healthy: the restart budget and the backoff start over."""
+PORT_FORWARD_BACKOFF = (1.0, 30.0)
+"""First and longest wait (seconds) before restarting a port-forward that stopped."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -188,14 +197,28 @@ class Options:
 class PortForward:
     """``kubectl port-forward`` as a child process: started once it says "Forwarding from",
     its output drained for as long as it runs (it prints a line per connection; a full pipe would
-    stall it), restarted if it dies (it does when a connection breaks)."""
+    stall it), restarted whenever it dies (it does when a connection to the Pod breaks).
+
+    Restarts back off (``backoff``, 1 s doubling to 30 s, jittered). A forward that stayed up for
+    ``healthy_after`` seconds was healthy: the budget of ``restarts`` failures in a row and the
+    backoff start over, so drops hours apart never add up. Once the budget is spent, ``pod_alive``
+    decides: while the Pod still runs, keep trying at the slowest pace (the session works as long
+    as the Pod does); when it is gone (suspended, deleted), give up and say so. Without
+    ``pod_alive`` the budget ends the retries.
+    """
 
     command: list[str]
     stream: TextIO | None = None
     restarts: int = PORT_FORWARD_RESTARTS
     ready_timeout: float = PORT_FORWARD_READY_SECONDS
+    healthy_after: float = PORT_FORWARD_HEALTHY_SECONDS
+    backoff: Backoff = attrs.field(factory=lambda: Backoff(*PORT_FORWARD_BACKOFF, jitter=0.2))
+    pod_alive: Callable[[], Awaitable[bool]] | None = None
     proc: asyncio.subprocess.Process | None = None
     stderr_tail: collections.deque[str] = attrs.field(factory=lambda: collections.deque(maxlen=20))
+    restarted: int = 0
+    """Restarts so far in this session (for the user's messages and tests)."""
+    _ready_at: float | None = None
     _tasks: list[asyncio.Task[None]] = attrs.field(factory=list)
     _watcher: asyncio.Task[None] | None = None
 
@@ -208,6 +231,7 @@ class PortForward:
 
     async def _spawn(self) -> None:
         self.stderr_tail.clear()
+        self._ready_at = None
         proc = self.proc = await asyncio.create_subprocess_exec(
             *self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout is not None and proc.stderr is not None
@@ -220,6 +244,7 @@ class PortForward:
                         ready = True
                         break
         if ready:
+            self._ready_at = time.monotonic()
             self._tasks = [err_task, asyncio.create_task(self._drain(proc.stdout, keep=False))]
             return
         await self._terminate()
@@ -234,17 +259,39 @@ class PortForward:
             if keep:
                 self.stderr_tail.append(line.decode(errors="replace").strip())
 
+    async def _alive(self) -> bool:
+        if self.pod_alive is None:
+            return False
+        try:
+            return await self.pod_alive()
+        except Exception as e:  # cannot tell (API server unreachable): the Pod may well run on
+            echo(f"port-forward: cannot tell whether the Pod still runs ({e}); still retrying", self.stream)
+            return True
+
     async def _watch(self) -> None:
-        for _ in range(self.restarts):
+        failures = 0
+        while True:
             assert self.proc is not None
             await self.proc.wait()
-            echo(f"port-forward stopped ({' '.join(self.stderr_tail) or 'no message'}); restarting it", self.stream)
-            await asyncio.sleep(1)
+            if self._ready_at is not None and time.monotonic() - self._ready_at >= self.healthy_after:
+                failures = 0
+                self.backoff.reset()
+            failures += 1
+            why = " ".join(self.stderr_tail) or "no message"
+            if failures > self.restarts and not await self._alive():
+                gone = "its Pod is not running" if self.pod_alive is not None else \
+                    f"{self.restarts} restarts failed in a row"
+                echo(f"port-forward stopped ({why}); {gone}: giving up (the Notebook keeps running "
+                     "until you exit)", self.stream)
+                return
+            delay = self.backoff.next()
+            echo(f"port-forward stopped ({why}); restarting it in {delay:.1f}s", self.stream)
+            await asyncio.sleep(delay)
+            self.restarted += 1
             try:
                 await self._spawn()
             except PluginError as e:
                 echo(e.message, self.stream)
-        echo("port-forward keeps failing; giving up (the Notebook keeps running until you exit)", self.stream)
 
     async def _terminate(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -405,7 +452,7 @@ class Session:
         try:
             if o.port_forward:
                 forward = PortForward(port_forward_command(self.name, self.ns, o.port, kubeconfig=o.kubeconfig,
-                                                           context=o.context), self.err)
+                                                           context=o.context), self.err, pod_alive=self._pod_alive)
                 await forward.start()
             print(self.url, file=self.out, flush=True)
             if o.open_browser:
@@ -436,6 +483,17 @@ class Session:
         finally:
             if forward is not None:
                 await forward.stop()
+
+    async def _pod_alive(self) -> bool:
+        """The Notebook's Pod exists, is not being deleted and has not ended: worth forwarding to."""
+        try:
+            pod = await self.client.get(PODS, naming.child_name(self.name, Notebook.KIND), self.ns)
+        except NotFound:
+            return False
+        except ApiError as e:
+            raise RuntimeError(f"reading the Pod: {e}") from e
+        phase = (pod.get("status") or {}).get("phase")
+        return not (pod.get("metadata") or {}).get("deletionTimestamp") and phase not in ("Succeeded", "Failed")
 
     async def _clean_up(self, label: str) -> None:
         """Copy Pod edits back, then suspend; each step reported, neither skipped by the other."""
