@@ -164,8 +164,8 @@ async def run_dev(cfg: OperatorConfig, dev_dir: Path, *, local: bool = False,
         from substratus.testing.simulator import ClusterSimulator
 
         if has_home_config and not local:
-            log.info("not using ~/.kube/config (dev mode never picks a cluster silently); "
-                     "to use it: make run ARGS=--kubeconfig=$HOME/.kube/config")
+            log.info("not using ~/.kube/config: dev mode never picks a cluster silently",
+                     extra={"hint": "make run ARGS=--kubeconfig=$HOME/.kube/config"})
         controlplane = ControlPlane(work_dir=dev_dir / "controlplane", keep_work_dir=True)
         try:
             await asyncio.to_thread(controlplane.start)

@@ -104,8 +104,8 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
             use_port = getattr(cloud, "use_upload_port", None)
             if callable(use_port):
                 use_port(bound)
-            log.info("upload endpoint bound host=%s port=%d base_url=%s", host, bound,
-                     getattr(cloud, "upload_base_url", ""))
+            log.info("upload endpoint bound", extra={"host": host, "port": bound,
+                                                     "baseURL": getattr(cloud, "upload_base_url", "")})
 
         async def serve_uploads() -> None:
             if sock is None:
@@ -147,15 +147,15 @@ async def run_operator(cfg: OperatorConfig) -> int:
         try:
             missing = await check_crds(client)
         except (ApiError, OSError) as exc:
-            log.error("cannot reach the Kubernetes API server at %s: %r", client.host, exc)
+            log.error("cannot reach the Kubernetes API server", extra={"server": client.host, "error": repr(exc)})
             return 1
         if missing:
-            log.error("CRDs not installed: %s; install them with `kubectl apply -k manifests/crd` "
-                      "(or `make run`, which does it)", ", ".join(missing))
+            log.error("CRDs not installed; install them with `kubectl apply -k manifests/crd` (or `make run`, "
+                      "which does it)", extra={"crds": missing})
             return 1
         mgr = build_manager(client, cloud, cfg)
-        log.info("starting operator cluster=%s cloud=%s bucket=%s namespace=%s", cfg.cluster_name, cfg.cloud,
-                 cloud.bucket_url, cfg.namespace or "<all>")
+        log.info("starting operator", extra={"cluster": cfg.cluster_name, "cloud": cfg.cloud, "bucket": cloud.bucket_url,
+                                             "watchNamespace": cfg.namespace or "<all>"})
         return await mgr.run()
     finally:
         await cloud.close()

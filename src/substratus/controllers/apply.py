@@ -59,7 +59,7 @@ class Applier:
                     # Server-side apply from the first write on, so one field manager owns every
                     # field we set and a later apply can remove what we no longer render.
                     created = await self.client.apply(res, desired)
-                log.info("created %s name=%s", res.kind, name)
+                log.info("created child", extra={"childKind": res.kind, "childName": name})
                 return created, Action.CREATED
             except AlreadyExists:
                 # Our cache is behind the server: compare against the real thing.
@@ -74,12 +74,13 @@ class Applier:
                 return actual, Action.UNCHANGED
             await self.client.delete(res, name, ns, propagation_policy="Background",
                                      uid=(actual.get("metadata") or {}).get("uid"))
-            log.info("deleted outdated %s name=%s (spec is immutable; recreated next pass)", res.kind, name)
+            log.info("deleted outdated child (spec is immutable; recreated next pass)",
+                     extra={"childKind": res.kind, "childName": name})
             return None, Action.DELETED
         if same_hash and not _drifted(desired, actual):
             return actual, Action.UNCHANGED
         applied = await self.client.apply(res, desired)
-        log.info("updated %s name=%s", res.kind, name)
+        log.info("updated child", extra={"childKind": res.kind, "childName": name})
         return applied, Action.UPDATED
 
     async def delete(self, res: Resource, name: str, namespace: str) -> bool:
@@ -92,5 +93,5 @@ class Applier:
                                      uid=(actual.get("metadata") or {}).get("uid"))
         except NotFound:
             return False
-        log.info("deleted %s name=%s", res.kind, name)
+        log.info("deleted child", extra={"childKind": res.kind, "childName": name})
         return True

@@ -125,7 +125,7 @@ class ArtifactReconciler(KindReconciler):
                 "completionTime": completion, "kind": obj.KIND,
                 "object": f"{obj.metadata.namespace}/{obj.metadata.name}"}
         await self.ctx.cloud.write(marker, (json.dumps(body, indent=2) + "\n").encode())
-        log.info("wrote completion marker url=%s", marker)
+        log.info("wrote completion marker", extra={"url": marker})
 
     async def _describe_artifacts(self, obj: AnyKind, url: str) -> None:
         """Hook for kinds that report what they stored (Model's files and diskSize)."""

@@ -125,7 +125,7 @@ class KindReconciler(abc.ABC):
         obj.status.conditions = update.conditions
         obj.status.ready = False
         await self._finish(raw, obj, update)
-        log.info("invalid spec: %s", message)
+        log.info("invalid spec", extra={"error": message})
         return Result()
 
     @abc.abstractmethod

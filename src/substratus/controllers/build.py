@@ -177,8 +177,7 @@ class Builder:
             current = UploadStatus(url=signed.url, request_id=upload.request_id,
                                    expires_at=format_time(signed.expires_at))
             expires = signed.expires_at
-            log.info("upload url issued object=%s/%s request_id=%s expires_at=%s", obj.metadata.namespace,
-                     obj.metadata.name, upload.request_id, current.expires_at)
+            log.info("upload url issued", extra={"requestID": upload.request_id, "expiresAt": current.expires_at})
         obj.status.upload = attrs.evolve(current, stored_checksum=stored)
         if built:
             return None
@@ -218,14 +217,14 @@ class Builder:
             await self.ctx.client.patch(self.r.resource, obj.metadata.name, {"spec": {"image": {"name": expected}}},
                                         ns)
             update.set(BUILT, True, Reason.BUILD_SUCCEEDED, f"built {expected}")
-            log.info("build succeeded job=%s image=%s", name, expected)
+            log.info("build succeeded", extra={"job": name, "image": expected})
             return ImageState(None)
         if state == "failed":
             clone = " (and `-c clone` for the git checkout)" if obj.spec.image.git is not None else ""
             update.set(BUILT, False, Reason.BUILD_FAILED,
                        f"build Job {name} failed ({message}); see `kubectl logs job/{name} -c build`{clone}; "
                        "a new checksum, branch or tag rebuilds (or delete the Job to retry)")
-            log.info("build failed job=%s image=%s message=%r", name, expected, message)
+            log.info("build failed", extra={"job": name, "image": expected, "error": message})
             return ImageState(None)
         update.set(BUILT, False, Reason.BUILDING, f"building {expected} in Job {name}")
         return ImageState(None)

@@ -148,7 +148,7 @@ class Controller:
             self.cache.informer(res).add_handler(handler)
         self._workers = [asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}")
                          for i in range(self.max_concurrent_reconciles)]
-        log.info("controller started controller=%s workers=%d", self.name, self.max_concurrent_reconciles)
+        log.info("controller started", extra={"controller": self.name, "workers": self.max_concurrent_reconciles})
 
     async def stop(self, drain: bool = True) -> None:
         """Stop taking work; with ``drain`` wait for in-flight reconciles, else cancel them."""
@@ -164,7 +164,7 @@ class Controller:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
         self.queue = None
-        log.info("controller stopped controller=%s", self.name)
+        log.info("controller stopped", extra={"controller": self.name})
 
     async def _worker(self) -> None:
         q = self.queue
@@ -201,14 +201,14 @@ class Controller:
             self._m_terminal.inc()
             self._m_total["error"].inc()
             q.forget(req)
-            log.error("reconcile failed terminally, not requeued: %s", exc)
+            log.error("reconcile failed terminally, not requeued", extra={"error": str(exc)})
             return
         except Exception as exc:
             if not isinstance(exc, EXPECTED_ERRORS):
                 self._m_panics.inc()
                 log.exception("reconcile panicked (bug), requeued with backoff")
             else:
-                log.warning("reconcile error, requeued with backoff: %r", exc)
+                log.warning("reconcile error, requeued with backoff", extra={"error": repr(exc)})
             self._m_errors.inc()
             self._m_total["error"].inc()
             q.add_rate_limited(req)

@@ -153,12 +153,12 @@ class LeaderElector:
             try:
                 if await self.try_acquire_or_renew():
                     self._set_leader(True)
-                    log.info("acquired lease lease=%s/%s identity=%s", self.config.namespace,
-                             self.config.name, self.config.identity)
+                    log.info("acquired lease", extra={"lease": f"{self.config.namespace}/{self.config.name}",
+                                                    "identity": self.config.identity})
                     return
             except (ApiError, OSError, TimeoutError) as exc:
-                log.warning("error acquiring lease lease=%s/%s error=%r", self.config.namespace,
-                            self.config.name, exc)
+                log.warning("error acquiring lease",
+                            extra={"lease": f"{self.config.namespace}/{self.config.name}", "error": repr(exc)})
             await asyncio.sleep(self._jittered_retry())
 
     async def renew_until_lost(self) -> None:
@@ -176,12 +176,12 @@ class LeaderElector:
                     if renewed:
                         break
                 except (ApiError, OSError, TimeoutError) as exc:
-                    log.warning("error renewing lease lease=%s/%s error=%r", cfg.namespace, cfg.name, exc)
+                    log.warning("error renewing lease", extra={"lease": f"{cfg.namespace}/{cfg.name}", "error": repr(exc)})
                 await asyncio.sleep(min(cfg.retry_period, max(deadline - self._clock(), 0)))
             if not renewed:
                 self._set_leader(False)
-                log.error("lost lease: renew deadline exceeded lease=%s/%s identity=%s", cfg.namespace,
-                          cfg.name, cfg.identity)
+                log.error("lost lease: renew deadline exceeded",
+                          extra={"lease": f"{cfg.namespace}/{cfg.name}", "identity": cfg.identity})
                 return
             await asyncio.sleep(cfg.retry_period)
 
@@ -216,10 +216,10 @@ class LeaderElector:
             lease["spec"] = {"holderIdentity": None, "leaseDurationSeconds": 1, "acquireTime": now,
                              "renewTime": now, "leaseTransitions": spec.get("leaseTransitions", 0)}
             await self.client.replace(LEASES, lease)
-            log.info("released lease lease=%s/%s identity=%s", cfg.namespace, cfg.name, cfg.identity)
+            log.info("released lease", extra={"lease": f"{cfg.namespace}/{cfg.name}", "identity": cfg.identity})
             return True
         except (ApiError, OSError, TimeoutError) as exc:
-            log.warning("could not release lease lease=%s/%s error=%r", cfg.namespace, cfg.name, exc)
+            log.warning("could not release lease", extra={"lease": f"{cfg.namespace}/{cfg.name}", "error": repr(exc)})
             return False
         finally:
             self._set_leader(False)

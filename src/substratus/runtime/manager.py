@@ -110,7 +110,7 @@ class Manager:
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:
             self.bound_ports[name] = sockets[0].getsockname()[1]
-        log.info("serving endpoint=%s addr=%s port=%s", name, addr, self.bound_ports.get(name))
+        log.info("serving", extra={"endpoint": name, "addr": addr, "port": self.bound_ports.get(name)})
 
     def _metrics_app(self) -> web.Application:
         async def handle(_: web.Request) -> web.Response:
@@ -158,7 +158,7 @@ class Manager:
         results = await asyncio.gather(*(stop(c) for c in self.controllers), return_exceptions=True)
         for c, r in zip(self.controllers, results, strict=True):
             if isinstance(r, BaseException):
-                log.warning("controller did not drain in time controller=%s", c.name)
+                log.warning("controller did not drain in time", extra={"controller": c.name})
                 await c.stop(drain=False)
 
     async def _on_lost(self) -> None:
@@ -197,11 +197,11 @@ class Manager:
             if not sync.done():
                 sync.cancel()
             elif not sync.result():
-                log.error("caches did not sync within %ss", self.options.cache_sync_timeout)
+                log.error("caches did not sync in time", extra={"timeout": self.options.cache_sync_timeout})
                 return EXIT_LOST_LEASE
             if not self._stop.is_set():
                 self.ready.set()
-                log.info("caches synced informers=%d", len(self.cache.informers))
+                log.info("caches synced", extra={"informers": len(self.cache.informers)})
                 if self.options.leader_election:
                     self.elector = LeaderElector(self.client, LeaderElectionConfig(
                         name=self.options.leader_election_id, namespace=self.options.leader_election_namespace,
@@ -213,7 +213,7 @@ class Manager:
                     await self._start_controllers()
                 await stop_wait
             stop_wait.cancel()
-            log.info("shutting down lost_lease=%s", self._lost_lease)
+            log.info("shutting down", extra={"lostLease": self._lost_lease})
             return EXIT_LOST_LEASE if self._lost_lease else EXIT_OK
         finally:
             self._stop.set()
