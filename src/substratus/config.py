@@ -44,6 +44,8 @@ class OperatorConfig:
     leader_election_renew_deadline: int = attrs.field(default=10, metadata={"help": "Seconds the leader keeps trying to renew before it gives up leading."})
     leader_election_retry_period: int = attrs.field(default=2, metadata={"help": "Seconds between leader-election attempts."})
     metrics_bind_address: str = attrs.field(default=":8080", metadata={"help": "Prometheus /metrics address; 0 disables."})
+    metrics_secure: bool = attrs.field(default=False, metadata={"help": "Serve /metrics over HTTPS to callers allowed `get` on the non-resource URL /metrics (TokenReview + SubjectAccessReview)."})
+    metrics_cert_dir: str = attrs.field(default="", metadata={"help": "Directory with tls.crt and tls.key for --metrics-secure (default: a self-signed certificate)."})
     health_probe_bind_address: str = attrs.field(default=":8081", metadata={"help": "/healthz and /readyz address; 0 disables."})
     upload_bind_address: str = attrs.field(default=":8082", metadata={"help": "local cloud: signed-URL upload endpoint address."})
     upload_base_url: str = attrs.field(default="", metadata={"help": "local cloud: externally reachable base URL of the upload endpoint."})

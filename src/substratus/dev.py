@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO
 
 import attrs
+from kubernetes_asyncio.config import ConfigException
 
 from substratus import logs
 from substratus.cloud import build_cloud
@@ -182,7 +183,10 @@ async def run_dev(cfg: OperatorConfig, dev_dir: Path, *, local: bool = False,
         simulator = ClusterSimulator(sim_api)
     else:
         cfg = attrs.evolve(cfg, kubeconfig=kubeconfig or "")
-    client = await Client.auto(cfg.kubeconfig or None)
+    try:
+        client = await Client.auto(cfg.kubeconfig or None)
+    except (ConfigException, OSError, ValueError) as exc:
+        raise DevError(f"cannot use the kubeconfig {cfg.kubeconfig}: {exc}") from None
     cloud = build_cloud(cfg)
     try:
         await install_crds(client)

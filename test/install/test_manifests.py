@@ -53,7 +53,7 @@ def test_overlay_renders_everything(overlay: str) -> None:
     objs = rendered(overlay)
     kinds = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objs)
     expected = {
-        "Namespace/substratus", "ServiceAccount/substratus", "ClusterRole/substratus",
+        "Namespace/substratus", "ServiceAccount/substratus", "ClusterRole/substratus", "ClusterRole/substratus-metrics-reader",
         "ClusterRoleBinding/substratus", "Role/substratus-leader-election",
         "RoleBinding/substratus-leader-election", "ConfigMap/substratus-config",
         "Deployment/substratus", "Service/substratus-metrics",

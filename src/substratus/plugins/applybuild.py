@@ -77,7 +77,7 @@ async def run(opts: Options, *, out: TextIO | None = None) -> int:
         raise PluginError(ExitCode.USAGE, f"the namespace in {opts.filename} ({file_ns}) does not match "
                                           f"--namespace {opts.namespace}")
     ns = file_ns or opts.namespace or default_namespace(opts.kubeconfig, opts.context)
-    obj = parse_object(manifest, ns)
+    obj = parse_object(manifest, ns, image_supplied=True)  # DIR is the source: spec.image may be left out
     deadline = Deadline(opts.timeout)
     client = await connect(opts.kubeconfig, opts.context)
     try:

@@ -357,7 +357,7 @@ class Session:
             raise PluginError(ExitCode.USAGE, f"the namespace in {o.filename} ({file_ns}) does not match "
                                               f"--namespace {o.namespace}")
         ns = file_ns or ns_default
-        obj = parse_object(manifest, ns, (Notebook.KIND, *WORKLOAD_KINDS))
+        obj = parse_object(manifest, ns, (Notebook.KIND, *WORKLOAD_KINDS), image_supplied=bool(o.build))
         if obj["kind"] != Notebook.KIND:
             await check_crd(self.client, BY_KIND[obj["kind"]])
             obj = notebook_for(await self._resolve_image(obj))

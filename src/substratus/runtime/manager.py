@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,6 +27,7 @@ from substratus.runtime.client import Client
 from substratus.runtime.controller import Controller
 from substratus.runtime.events import EventRecorder
 from substratus.runtime.leaderelection import LeaderElectionConfig, LeaderElector
+from substratus.runtime.metricsauth import MetricsAuth, server_ssl_context
 from substratus.runtime.resource import Resource
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,10 @@ class ManagerOptions:
     namespace: str | None = None
     """Watch one namespace only; None watches all."""
     metrics_addr: str = ":8080"
+    metrics_secure: bool = False
+    """HTTPS with TokenReview + SubjectAccessReview on /metrics (runtime/metricsauth.py)."""
+    metrics_cert_dir: str = ""
+    """tls.crt and tls.key for the secure metrics endpoint; empty: a self-signed certificate."""
     health_addr: str = ":8081"
     leader_election: bool = False
     leader_election_id: str = "substratus-leader"
@@ -98,26 +104,28 @@ class Manager:
 
     # --- endpoints ----------------------------------------------------------------------------
 
-    async def _serve(self, name: str, addr: str, app: web.Application) -> None:
+    async def _serve(self, name: str, addr: str, app: web.Application, ssl_context: ssl.SSLContext | None = None) -> None:
         parsed = parse_addr(addr)
         if parsed is None:
             return
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, parsed[0], parsed[1])
+        site = web.TCPSite(runner, parsed[0], parsed[1], ssl_context=ssl_context)
         await site.start()
         self._runners.append(runner)
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:
             self.bound_ports[name] = sockets[0].getsockname()[1]
-        log.info("serving", extra={"endpoint": name, "addr": addr, "port": self.bound_ports.get(name)})
+        log.info("serving", extra={"endpoint": name, "addr": addr, "port": self.bound_ports.get(name),
+                                   "tls": ssl_context is not None})
 
     def _metrics_app(self) -> web.Application:
         async def handle(_: web.Request) -> web.Response:
             return web.Response(body=generate_latest(metrics.REGISTRY),
                                 headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-        app = web.Application()
+        middlewares = [MetricsAuth(self.client).middleware()] if self.options.metrics_secure else []
+        app = web.Application(middlewares=middlewares)
         app.router.add_get("/metrics", handle)
         return app
 
@@ -183,7 +191,8 @@ class Manager:
         signals = self._install_signals() if handle_signals else []
         elector_task: asyncio.Task[None] | None = None
         try:
-            await self._serve("metrics", self.options.metrics_addr, self._metrics_app())
+            tls = server_ssl_context(self.options.metrics_cert_dir) if self.options.metrics_secure else None
+            await self._serve("metrics", self.options.metrics_addr, self._metrics_app(), tls)
             await self._serve("health", self.options.health_addr, self._health_app())
             self.recorder.start()
             for c in self.controllers:
