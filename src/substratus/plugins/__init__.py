@@ -59,8 +59,7 @@ class KubectlError(Exception):
 
 
 def _refused(message: str) -> bool:
-    return any(w in message.lower() for w in ("forbidden", "unauthorized", "not found on path", "connection refused",
-                                              "unable to connect"))
+    return any(w in message.lower() for w in ("forbidden", "unauthorized", "connection refused", "unable to connect"))
 
 
 def run_cli(main: Callable[[], Coroutine[Any, Any, int]], prog: str) -> int:
