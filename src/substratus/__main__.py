@@ -1,7 +1,8 @@
 """The substratus command: the operator and its companions.
 
 run is the operator (the container's entry point); manifests regenerates the CRDs; dev starts
-a local control plane for development; explain says why an object is or is not ready.
+a local control plane for development; explain says why an object is or is not ready; convert
+and adopt move users of the original Substratus over.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                           description="e.g. `source <(substratus completion bash)`; the plugins print theirs "
                                       "with `kubectl-notebook --print-completion bash`.")
     comp.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+
+    from substratus.migrate import add_arguments as add_migrate_arguments
+
+    add_migrate_arguments(sub)
     return parser
 
 
@@ -97,8 +102,9 @@ def _main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             raise CliError(ExitCode.USAGE, str(exc)) from None
         from substratus.operator import run_operator
+        from substratus.runtime import eventloop
 
-        return asyncio.run(run_operator(cfg))
+        return eventloop.run(run_operator(cfg))
     if args.command == "manifests":
         from substratus.api.crd import write_crds
 
@@ -125,6 +131,17 @@ def _main(argv: list[str] | None = None) -> int:
 
         return run_cli(lambda: explain_main(args.target, args.namespace, args.kubeconfig, context=args.context,
                                             all_namespaces=args.all_namespaces, output=args.output), PROG)
+    if args.command == "convert":
+        from substratus.migrate import convert_main
+
+        return convert_main(args)
+    if args.command == "adopt":
+        from substratus.explain import _current_namespace
+        from substratus.migrate import adopt
+
+        return asyncio.run(adopt(args.target, args.namespace or _current_namespace(args.kubeconfig),
+                                 cloud_name=args.cloud, cluster_name=args.cluster_name,
+                                 bucket_url=args.bucket_url, kubeconfig=args.kubeconfig))
     fail(PROG, f"unknown command {args.command}")
     return ExitCode.USAGE
 

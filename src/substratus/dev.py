@@ -41,6 +41,7 @@ from substratus.cloud import build_cloud
 from substratus.config import OperatorConfig
 from substratus.install import install_crds
 from substratus.operator import build_manager
+from substratus.runtime import eventloop
 from substratus.runtime.client import Client
 from substratus.runtime.resource import NAMESPACES
 
@@ -214,4 +215,4 @@ def main(args: argparse.Namespace) -> int:
     cfg = OperatorConfig.from_sources(args)
     dev_dir = Path(args.dev_dir)
     with session_lock(dev_dir):
-        return asyncio.run(run_dev(cfg, dev_dir, local=bool(args.local)))
+        return eventloop.run(run_dev(cfg, dev_dir, local=bool(args.local)))

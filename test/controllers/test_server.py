@@ -110,7 +110,8 @@ async def test_model_url_change_rolls_the_deployment(operator, namespace: str) -
     model_ctl = next(c for c in operator.manager.controllers if c.name == "model")
     await model_ctl.stop()
     moved = f"{operator.cloud.bucket_url}/{'0' * 32}"
-    await client.patch_status(MODELS, "opt", {"status": {"url": moved}}, namespace)
+    # (The Model controller writes url and artifactsURL together; dependents mount the latter.)
+    await client.patch_status(MODELS, "opt", {"status": {"url": moved, "artifactsURL": f"{moved}/model"}}, namespace)
 
     async def rolled() -> dict[str, Any] | None:
         d = await client.get(DEPLOYMENTS, "roll-server", namespace)

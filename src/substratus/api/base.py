@@ -43,7 +43,8 @@ class Status:
 
     ready: bool = api_field("True when the object is usable (complete, or serving).", default=False)
     conditions: list[Condition] = api_field(
-        "Built, and Complete or Serving; see the reasons in the documentation.",
+        "Ready (the summary: same truth as ready), Built, and Complete or Serving; see the reasons in "
+        "the documentation.",
         factory=list,
         openapi={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
@@ -51,6 +52,19 @@ class Status:
         "Storage URL of the object's artifacts (bucket/hash), or its HTTP URL.", default=None
     )
     upload: UploadStatus | None = api_field("Upload instructions for spec.image.upload.", default=None)
+
+
+@attrs.define(kw_only=True)
+class ArtifactStatus(Status):
+    """Status of the kinds that store artifacts (Model, Dataset)."""
+
+    artifacts_url: str | None = api_field(
+        "Storage URL of the artifacts once complete: {url}/model (Model) or {url}/data (Dataset), or "
+        "{url}/artifacts for artifacts of the original Substratus adopted in place (`substratus adopt`). "
+        "What dependents mount.",
+        json="artifactsURL",
+        default=None,
+    )
 
 
 class KindInfo:
@@ -65,7 +79,7 @@ class KindInfo:
     PLURAL: ClassVar[str]
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
     READY_CONDITION: ClassVar[str]
-    """The condition besides Built whose reason is shown in the STATUS printer column."""
+    """The condition besides Built that makes the object ready (``status.ready`` and ``Ready``)."""
     workload_suffix: ClassVar[str]
     """``{name}-{workload_suffix}`` names the workload (SPEC §2)."""
 

@@ -98,13 +98,24 @@ def unready_dependencies(cache: Cache, obj: AnyKind, awaited: str, *, need_url: 
     return waiting
 
 
+def artifacts_of(kind: str, dependency: dict[str, Any] | None) -> str | None:
+    """Storage URL of a (complete) Model's or Dataset's artifacts: its ``status.artifactsURL``,
+    else — written before that field existed — ``{status.url}/model`` or ``/data``."""
+    status = (dependency or {}).get("status") or {}
+    recorded = status.get("artifactsURL")
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    url = status.get("url")
+    return naming.artifacts_url(url, kind) if isinstance(url, str) and url else None
+
+
 def dependency_mounts(cache: Cache, obj: AnyKind, content_dir: str) -> list[Mount]:
     """Read-only mounts of the dependencies' artifacts: a Model at ``model/``, a Dataset at ``data/``."""
     out = []
     for dep in dependencies(obj):
-        dep_url = (((cache.get(dep.resource, dep.name, dep.namespace) or {}).get("status")) or {}).get("url")
-        if not dep_url:
+        artifacts = artifacts_of(dep.kind, cache.get(dep.resource, dep.name, dep.namespace))
+        if not artifacts:
             continue
         sub = "model" if dep.kind == "Model" else "data"
-        out.append(Mount(sub, naming.artifacts_url(dep_url, dep.kind), f"{content_dir}/{sub}", True))
+        out.append(Mount(sub, artifacts, f"{content_dir}/{sub}", True))
     return out

@@ -227,7 +227,7 @@ class NotebookReconciler(KindReconciler):
     # --- pieces -------------------------------------------------------------------------------
 
     def mounts(self, obj: Notebook, url: str) -> list[Mount]:
-        return [Mount("output", output_url(url), f"{render.CONTENT_DIR}/output", False),
+        return [render.output_mount(output_url(url)),
                 *dependency_mounts(self.ctx.cache, obj, render.CONTENT_DIR)]
 
     async def _suspend(self, obj: Notebook, pod_name: str, update: StatusUpdate) -> None:

@@ -18,6 +18,9 @@ from substratus.cloud.base import Cloud, Mount
 from substratus.controllers.diff import HASH_ANNOTATION, spec_hash
 
 CONTENT_DIR = "/content"
+OUTPUT_DIR = f"{CONTENT_DIR}/output"
+UPSTREAM_OUTPUT_DIR = f"{CONTENT_DIR}/artifacts"
+"""Where images of the original Substratus (Go, v0.10) write their artifacts (SPEC §9)."""
 PARAMS_FILE = "params.json"
 PARAMS_VOLUME = "params"
 GENERATION_ANNOTATION = "substratus.ai/generation"
@@ -39,6 +42,13 @@ class BuildImages:
     kaniko: str
     git: str
     insecure_registry: bool = False
+
+
+def output_mount(url: str) -> Mount:
+    """The read-write output volume (storage directory ``url``) at ``/content/output`` and, the
+    same volume, at ``/content/artifacts`` — so an upstream loader or trainer stores its
+    artifacts where ours do (SPEC §4, §9). Every kind with an output uses this."""
+    return Mount("output", url, OUTPUT_DIR, False, also_at=(UPSTREAM_OUTPUT_DIR,))
 
 
 def kind_label(obj: AnyKind) -> str:

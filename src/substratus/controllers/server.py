@@ -19,7 +19,7 @@ from substratus.cloud.base import Mount
 from substratus.controllers import render
 from substratus.controllers.base import KindReconciler
 from substratus.controllers.build import Builder
-from substratus.controllers.dependencies import dependencies
+from substratus.controllers.dependencies import artifacts_of, dependencies
 from substratus.controllers.resources import SERVERS
 from substratus.controllers.status import StatusUpdate
 from substratus.runtime.reconcile import Result
@@ -98,7 +98,8 @@ class ServerReconciler(KindReconciler):
                        f"waiting for Model {dep.namespace}/{dep.name} ({state})")
             return image.result
 
-        mounts = [Mount("model", naming.artifacts_url(model_url, "Model"), MODEL_MOUNT, True)]
+        mounts = [Mount("model", artifacts_of("Model", model) or naming.artifacts_url(model_url, "Model"),
+                        MODEL_MOUNT, True)]
         sa = await self.service_account(ns)
         await self.ctx.applier.ensure(CONFIGMAPS, render.params_configmap(obj))
         name = self.child_name(obj)
