@@ -178,7 +178,8 @@ def test_choose_cluster_never_picks_home_kubeconfig_silently() -> None:
 def _make_run(args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     # An impossible setting makes the operator stop at once, after make decided what to build.
     base = {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("SUBSTRATUS_")}
-    return subprocess.run(["make", "--no-print-directory", "run", f"PY={sys.executable}",
+    # -o: never (re)install the venv here; this test is about the control plane.
+    return subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "run", f"PY={sys.executable}",
                            "CONTROLPLANE_INSTALL=echo WOULD-BUILD-CONTROLPLANE",
                            f"ARGS={args} --max-concurrent-reconciles=0"],
                           cwd=REPO, capture_output=True, text=True, timeout=120, env={**base, **env})
