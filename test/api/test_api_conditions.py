@@ -30,9 +30,12 @@ def test_reasons_match_spec() -> None:
         "JobSucceeded",
         "JobFailed",
         "FoundInStorage",
+        "ReferenceNotPermitted",
         "InvalidSpec",
+        "ReconcileError",
     )
-    assert REASONS[SERVING] == ("WaitingForDependency", "Deploying", "Available", "Suspended", "InvalidSpec")
+    assert REASONS[SERVING] == ("WaitingForDependency", "Deploying", "Available", "Suspended",
+                                "ReferenceNotPermitted", "InvalidSpec", "ReconcileError")
     assert (BUILT, COMPLETE, SERVING) == ("Built", "Complete", "Serving")
 
 

@@ -19,7 +19,12 @@ from substratus.cloud.base import CloudError, Mount
 from substratus.controllers import render
 from substratus.controllers.base import InvalidSpec, KindReconciler
 from substratus.controllers.build import Builder
-from substratus.controllers.dependencies import dependency_mounts, ref_key, unready_dependencies
+from substratus.controllers.dependencies import (
+    dependency_mounts,
+    forbidden_references,
+    ref_key,
+    unready_dependencies,
+)
 from substratus.controllers.jobs import job_state
 from substratus.controllers.resources import DATASETS, MODELS
 from substratus.controllers.status import StatusUpdate
@@ -74,6 +79,14 @@ class ArtifactReconciler(KindReconciler):
 
         if image.image is None:
             update.set(COMPLETE, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
+            return image.result
+
+        denied = forbidden_references(self.ctx.cache, obj)
+        if denied:
+            # Mount nothing: a Job already running with the mounts (the annotation was removed)
+            # is stopped; a new spec or the annotation brings it back.
+            await self.ctx.applier.delete(JOBS, job_name, ns)
+            update.set(COMPLETE, False, Reason.REFERENCE_NOT_PERMITTED, "; ".join(denied))
             return image.result
 
         waiting = unready_dependencies(self.ctx.cache, obj, "to be complete")

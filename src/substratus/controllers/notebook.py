@@ -33,7 +33,7 @@ from substratus.controllers import render
 from substratus.controllers.apply import Action
 from substratus.controllers.base import KindReconciler
 from substratus.controllers.build import Builder
-from substratus.controllers.dependencies import dependency_mounts, unready_dependencies
+from substratus.controllers.dependencies import dependency_mounts, forbidden_references, unready_dependencies
 from substratus.controllers.resources import NOTEBOOKS
 from substratus.controllers.status import StatusUpdate, now
 from substratus.runtime.client import AlreadyExists, ApiError, Client
@@ -183,6 +183,12 @@ class NotebookReconciler(KindReconciler):
             return image.result
         if image.image is None:
             update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
+            return image.result
+        denied = forbidden_references(self.ctx.cache, obj)
+        if denied:
+            # Mount nothing: a Pod running with the mounts (the annotation was removed) stops.
+            await self.ctx.applier.delete(PODS, pod_name, ns)
+            update.set(SERVING, False, Reason.REFERENCE_NOT_PERMITTED, "; ".join(denied))
             return image.result
         waiting = unready_dependencies(self.ctx.cache, obj, "to be ready", need_url=True)
         if waiting:

@@ -5,12 +5,16 @@ so a standby that wins the lease reconciles at once) → wait for sync (``/ready
 → leader election → controllers. Shutdown (SIGTERM) runs it backwards: stop taking work,
 drain in-flight reconciles, release the lease, stop informers, close endpoints, exit 0.
 Losing the lease stops the controllers immediately and makes ``run`` return non-zero, so the
-Pod restarts clean rather than carrying on with a stale view of who leads.
+Pod restarts clean rather than carrying on with a stale view of who leads. With leader election
+``Manager.client`` — the client to give controllers, like controller-runtime's ``GetClient()`` —
+is fenced by the elector (SPEC §7): no write leaves through it unless this process holds the
+Lease with a renewal younger than the renew deadline, from before the first election on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import ssl
@@ -23,9 +27,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from substratus.runtime import metrics
 from substratus.runtime.cache import Cache
-from substratus.runtime.client import Client
+from substratus.runtime.client import Client, NotLeader
 from substratus.runtime.controller import Controller
 from substratus.runtime.events import EventRecorder
+from substratus.runtime.informer import Transform
 from substratus.runtime.leaderelection import LeaderElectionConfig, LeaderElector
 from substratus.runtime.metricsauth import MetricsAuth, server_ssl_context
 from substratus.runtime.resource import Resource
@@ -64,6 +69,8 @@ class ManagerOptions:
     graceful_shutdown_timeout: float = 30.0
     resync_period: float | None = 10 * 3600.0
     label_selectors: dict[Resource, str] = attrs.field(factory=dict)
+    transforms: dict[Resource, Transform | None] = attrs.field(factory=dict)
+    """Per-kind cache transforms (see ``Cache.transforms``); other kinds get ``strip_bulk``."""
 
 
 Runnable = Callable[[], Coroutine[Any, Any, None]]
@@ -71,11 +78,13 @@ Runnable = Callable[[], Coroutine[Any, Any, None]]
 
 class Manager:
     def __init__(self, client: Client, options: ManagerOptions | None = None) -> None:
-        self.client = client
         self.options = options or ManagerOptions()
-        self.cache = Cache(client, namespace=self.options.namespace, resync_period=self.options.resync_period,
-                           label_selectors=self.options.label_selectors)
-        self.recorder = EventRecorder(client)
+        self._unfenced = client
+        self.client = client.fenced(self._check_write) if self.options.leader_election else client
+        """For controllers' writes: with leader election, fenced by the elector."""
+        self.cache = Cache(self.client, namespace=self.options.namespace, resync_period=self.options.resync_period,
+                           label_selectors=self.options.label_selectors, transforms=self.options.transforms)
+        self.recorder = EventRecorder(self.client)
         self.controllers: list[Controller] = []
         self._leader_runnables: list[Runnable] = []
         self._runnables: list[Runnable] = []
@@ -101,6 +110,11 @@ class Manager:
     def stop(self) -> None:
         """Request a graceful stop (what SIGTERM does)."""
         self._stop.set()
+
+    def _check_write(self) -> None:
+        if self.elector is None:
+            raise NotLeader("leader election has not started")
+        self.elector.check_write()
 
     # --- endpoints ----------------------------------------------------------------------------
 
@@ -174,6 +188,11 @@ class Manager:
             self._lost_lease = True
             self._stop.set()
         await self._stop_controllers()
+        if not self._lost_lease:
+            # Graceful stop: post the drained reconciles' Events while the lease is still held
+            # (after the release the write fence refuses them).
+            with contextlib.suppress(TimeoutError):
+                await self.recorder.flush(5.0)
 
     def _install_signals(self) -> list[signal.Signals]:
         loop = asyncio.get_running_loop()
@@ -190,6 +209,13 @@ class Manager:
         """Run until stopped; returns the process exit code."""
         signals = self._install_signals() if handle_signals else []
         elector_task: asyncio.Task[None] | None = None
+        if self.options.leader_election:
+            # The elector writes the Lease unfenced; everything else goes through its fence.
+            self.elector = LeaderElector(self._unfenced, LeaderElectionConfig(
+                name=self.options.leader_election_id, namespace=self.options.leader_election_namespace,
+                lease_duration=self.options.lease_duration, renew_deadline=self.options.renew_deadline,
+                retry_period=self.options.retry_period),
+                on_started_leading=self._start_controllers, on_stopped_leading=self._on_lost)
         try:
             tls = server_ssl_context(self.options.metrics_cert_dir) if self.options.metrics_secure else None
             await self._serve("metrics", self.options.metrics_addr, self._metrics_app(), tls)
@@ -211,12 +237,7 @@ class Manager:
             if not self._stop.is_set():
                 self.ready.set()
                 log.info("caches synced", extra={"informers": len(self.cache.informers)})
-                if self.options.leader_election:
-                    self.elector = LeaderElector(self.client, LeaderElectionConfig(
-                        name=self.options.leader_election_id, namespace=self.options.leader_election_namespace,
-                        lease_duration=self.options.lease_duration, renew_deadline=self.options.renew_deadline,
-                        retry_period=self.options.retry_period),
-                        on_started_leading=self._start_controllers, on_stopped_leading=self._on_lost)
+                if self.elector is not None:
                     elector_task = asyncio.create_task(self.elector.run(), name="leader-election")
                 else:
                     await self._start_controllers()
