@@ -1,8 +1,9 @@
 """The substratus command: the operator and its companions.
 
 run is the operator (the container's entry point); manifests regenerates the CRDs; dev starts
-a local control plane for development; explain says why an object is or is not ready; convert
-and adopt move users of the original Substratus over.
+a local control plane for development; explain says why an object is or is not ready; rerun runs
+a complete Model's or Dataset's Job again; convert and adopt move users of the original
+Substratus over.
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                           description="e.g. `source <(substratus completion bash)`; the plugins print theirs "
                                       "with `kubectl-notebook --print-completion bash`.")
     comp.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+    rr = sub.add_parser("rerun", help="run a complete Model's or Dataset's Job again "
+                                      "(moves completed.json to {status.url}/history/)")
+    rr.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b")
+    rr.add_argument("-n", "--namespace", default=None)
+    rr.add_argument("--kubeconfig", default=None)
 
     from substratus.migrate import add_arguments as add_migrate_arguments
 
@@ -131,6 +137,10 @@ def _main(argv: list[str] | None = None) -> int:
 
         return run_cli(lambda: explain_main(args.target, args.namespace, args.kubeconfig, context=args.context,
                                             all_namespaces=args.all_namespaces, output=args.output), PROG)
+    if args.command == "rerun":
+        from substratus.rerun import main as rerun_main
+
+        return asyncio.run(rerun_main(args.target, args.namespace, args.kubeconfig))
     if args.command == "convert":
         from substratus.migrate import convert_main
 
