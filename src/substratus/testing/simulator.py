@@ -596,7 +596,7 @@ class ClusterSimulator:
             "startTime": now, "qosClass": "BestEffort",
         }
         await self._patch_status(f"{pods}/{name}", {"status": status})
-        logger.info("simulator: build pod finished object=%s/%s outcome=%s", ns, name, outcome)
+        logger.info("simulator: build pod finished", extra={"object": f"{ns}/{name}", "outcome": outcome})
 
     # ------------------------------------------------------------------------------- Deployments
     def _deployment_status(self, d: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
