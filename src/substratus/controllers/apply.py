@@ -64,7 +64,7 @@ class Applier:
                         # Server-side apply from the first write on, so one field manager owns every
                         # field we set and a later apply can remove what we no longer render.
                         created = await self.client.apply(res, desired)
-                    log.info("created %s name=%s", res.kind, name)
+                    log.info("created child", extra={"childKind": res.kind, "childName": name})
                     return created, Action.CREATED
                 except AlreadyExists:
                     # Our cache is behind the server: compare against the real thing.
@@ -79,12 +79,13 @@ class Applier:
                     return actual, Action.UNCHANGED
                 await self.client.delete(res, name, ns, propagation_policy="Background",
                                          uid=(actual.get("metadata") or {}).get("uid"))
-                log.info("deleted outdated %s name=%s (spec is immutable; recreated next pass)", res.kind, name)
+                log.info("deleted outdated child (spec is immutable; recreated next pass)",
+                         extra={"childKind": res.kind, "childName": name})
                 return None, Action.DELETED
             if same_hash and not _drifted(desired, actual):
                 return actual, Action.UNCHANGED
             applied = await self.client.apply(res, desired)
-            log.info("updated %s name=%s", res.kind, name)
+            log.info("updated child", extra={"childKind": res.kind, "childName": name})
             return applied, Action.UPDATED
         except ApiError as exc:
             exc.add_note(f"applying {res.kind} {ns}/{name}")
@@ -118,5 +119,5 @@ class Applier:
                                      uid=(actual.get("metadata") or {}).get("uid"))
         except NotFound:
             return False
-        log.info("deleted %s name=%s", res.kind, name)
+        log.info("deleted child", extra={"childKind": res.kind, "childName": name})
         return True

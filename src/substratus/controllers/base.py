@@ -182,7 +182,7 @@ class KindReconciler(abc.ABC):
         obj.status.ready = update.finish(self.ready_condition)
         obj.status.conditions = update.conditions
         await self._finish(raw, obj, update)
-        log.info("invalid spec: %s", message)
+        log.info("invalid spec", extra={"error": message})
         return Result()
 
     @abc.abstractmethod
