@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from kubernetes_asyncio.config import ConfigException
+
 from substratus import logs
 from substratus.api.crd import crd_apply_command
+from substratus.cli import ExitCode
 from substratus.cloud import build_cloud
 from substratus.cloud.base import Cloud
 from substratus.config import OperatorConfig
 from substratus.controllers import metrics as domain_metrics
 from substratus.controllers.artifact import DatasetReconciler, ModelReconciler
 from substratus.controllers.base import Context
+from substratus.controllers.build import build_pods_of
 from substratus.controllers.dependencies import DEPENDS_ON_INDEX, dependents_of, depends_on_index
 from substratus.controllers.notebook import NotebookReconciler
 from substratus.controllers.render import BuildImages, RenderOptions
@@ -21,8 +25,9 @@ from substratus.controllers.server import ServerReconciler
 from substratus.naming import MANAGED_BY, MANAGED_BY_LABEL
 from substratus.runtime.client import ApiError, Client, NotFound
 from substratus.runtime.controller import Controller
+from substratus.runtime.informer import Transform, keep_only
 from substratus.runtime.manager import Manager, ManagerOptions
-from substratus.runtime.resource import CONFIGMAPS, CRDS, DEPLOYMENTS, JOBS, PODS, SECRETS, SERVICES
+from substratus.runtime.resource import CONFIGMAPS, CRDS, DEPLOYMENTS, JOBS, PODS, SECRETS, SERVICES, Resource
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,8 @@ def manager_options(cfg: OperatorConfig) -> ManagerOptions:
     return ManagerOptions(
         namespace=cfg.namespace or None,
         metrics_addr=cfg.metrics_bind_address,
+        metrics_secure=cfg.metrics_secure,
+        metrics_cert_dir=cfg.metrics_cert_dir,
         health_addr=cfg.health_probe_bind_address,
         leader_election=cfg.leader_elect,
         leader_election_id=cfg.leader_election_id,
@@ -42,7 +49,21 @@ def manager_options(cfg: OperatorConfig) -> ManagerOptions:
         retry_period=cfg.leader_election_retry_period,
         # Children are all labelled: cache only ours, not every ConfigMap/Pod/Secret in the cluster.
         label_selectors={r: MANAGED_SELECTOR for r in (CONFIGMAPS, JOBS, PODS, SERVICES, DEPLOYMENTS, SECRETS)},
+        transforms=dict(CACHE_TRANSFORMS),
     )
+
+
+CACHE_TRANSFORMS: dict[Resource, Transform | None] = {
+    # Created by us, immutable: a changed spec shows in the hash annotation (metadata), and the
+    # reconcilers read only their status (Job conditions and completionTime; Pod phase,
+    # conditions and container states). The Pod template is most of either object.
+    JOBS: keep_only("status"),
+    PODS: keep_only("status"),
+}
+"""What the cache keeps per kind beyond ``strip_bulk`` (docs/operations.md, "What the cache keeps").
+Other kinds keep every field but ``managedFields`` and kubectl's last-applied annotation: the
+reconcilers read the spec of the custom resources, and compare ConfigMaps, Secrets, Services
+and Deployments field by field to notice drift."""
 
 
 def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
@@ -61,19 +82,23 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
 
     mgr.add_controller(
         Controller("dataset", DatasetReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
-        .for_(DATASETS).owns(JOBS).owns(CONFIGMAPS))
+        .for_(DATASETS).owns(JOBS).owns(CONFIGMAPS)
+        .watches(PODS, build_pods_of(DATASETS.kind)))
     mgr.add_controller(
         Controller("model", ModelReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(MODELS).owns(JOBS).owns(CONFIGMAPS)
+        .watches(PODS, build_pods_of(MODELS.kind))
         .watches(MODELS, dependents_of(mgr.cache, MODELS))
         .watches(DATASETS, dependents_of(mgr.cache, MODELS)))
     mgr.add_controller(
         Controller("server", ServerReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(SERVERS).owns(DEPLOYMENTS).owns(SERVICES).owns(CONFIGMAPS).owns(JOBS)
+        .watches(PODS, build_pods_of(SERVERS.kind))
         .watches(MODELS, dependents_of(mgr.cache, SERVERS)))
     mgr.add_controller(
         Controller("notebook", NotebookReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(NOTEBOOKS).owns(PODS).owns(CONFIGMAPS).owns(SECRETS).owns(JOBS)
+        .watches(PODS, build_pods_of(NOTEBOOKS.kind))
         .watches(MODELS, dependents_of(mgr.cache, NOTEBOOKS))
         .watches(DATASETS, dependents_of(mgr.cache, NOTEBOOKS)))
 
@@ -105,8 +130,8 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
             use_port = getattr(cloud, "use_upload_port", None)
             if callable(use_port):
                 use_port(bound)
-            log.info("upload endpoint bound host=%s port=%d base_url=%s", host, bound,
-                     getattr(cloud, "upload_base_url", ""))
+            log.info("upload endpoint bound", extra={"host": host, "port": bound,
+                                                     "baseURL": getattr(cloud, "upload_base_url", "")})
 
         async def serve_uploads() -> None:
             if sock is None:
@@ -142,21 +167,26 @@ async def check_crds(client: Client) -> list[str]:
 
 async def run_operator(cfg: OperatorConfig) -> int:
     logs.setup(cfg.log_level, cfg.log_format)
-    client = await Client.auto(cfg.kubeconfig or None)
+    try:
+        client = await Client.auto(cfg.kubeconfig or None)
+    except (ConfigException, OSError, ValueError) as exc:  # no kubeconfig and not in a Pod, or a broken file
+        log.error("no usable Kubernetes configuration: pass --kubeconfig, set KUBECONFIG, or run in a Pod",
+                  extra={"error": str(exc)})
+        return ExitCode.NO_CLUSTER
     cloud = build_cloud(cfg)
     try:
         try:
             missing = await check_crds(client)
         except (ApiError, OSError) as exc:
-            log.error("cannot reach the Kubernetes API server at %s: %r", client.host, exc)
-            return 1
+            log.error("cannot reach the Kubernetes API server", extra={"server": client.host, "error": repr(exc)})
+            return ExitCode.NO_CLUSTER
         if missing:
-            log.error("CRDs not installed: %s; install them with `%s` (or `make run`, which does it)",
-                      ", ".join(missing), crd_apply_command(None))
-            return 1
+            log.error("CRDs not installed; install them (or `make run`, which does it)",
+                      extra={"crds": missing, "command": crd_apply_command(None)})
+            return ExitCode.NO_CRDS
         mgr = build_manager(client, cloud, cfg)
-        log.info("starting operator cluster=%s cloud=%s bucket=%s namespace=%s", cfg.cluster_name, cfg.cloud,
-                 cloud.bucket_url, cfg.namespace or "<all>")
+        log.info("starting operator", extra={"cluster": cfg.cluster_name, "cloud": cfg.cloud, "bucket": cloud.bucket_url,
+                                             "watchNamespace": cfg.namespace or "<all>"})
         return await mgr.run()
     finally:
         await cloud.close()

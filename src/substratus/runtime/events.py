@@ -35,6 +35,26 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def event_body(obj: dict, type_: str, reason: str, message: str, *, component: str, host: str) -> dict:
+    """A new core/v1 Event about ``obj`` (count 1, both timestamps now), as client-go's recorder
+    writes it; the name is the object's name plus a unique hex suffix."""
+    meta = obj.get("metadata") or {}
+    ts = _now()
+    return {
+        "metadata": {"name": f"{meta.get('name', 'unknown')}.{time.time_ns():x}",
+                     "namespace": meta.get("namespace") or "default"},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name"),
+            "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "reason": reason, "message": message, "type": type_, "count": 1,
+        "firstTimestamp": ts, "lastTimestamp": ts,
+        "source": {"component": component, "host": host},
+        "reportingComponent": component, "reportingInstance": host,
+    }
+
+
 @attrs.define
 class _Bucket:
     tokens: float
@@ -83,8 +103,8 @@ class EventRecorder:
         metrics.EVENTS_DROPPED.labels(why).inc()
         if self.dropped == 1 or self.dropped % 100 == 0:
             meta = obj.get("metadata") or {}
-            log.warning("event dropped namespace=%s name=%s reason=%s why=%s dropped_total=%d",
-                        meta.get("namespace"), meta.get("name"), reason, why, self.dropped)
+            log.warning("event dropped", extra={"object": f"{meta.get('namespace')}/{meta.get('name')}", "reason": reason,
+                                                 "why": why, "droppedTotal": self.dropped})
 
     def _allow(self, obj: dict) -> bool:
         uid = (obj.get("metadata") or {}).get("uid") or str(id(obj))
@@ -133,11 +153,11 @@ class EventRecorder:
             try:
                 await self._write(obj, type_, reason, message)
             except (ApiError, OSError, TimeoutError) as exc:
-                log.warning("could not record event reason=%s error=%r", reason, exc)
+                log.warning("could not record event", extra={"reason": reason, "error": repr(exc)})
             except NotLeader:
                 log.info("event not recorded: not the leader", extra={"reason": reason})
             except Exception:
-                log.exception("event recorder failed reason=%s", reason)
+                log.exception("event recorder failed", extra={"reason": reason})
             finally:
                 queue.task_done()
 
@@ -159,19 +179,6 @@ class EventRecorder:
                 return
             except NotFound:
                 pass
-        ts = _now()
-        name = f"{meta.get('name', 'unknown')}.{time.time_ns():x}"
-        body = {
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name"),
-                "namespace": meta.get("namespace"), "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "reason": reason, "message": message, "type": type_, "count": 1,
-            "firstTimestamp": ts, "lastTimestamp": ts,
-            "source": {"component": self.component, "host": self.host},
-            "reportingComponent": self.component, "reportingInstance": self.host,
-        }
+        body = event_body(obj, type_, reason, message, component=self.component, host=self.host)
         await self.client.create(EVENTS, body, namespace)
-        self._seen[key] = _Seen(name, namespace, 1, now)
+        self._seen[key] = _Seen(body["metadata"]["name"], namespace, 1, now)

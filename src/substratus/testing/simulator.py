@@ -12,6 +12,14 @@ Outcomes are chosen per object: the annotation ``simulator.substratus.ai/outcome
 wins, else the ``*_outcome`` callback, else ``succeed``. ``hold`` leaves the object running/pending
 until the annotation (or callback answer) changes.
 
+Build Jobs (a container running kaniko with ``--digest-file`` or ``--image-name-with-digest-file``
+pointed at its termination-message path) get the Pod the Job controller would create, finished
+the way the kubelet reports it: each container ``terminated`` with the message it wrote — the
+pushed digest (``sha256:<64 hex>``, as kaniko writes it) for kaniko, the resolved commit for a
+clone step that writes ``git rev-parse HEAD`` there — before the Job is marked complete. The
+digest defaults to a hash of the Pod spec (a reproducible build: same source, same digest);
+the annotations ``simulator.substratus.ai/digest`` / ``.../commit`` on the Job override it.
+
 Status shapes follow the server's version (read from ``/version`` at start), because what the
 API server accepts changed: from 1.31 the Job controller writes ``SuccessCriteriaMet`` before
 ``Complete`` and ``FailureTarget`` before ``Failed`` (terminal conditions wait until every Pod is
@@ -27,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -46,6 +55,10 @@ OutcomePolicy = Callable[[dict[str, Any]], Outcome]
 """Called with the object as the API returns it (a camelCase dict); returns what should happen."""
 
 OUTCOME_ANNOTATION = "simulator.substratus.ai/outcome"
+DIGEST_ANNOTATION = "simulator.substratus.ai/digest"
+COMMIT_ANNOTATION = "simulator.substratus.ai/commit"
+_DIGEST_FLAGS = ("--digest-file=", "--image-name-with-digest-file=")
+_TERMINATION_LOG = "/dev/termination-log"
 _OUTCOMES = ("succeed", "fail", "hold")
 _MERGE = "application/merge-patch+json"
 
@@ -130,6 +143,37 @@ def _condition_true(obj: dict[str, Any], ctype: str) -> bool:
         c.get("type") == ctype and c.get("status") == "True"
         for c in (obj.get("status") or {}).get("conditions") or []
     )
+
+
+def _args(c: dict[str, Any]) -> list[str]:
+    return [str(a) for a in (c.get("command") or []) + (c.get("args") or [])]
+
+
+def _is_build(job: dict[str, Any]) -> bool:
+    """A Job with a kaniko container that reports its digest through a file."""
+    spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return any(a.startswith(_DIGEST_FLAGS) for c in spec.get("containers") or [] for a in _args(c))
+
+
+def _termination_message(job: dict[str, Any], c: dict[str, Any]) -> str | None:
+    """What a container of a build Pod writes to its termination-message path, if anything."""
+    path = c.get("terminationMessagePath") or _TERMINATION_LOG
+    args = _args(c)
+    annotations = _meta(job).get("annotations") or {}
+    # The Pod spec only: the API server labels each Job's template with its own controller-uid.
+    pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    if any(a in (f"--digest-file={path}", f"--image-name-with-digest-file={path}") for a in args):
+        digest = annotations.get(DIGEST_ANNOTATION) or "sha256:" + hashlib.sha256(
+            json.dumps(pod_spec, sort_keys=True).encode()).hexdigest()
+        if f"--digest-file={path}" in args:
+            return str(digest)
+        dest = next((a.split("=", 1)[1] for a in args if a.startswith("--destination=")), "")
+        return f"{dest}@{digest}"
+    script = " ".join(args)
+    if "rev-parse HEAD" in script and path in script:
+        return str(annotations.get(COMMIT_ANNOTATION) or hashlib.sha1(  # a fake commit id
+            " ".join(args).encode(), usedforsecurity=False).hexdigest())
+    return None
 
 
 # Job status fields and conditions by the first release whose Job controller writes them (its
@@ -273,7 +317,7 @@ class ClusterSimulator:
         except TimeoutError:
             await self.stop()
             raise TimeoutError(f"cluster simulator did not list Jobs/Deployments/Pods within {sync_timeout}s") from None
-        logger.info("cluster simulator started namespace=%s server=%s", self.namespace or "*", self.server_version)
+        logger.info("cluster simulator started", extra={"watchNamespace": self.namespace or "*", "server": self.server_version})
         return self
 
     async def stop(self) -> None:
@@ -311,7 +355,7 @@ class ClusterSimulator:
             try:
                 items = (await self._request("GET", self._path(res.api_prefix, res.plural))).get("items") or []
             except ApiException as e:
-                logger.warning("gc: list failed resource=%s status=%s", res.plural, e.status)
+                logger.warning("gc: list failed", extra={"resource": res.plural, "status": e.status})
                 continue
             for obj in items:
                 meta = _meta(obj)
@@ -328,7 +372,7 @@ class ClusterSimulator:
                 if all(s in ("absent", "foreground") for s in states):
                     if await self._delete(f"{self._item_path(res, ns)}/{meta['name']}"):
                         deleted += 1
-                        logger.info("gc: deleted dependent resource=%s object=%s/%s", res.plural, ns, meta["name"])
+                        logger.info("gc: deleted dependent", extra={"resource": res.plural, "object": f"{ns}/{meta['name']}"})
                     continue
                 # Some owners orphan their dependents: drop those references and keep the object.
                 keep = [r for r, s in zip(refs, states, strict=True) if s != "orphan"]
@@ -339,7 +383,7 @@ class ClusterSimulator:
                                            "resourceVersion": meta.get("resourceVersion")}},
                         content_type=_MERGE,
                     )
-                    logger.info("gc: orphaned dependent resource=%s object=%s/%s", res.plural, ns, meta["name"])
+                    logger.info("gc: orphaned dependent", extra={"resource": res.plural, "object": f"{ns}/{meta['name']}"})
         # Owners waiting for their dependents: once none refers to them any more, let them go.
         for uid, (path, finalizer) in list(self._finalizing_owners.items()):
             if uid in referenced:
@@ -380,10 +424,10 @@ class ClusterSimulator:
                 raise
             except ApiException as e:
                 if e.status != 404:
-                    logger.warning("simulator: %s update failed object=%s status=%s reason=%s",
-                                   kind, _ref(obj), e.status, e.reason)
+                    logger.warning("simulator: update failed",
+                                   extra={"object": f"{kind} {_ref(obj)}", "status": e.status, "reason": e.reason})
             except Exception:
-                logger.exception("simulator: %s update failed object=%s", kind, _ref(obj))
+                logger.exception("simulator: update failed", extra={"object": f"{kind} {_ref(obj)}"})
             finally:
                 self._pending.pop(key, None)
 
@@ -403,13 +447,13 @@ class ClusterSimulator:
                 while self._running:
                     rv, gone = await self._watch(path, rv, handler)
                     if gone:
-                        logger.info("simulator: watch expired, re-listing resource=%s", name)
+                        logger.info("simulator: watch expired, re-listing", extra={"resource": name})
                         break
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                logger.warning("simulator: watch failed, re-listing resource=%s error=%s: %s backoff=%.1fs",
-                               name, type(e).__name__, e, backoff)
+                logger.warning("simulator: watch failed, re-listing",
+                               extra={"resource": name, "error": f"{type(e).__name__}: {e}", "backoff": backoff})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -455,21 +499,22 @@ class ClusterSimulator:
             await handler(obj)
         except ApiException as e:
             if e.status != 404:
-                logger.warning("simulator: handler failed object=%s status=%s reason=%s", _ref(obj), e.status, e.reason)
+                logger.warning("simulator: handler failed", extra={"object": _ref(obj), "status": e.status, "reason": e.reason})
         except Exception:
-            logger.exception("simulator: handler failed object=%s", _ref(obj))
+            logger.exception("simulator: handler failed", extra={"object": _ref(obj)})
 
     def _outcome(self, obj: dict[str, Any], policy: OutcomePolicy | None) -> Outcome:
         ann = (_meta(obj).get("annotations") or {}).get(OUTCOME_ANNOTATION)
         if ann in _OUTCOMES:
             return ann  # type: ignore[return-value]
         if ann is not None:
-            logger.warning("simulator: ignoring invalid %s=%r object=%s", OUTCOME_ANNOTATION, ann, _ref(obj))
+            logger.warning("simulator: ignoring an invalid outcome annotation",
+                           extra={"annotation": OUTCOME_ANNOTATION, "value": ann, "object": _ref(obj)})
         if policy is not None:
             out = policy(obj)
             if out in _OUTCOMES:
                 return out
-            logger.warning("simulator: policy returned invalid outcome %r object=%s", out, _ref(obj))
+            logger.warning("simulator: policy returned an invalid outcome", extra={"outcome": out, "object": _ref(obj)})
         return "succeed"
 
     # -------------------------------------------------------------------------------------- Jobs
@@ -497,9 +542,61 @@ class ClusterSimulator:
             outcome = "fail"
         if outcome == "hold":
             return
+        if _is_build(job):
+            # The kubelet reports the Pod's containers before the Job controller counts it.
+            await self._finished_build_pod(job, outcome)
         for patch in job_finish_patches(self.server_version, job, outcome == "succeed", _now()):
             await self._patch_status(path, {"status": patch})
-        logger.info("simulator: job finished object=%s outcome=%s", _ref(job), outcome)
+        logger.info("simulator: job finished", extra={"object": _ref(job), "outcome": outcome})
+
+    async def _finished_build_pod(self, job: dict[str, Any], outcome: Outcome) -> None:
+        """Create the build Job's Pod as the Job controller would, then finish it as a kubelet
+        would: every container terminated, with its termination message."""
+        meta = _meta(job)
+        ns, template = meta["namespace"], (job.get("spec") or {}).get("template") or {}
+        uid = meta.get("uid", "")
+        pod_spec = dict(template.get("spec") or {}, nodeName="simulated-node")
+        name = f"{meta['name']}-{hashlib.sha256(uid.encode()).hexdigest()[:5]}"
+        labels = {**((template.get("metadata") or {}).get("labels") or {}),
+                  "controller-uid": uid, "job-name": meta["name"]}
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": ns, "labels": labels,
+                            "annotations": (template.get("metadata") or {}).get("annotations") or {},
+                            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
+                                                 "uid": uid, "controller": True, "blockOwnerDeletion": True}]},
+               "spec": pod_spec}
+        pods = f"/api/v1/namespaces/{ns}/pods"
+        try:
+            await self._request("POST", pods, body=pod)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        now = _now()
+        ok = outcome == "succeed"
+
+        def terminated(c: dict[str, Any], exit_code: int) -> dict[str, Any]:
+            term: dict[str, Any] = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                                    "startedAt": now, "finishedAt": now,
+                                    "containerID": f"simulator://{uid}/{c['name']}"}
+            message = _termination_message(job, c) if exit_code == 0 else None
+            if message:
+                term["message"] = message
+            return {"name": c["name"], "ready": False, "restartCount": 0, "image": c.get("image", ""),
+                    "imageID": "", "containerID": term["containerID"], "state": {"terminated": term}}
+
+        status = {
+            "phase": "Succeeded" if ok else "Failed",
+            "conditions": [_cond([], "Initialized", "True"), _cond([], "PodScheduled", "True"),
+                           _cond([], "Ready", "False", "PodCompleted" if ok else "ContainersNotReady"),
+                           _cond([], "ContainersReady", "False", "PodCompleted" if ok else "ContainersNotReady")],
+            "initContainerStatuses": [terminated(c, 0) for c in pod_spec.get("initContainers") or []],
+            "containerStatuses": [terminated(c, 0 if ok else 1) for c in pod_spec.get("containers") or []],
+            "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+            **({"hostIPs": [{"ip": "127.0.0.1"}]} if self.server_version >= POD_HOST_IPS_SINCE else {}),
+            "startTime": now, "qosClass": "BestEffort",
+        }
+        await self._patch_status(f"{pods}/{name}", {"status": status})
+        logger.info("simulator: build pod finished", extra={"object": f"{ns}/{name}", "outcome": outcome})
 
     # ------------------------------------------------------------------------------- Deployments
     def _deployment_status(self, d: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
@@ -560,8 +657,8 @@ class ClusterSimulator:
         if self._deployment_matches(d.get("status") or {}, want):
             return
         await self._patch_status(path, {"status": want})
-        logger.info("simulator: deployment updated object=%s outcome=%s generation=%s",
-                    _ref(d), outcome, want["observedGeneration"])
+        logger.info("simulator: deployment updated",
+                    extra={"object": _ref(d), "outcome": outcome, "generation": want["observedGeneration"]})
 
     # -------------------------------------------------------------------------------------- Pods
     async def _on_pod(self, pod: dict[str, Any]) -> None:
@@ -620,7 +717,7 @@ class ClusterSimulator:
             "qosClass": status.get("qosClass") or "BestEffort",
         }
         await self._patch_status(path, {"status": patch})
-        logger.info("simulator: pod updated object=%s outcome=%s", _ref(pod), outcome)
+        logger.info("simulator: pod updated", extra={"object": _ref(pod), "outcome": outcome})
 
     # ---------------------------------------------------------------------------------------- GC
     async def _gc_loop(self) -> None:
@@ -630,7 +727,7 @@ class ClusterSimulator:
             except asyncio.CancelledError:
                 raise
             except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as e:
-                logger.warning("simulator: gc pass failed error=%s: %s", type(e).__name__, e)
+                logger.warning("simulator: gc pass failed", extra={"error": f"{type(e).__name__}: {e}"})
             except Exception:
                 logger.exception("simulator: gc pass failed")
             await asyncio.sleep(self.gc_interval)
@@ -700,7 +797,7 @@ class ClusterSimulator:
             await self._request("PATCH", path, body={"metadata": {"finalizers": rest or None,
                                                                   "resourceVersion": meta["resourceVersion"]}},
                                 content_type=_MERGE)
-            logger.info("gc: removed finalizer=%s owner=%s", finalizer, path)
+            logger.info("gc: removed finalizer", extra={"finalizer": finalizer, "owner": path})
 
     # ----------------------------------------------------------------------------------- HTTP
     def _path(self, prefix: str, plural: str) -> str:
