@@ -130,3 +130,12 @@ def test_every_rule_is_exercised() -> None:
              for _, rules in rule_nodes(crd_for(KINDS[kind])["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
              for r in rules}
     assert every - fired == set()
+
+
+def test_exactly_one_image_source() -> None:
+    # SPEC §1: exactly one of git / upload / name — every other combination fails a rule.
+    combos = {"git": GIT, "upload": UPLOAD, "name": NAME}
+    for mask in range(8):
+        image = {k: v for i, (k, v) in enumerate(combos.items()) if mask >> i & 1}
+        rejected = any(p == "spec.image" for p, _ in cel_violations("Dataset", make("Dataset", image=image)))
+        assert rejected is (len(image) != 1), image
