@@ -29,7 +29,7 @@ from substratus.api.common import GPU_TYPES
 from substratus.api.meta import GROUP
 from substratus.api.openapi_validate import validate_openapi
 from substratus.api.schema import kind_schema
-from substratus.cloud.base import Cloud
+from substratus.cloud.base import Cloud, CloudError
 
 GPU_TYPE_RENAMES: dict[str, str] = {"nvidia-a100": "nvidia-tesla-a100", "nvidia-t4": "nvidia-tesla-t4"}
 """Upstream ``GPUType`` values (api/v1/common_types.go) → GKE accelerator names (SPEC §5);
@@ -424,13 +424,20 @@ async def adopt(target: str, namespace: str, *, cloud_name: str, cluster_name: s
 
 async def adopt_at(cloud: Cloud, kind: str, namespace: str, name: str, url: str, generation: int | None,
                    out: IO[str], err: IO[str]) -> int:
-    """Adopt the upstream artifacts under ``url`` (``{bucket}/{hash}``) through ``cloud``; see :func:`adopt`."""
+    """Adopt the upstream artifacts under ``url`` (``{bucket}/{hash}``) through ``cloud``; see
+    :func:`adopt`. A bucket that cannot be read or written (missing, mistyped, no permission,
+    unreachable) is one error line and exit 1, never a traceback."""
     marker = naming.completed_marker_url(url)
-    if await cloud.exists(marker):
-        out.write(f"{kind} {namespace}/{name} is already complete: {marker} exists; nothing written\n")
-        return 0
     upstream = f"{url}/{UPSTREAM_ARTIFACTS_DIR}"
-    listing = await cloud.list(upstream)
+    try:
+        if await cloud.exists(marker):
+            out.write(f"{kind} {namespace}/{name} is already complete: {marker} exists; nothing written\n")
+            return 0
+        listing = await cloud.list(upstream)
+    except (CloudError, OSError) as exc:  # aiohttp's connection errors and gcsfs' 404/403 are OSErrors
+        err.write(f"error: cannot read {url}/: {type(exc).__name__}: {exc} (check --bucket-url, --cloud and the "
+                  "credentials); nothing written\n")
+        return 1
     if not listing:
         err.write(
             f"error: no artifacts of the original Substratus at {upstream}/ (hash = md5 of "
@@ -438,7 +445,11 @@ async def adopt_at(cloud: Cloud, kind: str, namespace: str, name: str, url: str,
             "check the cluster name, namespace and bucket); nothing written\n")
         return 1
     body = completed_marker_for_adoption(kind, namespace, name, generation, dt.datetime.now(dt.UTC))
-    await cloud.write(marker, _json(body))
+    try:
+        await cloud.write(marker, _json(body))
+    except (CloudError, OSError) as exc:
+        err.write(f"error: cannot write {marker}: {type(exc).__name__}: {exc}; nothing adopted\n")
+        return 1
     size = sum(o.size for o in listing)
     out.write(f"adopted {len(listing)} files ({size} bytes) at {upstream}/ in place; wrote {marker}\n"
               f"{kind} {namespace}/{name} completes without running a Job (status.artifactsURL = {upstream})\n")
