@@ -135,7 +135,8 @@ async def test_output_is_mounted_at_output_and_artifacts(operator, namespace: st
     """An upstream loader writes /content/artifacts: the same volume as /content/output."""
     client = operator.client
     await client.create(DATASETS, upstream("Dataset", "squad", namespace, image={"name": "substratusai/dataset-squad"}))
-    job = await eventually(lambda: operator.manager.cache.get(JOBS, "squad-dataset", namespace))
+    # Read from the API server: the operator's cache keeps Jobs as metadata + status only.
+    job = await eventually(lambda: client.get_or_none(JOBS, "squad-dataset", namespace), timeout=30)
     pod = job["spec"]["template"]["spec"]
     mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
     output, artifacts = mounts["/content/output"], mounts["/content/artifacts"]
