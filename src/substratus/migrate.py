@@ -347,7 +347,8 @@ def add_arguments(sub: Any) -> None:
         description="Finds {bucket}/{hash}/artifacts written by the original Substratus and writes "
                     "{bucket}/{hash}/completed.json, so the object completes without running a Job. "
                     "Never moves or deletes data.")
-    adopt.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b (Model or Dataset)")
+    adopt.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b (Model or Dataset; notebook/NAME lists an "
+                                      "upstream Notebook's files and prints how to copy them)")
     adopt.add_argument("-n", "--namespace", default=None, help="default: the kubeconfig's namespace, else default")
     adopt.add_argument("--cluster-name", default=os.environ.get("SUBSTRATUS_CLUSTER_NAME"),
                        help="the operator's --cluster-name; with --bucket-url, no cluster access is needed "
@@ -382,8 +383,9 @@ async def adopt(target: str, namespace: str, *, cloud_name: str, cluster_name: s
     except ValueError as exc:
         err.write(f"error: {exc}\n")
         return 2
-    if kind not in ADOPTABLE:
-        err.write(f"error: only a Model or a Dataset has artifacts to adopt, not a {kind}\n")
+    if kind not in (*ADOPTABLE, "Notebook"):
+        err.write(f"error: only a Model or a Dataset has artifacts to adopt (and a Notebook files to find), "
+                  f"not a {kind}\n")
         return 2
     plural = KINDS[kind].PLURAL
     generation: int | None = None
@@ -417,6 +419,8 @@ async def adopt(target: str, namespace: str, *, cloud_name: str, cluster_name: s
     cloud = build_cloud(OperatorConfig(cloud=cloud_name, bucket_url=url.rsplit("/", 1)[0],
                                        upload_signing_key="unused: adopt signs nothing"))
     try:
+        if kind == "Notebook":
+            return await notebook_files_at(cloud, namespace, name, url, out, err)
         return await adopt_at(cloud, kind, namespace, name, url, generation, out, err)
     finally:
         await cloud.close()
@@ -454,3 +458,43 @@ async def adopt_at(cloud: Cloud, kind: str, namespace: str, name: str, url: str,
     out.write(f"adopted {len(listing)} files ({size} bytes) at {upstream}/ in place; wrote {marker}\n"
               f"{kind} {namespace}/{name} completes without running a Job (status.artifactsURL = {upstream})\n")
     return 0
+
+
+async def notebook_files_at(cloud: Cloud, namespace: str, name: str, url: str, out: IO[str],
+                            err: IO[str]) -> int:
+    """Where an upstream Notebook's files are, and how to bring them into this product's Notebook.
+
+    Upstream mounted ``{url}/artifacts`` read-write at ``/content/artifacts`` of every Notebook
+    Pod (internal/controller/notebook_controller.go), so a user's work lives there; here a
+    Notebook's ``/content/output`` (and ``/content/artifacts``) is ``{url}/output``
+    (controllers/notebook.py). Nothing marks a Notebook complete, and adopt never moves data:
+    this lists the files and prints the copy command. 0 when there is nothing to bring over,
+    1 when files wait to be copied (or the bucket cannot be read)."""
+    from substratus.controllers.notebook import output_url
+
+    upstream = f"{url}/{UPSTREAM_ARTIFACTS_DIR}"
+    try:
+        listing = await cloud.list(upstream)
+    except (CloudError, OSError) as exc:
+        err.write(f"error: cannot read {url}/: {type(exc).__name__}: {exc} (check --bucket-url, --cloud and the "
+                  "credentials); nothing written\n")
+        return 1
+    if not listing:
+        out.write(f"Notebook {namespace}/{name}: no files of the original Substratus at {upstream}/; "
+                  "nothing to bring over\n")
+        return 0
+    target = output_url(url)
+    size = sum(o.size for o in listing)
+    err.write(f"Notebook {namespace}/{name}: {len(listing)} files ({size} bytes) of the original Substratus at "
+              f"{upstream}/; here the Notebook's /content/output and /content/artifacts are {target}/, so "
+              f"they are not visible until copied (adopt never moves data; nothing written):\n"
+              f"  {_copy_command(upstream, target)}\n")
+    return 1
+
+
+def _copy_command(source: str, target: str) -> str:
+    """A shell command copying the directory ``source`` into ``target`` (bucket URLs)."""
+    if source.startswith("file://"):
+        src, dst = source.removeprefix("file://"), target.removeprefix("file://")
+        return f"mkdir -p '{dst}' && cp -r '{src}/.' '{dst}/'"
+    return f"gsutil -m cp -r '{source}/*' '{target}/'"

@@ -293,3 +293,30 @@ def test_typed_lists_from_the_api_are_expanded() -> None:
     assert [o["metadata"]["name"] for o in objs] == ["a", "b"]
     assert objs[1]["spec"]["baseModel"] == {"name": "a"}
     assert "<stdin>[1]: Model/b: spec.model → spec.baseModel" in err
+
+
+def test_adopt_notebook_finds_upstream_files_and_says_how_to_bring_them_over(tmp_path: Path) -> None:
+    """Upstream persisted a Notebook's /content/artifacts at {hash}/artifacts; here a Notebook's
+    output is {hash}/output. adopt lists them and prints the copy command; it writes nothing."""
+    from substratus import naming
+
+    bucket = f"file://{tmp_path}/bucket"
+    url = naming.storage_url(bucket, naming.storage_hash("old", "default", "notebooks", "dev"))
+    cmd = [sys.executable, "-m", "substratus", "adopt", "notebook/dev", "-n", "default",
+           "--cluster-name", "old", "--bucket-url", bucket]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "no files of the original Substratus" in proc.stdout
+    work = Path(url.removeprefix("file://")) / "artifacts"
+    (work / "checkpoints").mkdir(parents=True)
+    (work / "checkpoints" / "step-1.bin").write_bytes(b"y" * 7)
+    (work / "analysis.ipynb").write_text("{}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "Notebook default/dev: 2 files (9 bytes) of the original Substratus" in proc.stderr
+    assert f"are {url}/output/, so they are not visible until copied" in proc.stderr
+    copy = proc.stderr.splitlines()[-1].strip()
+    assert sorted(p.name for p in work.parent.iterdir()) == ["artifacts"], "nothing written"
+    subprocess.run(copy, shell=True, check=True)
+    assert (work.parent / "output" / "checkpoints" / "step-1.bin").read_bytes() == b"y" * 7
+    assert (work / "analysis.ipynb").exists(), "the originals stay"
