@@ -47,7 +47,7 @@ async def test_explain_walks_the_waiting_chain_to_the_blocker(operator, namespac
 
     out = io.StringIO()
     code = await ex.main("model/tuned", namespace, str(kubeconfig), out)
-    assert code == 3 and "why:" in out.getvalue()
+    assert code == 8 and "why:" in out.getvalue()  # ExitCode.NOT_READY
 
 
 
