@@ -257,15 +257,26 @@ def check_converted(obj: Mapping[str, Any]) -> list[str]:
 
 # --- reading and writing manifests -------------------------------------------------------------
 
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+"""What ``kubectl apply -f DIR`` reads from a directory (JSON is YAML to the parser)."""
+
+
 def _yaml_files(path: Path) -> list[Path]:
+    """The manifest files at ``path``: itself, or every ``MANIFEST_SUFFIXES`` file below a
+    directory, sorted. Raises FileNotFoundError for a directory with none, so a mistyped
+    directory is an error rather than an empty, successful conversion."""
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        found = sorted(p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file())
+        if not found:
+            raise FileNotFoundError(f"{path}: no {', '.join('*' + s for s in MANIFEST_SUFFIXES)} files below it")
+        return found
     return [path]
 
 
 def read_documents(paths: Iterable[str], stdin: IO[str]) -> Iterator[tuple[str, Any]]:
     """``(source, document)`` for every YAML document in ``paths`` (files, directories searched
-    for ``*.yaml``/``*.yml``, ``-`` for stdin); a ``kind: List`` is expanded into its items."""
+    for ``*.yaml``/``*.yml``/``*.json``, ``-`` for stdin); a ``kind: List`` is expanded into its
+    items. Raises OSError, UnicodeDecodeError (a file that is not UTF-8) or yaml.YAMLError."""
     for arg in paths:
         files: list[tuple[str, str]] = []
         if arg == "-":
@@ -297,7 +308,7 @@ def convert_main(args: argparse.Namespace, stdin: IO[str] = sys.stdin, stdout: I
     failed = 0
     try:
         docs = list(read_documents(args.paths or ["-"], stdin))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         stderr.write(f"error: {exc}\n")
         return 1
     for source, doc in docs:
@@ -336,7 +347,7 @@ def add_arguments(sub: Any) -> None:
     """The ``convert`` and ``adopt`` subcommands of ``substratus``."""
     conv = sub.add_parser(
         "convert", help="rewrite manifests of the original Substratus (v0.10) for this product",
-        description="Reads YAML (files, directories, or - for stdin; multi-document, kind: List), writes "
+        description="Reads YAML or JSON (files, directories, or - for stdin; multi-document, kind: List), writes "
                     "the converted manifests to stdout and one line per change to stderr. Refuses (exit 1, "
                     "nothing written) what cannot be converted mechanically.")
     conv.add_argument("paths", nargs="*", metavar="PATH", help="file, directory or - (default: stdin)")

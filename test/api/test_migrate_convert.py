@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -320,3 +321,21 @@ def test_adopt_notebook_finds_upstream_files_and_says_how_to_bring_them_over(tmp
     subprocess.run(copy, shell=True, check=True)
     assert (work.parent / "output" / "checkpoints" / "step-1.bin").read_bytes() == b"y" * 7
     assert (work / "analysis.ipynb").exists(), "the originals stay"
+
+
+def test_a_directory_of_json_manifests_is_converted_like_kubectl_reads_it(tmp_path: Path) -> None:
+    """kubectl apply -f DIR reads *.json too; skipping them gave an empty, successful conversion."""
+    (tmp_path / "model.json").write_text(json.dumps(_upstream(name="j", image="x", resources={})))
+    (tmp_path / "README.md").write_text("not a manifest")
+    rc, out, err = run_convert(str(tmp_path))
+    assert rc == 0, err
+    assert [d["spec"]["image"] for d in yaml.safe_load_all(out)] == [{"name": "x"}]
+
+
+def test_a_directory_without_manifests_or_a_file_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    rc, out, err = run_convert(str(tmp_path / "empty"))
+    assert rc == 1 and out == "" and "no *.yaml, *.yml, *.json files below it" in err
+    (tmp_path / "latin1.yaml").write_bytes(b"\xff\xfe not utf-8")
+    rc, out, err = run_convert(str(tmp_path / "latin1.yaml"))
+    assert rc == 1 and out == "" and err.startswith("error: 'utf-8' codec can't decode")
