@@ -35,7 +35,8 @@ GPU_TYPE_RENAMES: dict[str, str] = {"nvidia-a100": "nvidia-tesla-a100", "nvidia-
 """Upstream ``GPUType`` values (api/v1/common_types.go) → GKE accelerator names (SPEC §5);
 ``nvidia-l4`` is the same in both."""
 
-SERVER_SET_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
+SERVER_SET_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink",
+                       "deletionTimestamp", "deletionGracePeriodSeconds")
 """Set by the API server; left in an exported manifest they make ``kubectl apply`` fail."""
 
 REFERENCE_RENAMES: dict[str, dict[str, str]] = {"Model": {"model": "baseModel", "dataset": "trainingDataset"}}
@@ -92,6 +93,12 @@ def convert_object(obj: Mapping[str, Any], *, default_gpu_type: str | None = Non
         del meta[k]
     if dropped:
         changes.append(f"metadata.{{{','.join(dropped)}}}: removed (set by the API server)")
+    if meta.get("ownerReferences"):
+        # They name owners by uid, and uids do not survive a move to another cluster: the garbage
+        # collector deletes an object whose owner's uid does not exist.
+        del meta["ownerReferences"]
+        changes.append("metadata.ownerReferences: removed (they name owners by their uid in the old cluster; "
+                       "the garbage collector would delete this object)")
     annotations = meta.get("annotations") or {}
     if "kubectl.kubernetes.io/last-applied-configuration" in annotations:
         del annotations["kubectl.kubernetes.io/last-applied-configuration"]

@@ -339,3 +339,17 @@ def test_a_directory_without_manifests_or_a_file_that_is_not_utf8_is_an_error(tm
     (tmp_path / "latin1.yaml").write_bytes(b"\xff\xfe not utf-8")
     rc, out, err = run_convert(str(tmp_path / "latin1.yaml"))
     assert rc == 1 and out == "" and err.startswith("error: 'utf-8' codec can't decode")
+
+
+def test_exported_owner_references_and_deletion_marks_are_removed() -> None:
+    """An object exported from the old cluster names its owners by uid; applied to a new cluster
+    the garbage collector would delete it (the owner uid does not exist there)."""
+    exported = _upstream(image="x", resources={})
+    exported["metadata"].update({
+        "uid": "1", "deletionTimestamp": "2024-01-01T00:00:00Z", "deletionGracePeriodSeconds": 0,
+        "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": "0"}]})
+    result = convert_object(exported)
+    assert result.obj["metadata"] == {"name": "m"}
+    assert "metadata.{uid,deletionTimestamp,deletionGracePeriodSeconds}: removed (set by the API server)" \
+        in result.changes
+    assert any(c.startswith("metadata.ownerReferences: removed") for c in result.changes)
