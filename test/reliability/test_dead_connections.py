@@ -20,7 +20,8 @@ from collections import defaultdict
 from reliability_helpers import dataset, wait_ready
 
 from substratus.controllers.resources import DATASETS
-from substratus.runtime.client import ClientOptions
+from substratus.runtime.client import Client, ClientOptions
+from substratus.runtime.leaderelection import LeaderElectionConfig, LeaderElector
 from substratus.testing.wait import eventually
 
 BOUND = 60.0
@@ -135,3 +136,42 @@ async def test_a_leader_whose_connections_freeze_keeps_its_lease(
     print(f"\nRELIABILITY frozen leader: {frozen} connections frozen; still leading after {watch_for:.0f}s "
           f"(renew deadline {lease['leader_election_renew_deadline']:.0f}s); first renewal after the freeze "
           f"{renewals[0].started - t0:.1f}s; {len(renewals)} renewals")
+
+
+async def test_a_standby_whose_connections_freeze_still_takes_over(
+        client, make_proxy, namespace, tmp_path) -> None:
+    """The standby's connections freeze, then the leader dies without releasing: the standby must
+    take over about a lease after the leader's last renewal, not after an acquire attempt stuck on
+    a frozen connection waits out the client's 30 s request timeout."""
+    cfg = {"lease_duration": 8.0, "renew_deadline": 5.0, "retry_period": 1.0}
+    leader = LeaderElector(client.with_own_connections(), LeaderElectionConfig(
+        name="frozen-standby", namespace=namespace, identity="leader", release_on_cancel=False, **cfg))
+    proxy = await make_proxy("standby")
+    via_proxy = await Client.from_kubeconfig(str(proxy.write_kubeconfig(tmp_path / "kubeconfig")))
+    standby = LeaderElector(via_proxy, LeaderElectionConfig(
+        name="frozen-standby", namespace=namespace, identity="standby", **cfg))
+    tl = asyncio.create_task(leader.run())
+    ts: asyncio.Task[None] | None = None
+    try:
+        await eventually(lambda: leader.is_leader, timeout=30, message="leading")
+        ts = asyncio.create_task(standby.run())
+        await eventually(lambda: proxy.select(path="/leases/frozen-standby", ok=True), timeout=30,
+                         message="the standby polling the lease")
+        await asyncio.sleep(1.5)
+        frozen = proxy.freeze()
+        tl.cancel()  # the leader dies: no more renewals, no release
+        await asyncio.gather(tl, return_exceptions=True)
+        t_dead = time.monotonic()
+        await eventually(lambda: standby.is_leader, timeout=45, message="the standby leading")
+        took = time.monotonic() - t_dead
+        bound = cfg["lease_duration"] + 2 * 1.2 * cfg["retry_period"] + cfg["renew_deadline"] / 3 + 4
+        assert took <= bound, f"takeover {took:.1f}s after the leader died, bound {bound:.1f}s"
+        print(f"\nRELIABILITY frozen standby: {frozen} connections frozen; takeover {took:.1f}s after the "
+              f"leader died (lease {cfg['lease_duration']:.0f}s)")
+    finally:
+        for t in (tl, ts):
+            if t is not None:
+                t.cancel()
+                await asyncio.gather(t, return_exceptions=True)
+        await leader.client.close()
+        await via_proxy.close()

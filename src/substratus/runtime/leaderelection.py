@@ -222,10 +222,14 @@ class LeaderElector:
         return self.config.retry_period * (1 + 0.2 * random.random())
 
     async def acquire(self) -> None:
-        """Block until we hold the lease."""
+        """Block until we hold the lease. Each attempt may take what a renew attempt may (a
+        third of the renew deadline, at least the retry period): one stuck on a dead connection
+        would otherwise delay a takeover by the client's whole request timeout."""
         while True:
             try:
-                if await self.try_acquire_or_renew():
+                async with asyncio.timeout(self._attempt_limit()):
+                    acquired = await self.try_acquire_or_renew()
+                if acquired:
                     self._set_leader(True)
                     log.info("acquired lease", extra={"lease": f"{self.config.namespace}/{self.config.name}",
                                                       "identity": self.config.identity})
@@ -240,8 +244,12 @@ class LeaderElector:
         renew deadline (at least the retry period), never past the deadline itself. One attempt
         stuck on a dead connection (frozen, no FIN) must leave time for more on fresh ones, or
         an unreachable-for-a-moment path costs the lease although the API server is fine."""
-        cfg = self.config
-        return max(min(self._remaining(), max(cfg.retry_period, cfg.renew_deadline / 3)), 0.0)
+        return max(min(self._remaining(), self._attempt_limit()), 0.0)
+
+    def _attempt_limit(self) -> float:
+        """A third of the renew deadline, at least the retry period: what one acquire or renew
+        attempt may take."""
+        return max(self.config.retry_period, self.config.renew_deadline / 3)
 
     async def renew_until_lost(self) -> None:
         """Renew every retry period; return once no longer the leader. Each attempt may take a
