@@ -304,6 +304,20 @@ def read_documents(paths: Iterable[str], stdin: IO[str]) -> Iterator[tuple[str, 
                     yield where, doc
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (prompt templates, scripts in ``command``) as ``|`` blocks, the way
+    upstream's examples write them, instead of quoted one-liners with blank lines between."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # PyYAML falls back to a quoted style by itself where a block cannot hold the value exactly
+    # (e.g. trailing spaces on a line).
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
 def convert_main(args: argparse.Namespace, stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout,
                  stderr: IO[str] = sys.stderr) -> int:
     """``substratus convert``: all or nothing — converted YAML on stdout only if every document
@@ -332,8 +346,8 @@ def convert_main(args: argparse.Namespace, stdin: IO[str] = sys.stdin, stdout: I
     if failed:
         stderr.write(f"{failed} of {len(docs)} documents cannot be converted; nothing written\n")
         return 1
-    stdout.write(yaml.safe_dump_all(converted, sort_keys=False, default_flow_style=False, width=1 << 16,
-                                    allow_unicode=True, explicit_start=True))
+    stdout.write(yaml.dump_all(converted, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                               width=1 << 16, allow_unicode=True, explicit_start=True))
     return 0
 
 

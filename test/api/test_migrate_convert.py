@@ -353,3 +353,13 @@ def test_exported_owner_references_and_deletion_marks_are_removed() -> None:
     assert "metadata.{uid,deletionTimestamp,deletionGracePeriodSeconds}: removed (set by the API server)" \
         in result.changes
     assert any(c.startswith("metadata.ownerReferences: removed") for c in result.changes)
+
+
+def test_multi_line_params_stay_blocks_and_round_trip() -> None:
+    template = "You're a helpful assistant\n## Instruction\n{prompt}\n## Response:\n{completion}\n"
+    odd = "trailing space \nand tab\there"
+    text = yaml.safe_dump(_upstream(image="x", resources={}, params={"prompt_template": template, "odd": odd}))
+    rc, out, err = run_convert("-", stdin=text)
+    assert rc == 0, err
+    assert "    prompt_template: |\n      You're a helpful assistant\n      ## Instruction\n" in out
+    assert yaml.safe_load(out)["spec"]["params"] == {"prompt_template": template, "odd": odd}
