@@ -14,6 +14,13 @@ from substratus.controllers.artifact import DatasetReconciler, ModelReconciler
 from substratus.controllers.base import Context
 from substratus.controllers.dependencies import DEPENDS_ON_INDEX, dependents_of, depends_on_index
 from substratus.controllers.notebook import NotebookReconciler
+from substratus.controllers.pods import (
+    POD_PARENT_INDEX,
+    pod_parent_index,
+    pod_status_changed,
+    pod_transform,
+    pods_to_parent,
+)
 from substratus.controllers.render import BuildImages, RenderOptions
 from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS, SERVERS
 from substratus.controllers.server import ServerReconciler
@@ -41,6 +48,8 @@ def manager_options(cfg: OperatorConfig) -> ManagerOptions:
         retry_period=cfg.leader_election_retry_period,
         # Children are all labelled: cache only ours, not every ConfigMap/Pod/Secret in the cluster.
         label_selectors={r: MANAGED_SELECTOR for r in (CONFIGMAPS, JOBS, PODS, SERVICES, DEPLOYMENTS, SECRETS)},
+        # Pods change often and are big; the cache keeps only what the reconcilers read.
+        transforms={PODS: pod_transform},
     )
 
 
@@ -57,22 +66,29 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
     workers = cfg.max_concurrent_reconciles
     for dependent in (MODELS, SERVERS, NOTEBOOKS):
         mgr.cache.add_index(dependent, DEPENDS_ON_INDEX, depends_on_index)
+    # Every workload and build Pod (a Job's, a ReplicaSet's, a Notebook's) wakes its parent by
+    # its parent label: why it cannot run reaches the parent's status without polling.
+    mgr.cache.add_index(PODS, POD_PARENT_INDEX, pod_parent_index)
 
     mgr.add_controller(
         Controller("dataset", DatasetReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
-        .for_(DATASETS).owns(JOBS).owns(CONFIGMAPS))
+        .for_(DATASETS).owns(JOBS).owns(CONFIGMAPS)
+        .watches(PODS, pods_to_parent(DATASETS.kind), pod_status_changed))
     mgr.add_controller(
         Controller("model", ModelReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(MODELS).owns(JOBS).owns(CONFIGMAPS)
+        .watches(PODS, pods_to_parent(MODELS.kind), pod_status_changed)
         .watches(MODELS, dependents_of(mgr.cache, MODELS))
         .watches(DATASETS, dependents_of(mgr.cache, MODELS)))
     mgr.add_controller(
         Controller("server", ServerReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(SERVERS).owns(DEPLOYMENTS).owns(SERVICES).owns(CONFIGMAPS).owns(JOBS)
+        .watches(PODS, pods_to_parent(SERVERS.kind), pod_status_changed)
         .watches(MODELS, dependents_of(mgr.cache, SERVERS)))
     mgr.add_controller(
         Controller("notebook", NotebookReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
-        .for_(NOTEBOOKS).owns(PODS).owns(CONFIGMAPS).owns(SECRETS).owns(JOBS)
+        .for_(NOTEBOOKS).owns(CONFIGMAPS).owns(SECRETS).owns(JOBS)
+        .watches(PODS, pods_to_parent(NOTEBOOKS.kind), pod_status_changed)
         .watches(MODELS, dependents_of(mgr.cache, NOTEBOOKS))
         .watches(DATASETS, dependents_of(mgr.cache, NOTEBOOKS)))
 

@@ -20,7 +20,8 @@ T1 = T0 + timedelta(minutes=5)
 
 def test_reasons_match_spec() -> None:
     assert REASONS[BUILT] == (
-        "ImageProvided", "AwaitingUpload", "UploadVerified", "Building", "BuildSucceeded", "BuildFailed", "InvalidSpec",
+        "ImageProvided", "AwaitingUpload", "UploadVerified", "Building", "BuildSucceeded", "BuildFailed", "PodFailing",
+        "InvalidSpec",
     )  # fmt: skip
     assert REASONS[COMPLETE] == (
         "WaitingForDependency",
@@ -28,9 +29,11 @@ def test_reasons_match_spec() -> None:
         "JobSucceeded",
         "JobFailed",
         "FoundInStorage",
+        "PodFailing",
         "InvalidSpec",
     )
-    assert REASONS[SERVING] == ("WaitingForDependency", "Deploying", "Available", "Suspended", "InvalidSpec")
+    assert REASONS[SERVING] == ("WaitingForDependency", "Deploying", "Available", "Suspended", "PodFailing",
+                                "InvalidSpec")
     assert (BUILT, COMPLETE, SERVING) == ("Built", "Complete", "Serving")
 
 

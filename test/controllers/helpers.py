@@ -68,3 +68,15 @@ async def writes_on_resync(operator: Any) -> float:
         inf.resync()
     await settled(operator)
     return metric_writes() - before
+
+
+async def create_secret(client: Client, ns: str, name: str = "hf", **data: str) -> None:
+    """A Secret a workload's ``${{ secrets.NAME.KEY }}`` names: without it, the kubelet (and the
+    simulator) keeps the Pod in CreateContainerConfigError, as on a real cluster."""
+    import base64
+
+    from substratus.runtime.resource import SECRETS
+
+    await client.create(SECRETS, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
+                                  "data": {k: base64.b64encode(v.encode()).decode()
+                                           for k, v in (data or {"token": "t0ken"}).items()}}, ns)

@@ -24,11 +24,11 @@ import aiohttp
 import pytest
 import yaml
 import yarl
-from reliability_helpers import condition, dataset, model, notebook, server, wait_ready
+from reliability_helpers import condition, dataset, hf_secret, model, notebook, server, wait_ready
 
 from substratus.cloud.local import TMP_PREFIX, LocalCloud
 from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS, SERVERS
-from substratus.runtime.resource import DEPLOYMENTS, JOBS, PODS, SERVICES
+from substratus.runtime.resource import DEPLOYMENTS, JOBS, PODS, SECRETS, SERVICES
 from substratus.testing.wait import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,6 +133,7 @@ async def test_operator_converges_as_its_serviceaccount(operator_sa, make_proxy,
     proxy = await make_proxy("as-sa")
     proxy.impersonate = operator_sa
     op = await start_operator(kubeconfig_path=proxy.write_kubeconfig(tmp_path / "kubeconfig"))
+    await admin.create(SECRETS, hf_secret(ns), ns)  # what valid ${{ secrets.hf.token }} references need
     await admin.create(MODELS, model("base", ns))
     # A git build: a build Job, then the built image patched into spec.image.name.
     await admin.create(DATASETS, dataset("data", ns, env={"HF_TOKEN": "${{ secrets.hf.token }}"},

@@ -50,6 +50,9 @@ class Reason:
     SUSPENDED = "Suspended"
     # any kind
     INVALID_SPEC = "InvalidSpec"
+    # Built, Complete, Serving: the workload's (or build's) Pod cannot start or keeps failing;
+    # the message carries the Pod's own reason and message (SPEC §1).
+    POD_FAILING = "PodFailing"
 
 
 BUILT_REASONS: tuple[str, ...] = (
@@ -59,6 +62,7 @@ BUILT_REASONS: tuple[str, ...] = (
     Reason.BUILDING,
     Reason.BUILD_SUCCEEDED,
     Reason.BUILD_FAILED,
+    Reason.POD_FAILING,
     Reason.INVALID_SPEC,
 )
 COMPLETE_REASONS: tuple[str, ...] = (
@@ -67,6 +71,7 @@ COMPLETE_REASONS: tuple[str, ...] = (
     Reason.JOB_SUCCEEDED,
     Reason.JOB_FAILED,
     Reason.FOUND_IN_STORAGE,
+    Reason.POD_FAILING,
     Reason.INVALID_SPEC,
 )
 SERVING_REASONS: tuple[str, ...] = (
@@ -74,6 +79,7 @@ SERVING_REASONS: tuple[str, ...] = (
     Reason.DEPLOYING,
     Reason.AVAILABLE,
     Reason.SUSPENDED,
+    Reason.POD_FAILING,
     Reason.INVALID_SPEC,
 )
 REASONS: dict[str, tuple[str, ...]] = {

@@ -87,14 +87,20 @@ class ArtifactReconciler(KindReconciler):
                              options=self.ctx.render, role_label="workload", service_account=sa)
         job, _ = await self.ctx.applier.ensure(JOBS, desired, immutable=True)
         state, message = job_state(job)
+        problem = self.pod_problem(obj, render.WORKLOAD_ROLE, job) if job is not None and state != "succeeded" \
+            else None
         if state == "succeeded":
             await self._write_completed(obj, url, job_name, image.image, job)
             update.set(COMPLETE, True, Reason.JOB_SUCCEEDED, f"artifacts at {naming.artifacts_url(url, obj.KIND)}")
             await self._describe_artifacts(obj, url)
         elif state == "failed":
+            detail = f"{message}; {problem}" if problem else message
             update.set(COMPLETE, False, Reason.JOB_FAILED,
-                       f"Job {job_name} failed ({message}); see `kubectl logs job/{job_name}`; "
+                       f"Job {job_name} failed ({detail}); see `kubectl logs job/{job_name}`; "
                        "change the spec to retry")
+        elif problem is not None:
+            update.set(COMPLETE, False, Reason.POD_FAILING,
+                       f"Job {job_name} cannot run: {problem}; see `kubectl describe pod {problem.pod}`")
         else:
             update.set(COMPLETE, False, Reason.JOB_RUNNING, f"Job {job_name} is running")
         return Result()

@@ -211,6 +211,7 @@ class Builder:
             update.set(BUILT, False, Reason.BUILDING, f"replacing build Job {name} to build {expected}")
             return ImageState(None)
         state, message = job_state(job)
+        problem = self.r.pod_problem(obj, "build", job) if job is not None and state != "succeeded" else None
         if state == "succeeded":
             # Record the image in the spec (seed 000). That bumps the generation, and the
             # resulting event starts the workload — so the workload Job is stamped with the
@@ -222,10 +223,15 @@ class Builder:
             return ImageState(None)
         if state == "failed":
             clone = " (and `-c clone` for the git checkout)" if obj.spec.image.git is not None else ""
+            detail = f"{message}; {problem}" if problem else message
             update.set(BUILT, False, Reason.BUILD_FAILED,
-                       f"build Job {name} failed ({message}); see `kubectl logs job/{name} -c build`{clone}; "
+                       f"build Job {name} failed ({detail}); see `kubectl logs job/{name} -c build`{clone}; "
                        "a new checksum, branch or tag rebuilds (or delete the Job to retry)")
             log.info("build failed job=%s image=%s message=%r", name, expected, message)
+            return ImageState(None)
+        if problem is not None:
+            update.set(BUILT, False, Reason.POD_FAILING,
+                       f"build Job {name} cannot run: {problem}; see `kubectl describe pod {problem.pod}`")
             return ImageState(None)
         update.set(BUILT, False, Reason.BUILDING, f"building {expected} in Job {name}")
         return ImageState(None)

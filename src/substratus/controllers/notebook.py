@@ -34,6 +34,7 @@ from substratus.controllers.apply import Action
 from substratus.controllers.base import KindReconciler
 from substratus.controllers.build import Builder
 from substratus.controllers.dependencies import dependency_mounts, unready_dependencies
+from substratus.controllers.pods import pod_problem
 from substratus.controllers.resources import NOTEBOOKS
 from substratus.controllers.status import StatusUpdate, now
 from substratus.runtime.client import AlreadyExists, ApiError, Client
@@ -209,6 +210,11 @@ class NotebookReconciler(KindReconciler):
             reason = _terminal_reason(pod)
             await self.ctx.applier.delete(PODS, pod_name, ns)
             update.set(SERVING, False, Reason.DEPLOYING, f"Pod {pod_name} {phase.lower()} ({reason}); recreating it")
+            return image.result
+        problem = None if pod_ready(pod) else pod_problem([pod])
+        if problem is not None:
+            update.set(SERVING, False, Reason.POD_FAILING,
+                       f"{problem}; see `kubectl describe pod {pod_name}`")
             return image.result
         if not pod_ready(pod):
             update.set(SERVING, False, Reason.DEPLOYING, f"waiting for Pod {pod_name} to be ready (phase {phase})")

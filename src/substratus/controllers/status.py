@@ -19,7 +19,7 @@ from substratus.runtime.resource import Resource
 
 log = logging.getLogger(__name__)
 
-WARNING_REASONS = frozenset({Reason.INVALID_SPEC, Reason.JOB_FAILED, Reason.BUILD_FAILED})
+WARNING_REASONS = frozenset({Reason.INVALID_SPEC, Reason.JOB_FAILED, Reason.BUILD_FAILED, Reason.POD_FAILING})
 
 
 def now() -> dt.datetime:

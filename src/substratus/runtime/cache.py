@@ -44,12 +44,15 @@ class _Mutation:
 
 class Cache:
     def __init__(self, client: Client, *, namespace: str | None = None, transform: Transform | None = strip_bulk,
-                 resync_period: float | None = None, label_selectors: dict[Resource, str] | None = None) -> None:
+                 resync_period: float | None = None, label_selectors: dict[Resource, str] | None = None,
+                 transforms: dict[Resource, Transform] | None = None) -> None:
         self.client = client
         self.namespace = namespace
         # Cache only what we own of high-volume kinds (e.g. ConfigMaps with our managed-by label).
         self.label_selectors = dict(label_selectors or {})
         self.transform = transform
+        # Per-resource transforms replace ``transform`` (e.g. Pods slimmed to the fields read).
+        self.transforms = dict(transforms or {})
         self.resync_period = resync_period
         self._informers: dict[Resource, Informer] = {}
         self._started = False
@@ -60,12 +63,15 @@ class Cache:
         inf = self._informers.get(res)
         if inf is None:
             inf = Informer(self.client, res, namespace=self.namespace if res.namespaced else None,
-                           label_selector=self.label_selectors.get(res), transform=self.transform,
+                           label_selector=self.label_selectors.get(res), transform=self.transform_for(res),
                            resync_period=self.resync_period)
             self._informers[res] = inf
             if self._started:
                 inf.start()
         return inf
+
+    def transform_for(self, res: Resource) -> Transform | None:
+        return self.transforms.get(res, self.transform)
 
     @property
     def informers(self) -> builtins.list[Informer]:
@@ -123,8 +129,8 @@ class Cache:
         now = time.monotonic()
         if len(self._mutations) > 4096:
             self._mutations = {k: v for k, v in self._mutations.items() if v.expires > now}
-        self._mutations[(res, key)] = _Mutation(self.transform(obj) if self.transform else obj, rv,
-                                                now + MUTATION_TTL)
+        transform = self.transform_for(res)
+        self._mutations[(res, key)] = _Mutation(transform(obj) if transform else obj, rv, now + MUTATION_TTL)
 
     def list(self, res: Resource, namespace: str | None = None) -> builtins.list[dict]:
         return self.informer(res).store.list(namespace)

@@ -25,6 +25,7 @@ from substratus.runtime.cache import Cache
 from substratus.runtime.client import Client
 from substratus.runtime.controller import Controller
 from substratus.runtime.events import EventRecorder
+from substratus.runtime.informer import Transform
 from substratus.runtime.leaderelection import LeaderElectionConfig, LeaderElector
 from substratus.runtime.resource import Resource
 
@@ -58,6 +59,8 @@ class ManagerOptions:
     graceful_shutdown_timeout: float = 30.0
     resync_period: float | None = 10 * 3600.0
     label_selectors: dict[Resource, str] = attrs.field(factory=dict)
+    transforms: dict[Resource, Transform] = attrs.field(factory=dict)
+    """Per-resource cache transforms (keep only what is read), instead of the default."""
 
 
 Runnable = Callable[[], Coroutine[Any, Any, None]]
@@ -68,7 +71,7 @@ class Manager:
         self.client = client
         self.options = options or ManagerOptions()
         self.cache = Cache(client, namespace=self.options.namespace, resync_period=self.options.resync_period,
-                           label_selectors=self.options.label_selectors)
+                           label_selectors=self.options.label_selectors, transforms=self.options.transforms)
         self.recorder = EventRecorder(client)
         self.controllers: list[Controller] = []
         self._leader_runnables: list[Runnable] = []
