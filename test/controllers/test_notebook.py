@@ -27,6 +27,7 @@ from substratus.controllers.notebook import (
     NotebookReconciler,
     PodProxyJupyterStatusReader,
     parse_jupyter_status,
+    token_digest,
 )
 from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS
 from substratus.runtime.client import Invalid
@@ -334,3 +335,88 @@ async def _events(client, ns: str, name: str, reason: str) -> list[dict[str, Any
             if e["involvedObject"]["name"] == name and e["reason"] == reason]
 
 
+
+
+# --- issue 20 #8: the token Secret and the running Jupyter always agree -------------------------
+
+
+class JupyterPerPod:
+    """TEST DOUBLE at the pod-proxy boundary that behaves like the Jupyter *in* each Pod: the
+    kubelet resolved ``JUPYTER_TOKEN`` from the Secret when that Pod's container started, so each
+    Pod (by uid) accepts only the token the Secret held then, and answers 403 to any other."""
+
+    def __init__(self, client: Any, last_activity: dt.datetime) -> None:
+        self.client = client
+        self.last_activity = last_activity
+        self.started_with: dict[str, str] = {}
+        self.answers: list[tuple[str, int]] = []  # (pod uid, HTTP status)
+
+    async def read(self, namespace: str, pod: str, token: str) -> JupyterStatus:
+        uid = (await self.client.get(PODS, pod, namespace))["metadata"]["uid"]
+        if uid not in self.started_with:
+            secret = await self.client.get(SECRETS, f"{pod}-token", namespace)
+            self.started_with[uid] = base64.b64decode(secret["data"]["token"]).decode()
+        ok = token == self.started_with[uid]
+        self.answers.append((uid, 200 if ok else 403))
+        if not ok:
+            raise JupyterUnreachable("HTTP 403", "HTTP 403: the token was rejected")
+        return JupyterStatus(last_activity=self.last_activity)
+
+
+async def test_deleted_token_secret_rolls_the_pod_so_jupyter_and_secret_agree(operator, namespace: str) -> None:
+    client = operator.client
+    jupyter = JupyterPerPod(client, dt.datetime.now(dt.UTC))
+    use_reader(operator, jupyter)
+    await client.create(NOTEBOOKS, notebook("tok", namespace, idleTimeout="1h"))
+    await eventually(lambda: _serving_reason(client, "tok", namespace, "Available"), timeout=30)
+    first = await client.get(PODS, "tok-notebook", namespace)
+    await eventually(lambda: (first["metadata"]["uid"], 200) in jupyter.answers, timeout=10)
+    old_token = jupyter.started_with[first["metadata"]["uid"]]
+
+    await client.delete(SECRETS, "tok-notebook-token", namespace)
+
+    async def agreed() -> dict[str, Any] | None:
+        pod = await client.get_or_none(PODS, "tok-notebook", namespace)
+        if pod is None or pod["metadata"]["uid"] == first["metadata"]["uid"]:
+            return None
+        return pod if (pod["metadata"]["uid"], 200) in jupyter.answers else None
+
+    pod = await eventually(agreed, timeout=45)
+    secret = await client.get(SECRETS, "tok-notebook-token", namespace)
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert token != old_token and jupyter.started_with[pod["metadata"]["uid"]] == token
+    assert pod["metadata"]["annotations"]["substratus.ai/token-sha256"] == token_digest(token)
+    assert not [a for a in jupyter.answers if a[1] == 403], "the idle check never met a Jupyter with another token"
+    obj = await eventually(lambda: _serving_reason(client, "tok", namespace, "Available"), timeout=30)
+    assert "not enforced" not in condition(obj, "Serving")["message"]
+
+
+async def test_idle_check_that_cannot_authenticate_is_visible(operator, namespace: str) -> None:
+    class Rejecting:
+        calls = 0
+
+        async def read(self, namespace: str, pod: str, token: str) -> JupyterStatus:
+            Rejecting.calls += 1
+            raise JupyterUnreachable(f"GET /api/v1/.../proxy/api/status?token={token}: 403",
+                                     "HTTP 403: the token was rejected")
+
+    use_reader(operator, Rejecting())
+    await client_create_and_wait(operator, namespace, "deaf")
+    client = operator.client
+
+    async def not_enforced() -> dict[str, Any] | None:
+        obj = await _serving_reason(client, "deaf", namespace, "Available")
+        return obj if obj and "idleTimeout is not enforced" in condition(obj, "Serving")["message"] else None
+
+    obj = await eventually(not_enforced, timeout=30)
+    message = condition(obj, "Serving")["message"]
+    assert "HTTP 403: the token was rejected" in message and "token=" not in message
+    assert obj["spec"]["suspend"] is False and obj["status"]["ready"] is True
+    events = await eventually(lambda: _events(client, namespace, "deaf", "IdleCheckFailed"), timeout=10)
+    assert events[0]["type"] == "Warning" and "HTTP 403" in events[0]["message"]
+    assert len(events) == 1 and events[0].get("count", 1) == 1, "once per failing streak, not per retry"
+
+
+async def client_create_and_wait(operator, namespace: str, name: str) -> None:
+    await operator.client.create(NOTEBOOKS, notebook(name, namespace, idleTimeout="1h"))
+    await eventually(lambda: _serving_reason(operator.client, name, namespace, "Available"), timeout=30)

@@ -7,6 +7,7 @@ explain`` — through the Pod informer, with no polling — and clear once the P
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,9 +15,10 @@ import pytest
 from helpers import condition, get_obj
 
 from substratus import explain as ex
+from substratus.controllers.pods import pod_problem_of
 from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS, SERVERS
 from substratus.runtime.client import Client
-from substratus.runtime.resource import EVENTS, Resource
+from substratus.runtime.resource import EVENTS, PODS, Resource
 from substratus.testing.simulator import ClusterSimulator
 from substratus.testing.wait import eventually
 
@@ -93,7 +95,20 @@ async def test_pod_that_cannot_run_is_reported_then_clears(operator: Any, namesp
         spec["image"] = {"git": {"url": "https://github.com/substratusai/images", "branch": "main"}}
     await client.create(res, obj(kind, name, namespace, **spec))
 
-    c = await eventually(lambda: _reason(client, res, name, namespace, ctype, "PodFailing"), timeout=45)
+    # How long from the kubelet's status write to the parent's condition (polled every 50 ms).
+    pod_seen: list[float] = []
+
+    async def reported() -> dict[str, Any] | None:
+        if not pod_seen:
+            pods = (await client.list(PODS, namespace, label_selector=f"substratus.ai/{kind.lower()}={name},"
+                                                                       f"substratus.ai/role={role}"))["items"]
+            if any(pod_problem_of(p) for p in pods):
+                pod_seen.append(time.monotonic())
+        return await _reason(client, res, name, namespace, ctype, "PodFailing")
+
+    c = await eventually(reported, timeout=45, interval=0.05)
+    lag = time.monotonic() - pod_seen[0] if pod_seen else float("nan")
+    print(f"RELIABILITY pod-problem kind={kind} role={role} fault={fault} pod_to_condition_s={lag:.2f}")
     assert c["status"] == "False" and expected in c["message"], c["message"]
     assert (await get_obj(client, res, name, namespace))["status"]["ready"] is False
     event = await eventually(lambda: _warning(client, namespace, name, "PodFailing"), timeout=15)

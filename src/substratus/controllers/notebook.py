@@ -4,13 +4,19 @@ The Pod's spec is immutable, so a spec change deletes it and the next pass creat
 one. ``suspend: true`` deletes the Pod and keeps everything else (the params ConfigMap, the
 token Secret, the bucket output). Jupyter's token is generated once per Notebook and kept in
 the Secret ``{name}-notebook-token`` (key ``token``); the container gets it as
-``JUPYTER_TOKEN``, and the controller and ``kubectl notebook`` read it from there.
+``JUPYTER_TOKEN``, and the controller and ``kubectl notebook`` read it from there. The kubelet
+resolves that env var only when the container starts, so the Pod carries a digest of the token
+it started with (annotation ``substratus.ai/token-sha256``, part of the Pod's spec hash): a
+Secret deleted (a new token is written) or edited rolls the Pod, and the Secret and the running
+Jupyter always agree.
 
 ``idleTimeout``: while the Pod is Ready, Jupyter's ``/api/status`` (``last_activity``) is read
 through the API server's pod proxy; idle for longer than the timeout → ``spec.suspend: true``
 and an ``IdleSuspended`` Event. That check is legitimately time-based, so the Notebook is
-requeued for the moment the timeout would expire. How the status is fetched is the only
-injectable part (:class:`JupyterStatusReader`), because tests have no kubelet to proxy to.
+requeued for the moment the timeout would expire. A check that cannot read the status (403,
+Jupyter unreachable) never suspends; it says so in the ``Serving`` message and a Warning Event
+``IdleCheckFailed``, since ``idleTimeout`` is not enforced meanwhile. How the status is fetched is
+the only injectable part (:class:`JupyterStatusReader`), because tests have no kubelet to proxy to.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import logging
 import secrets
 from typing import Any, Protocol
@@ -38,7 +45,7 @@ from substratus.controllers.pods import pod_problem
 from substratus.controllers.resources import NOTEBOOKS
 from substratus.controllers.status import StatusUpdate, now
 from substratus.runtime.client import AlreadyExists, ApiError, Client
-from substratus.runtime.events import NORMAL
+from substratus.runtime.events import NORMAL, WARNING
 from substratus.runtime.reconcile import Result
 from substratus.runtime.resource import CONFIGMAPS, PODS, SECRETS
 
@@ -55,12 +62,20 @@ DEFAULT_COMMAND = ["jupyter", "lab", "--ip=0.0.0.0", f"--port={PORT}", "--allow-
 TOKEN_ENV = "JUPYTER_TOKEN"
 TOKEN_KEY = "token"
 IDLE_SUSPENDED = "IdleSuspended"
+IDLE_CHECK_FAILED = "IdleCheckFailed"
+IDLE_NOT_ENFORCED = "idleTimeout is not enforced"
+TOKEN_DIGEST_ANNOTATION = "substratus.ai/token-sha256"
 IDLE_RETRY_SECONDS = 60.0
 STATUS_TIMEOUT_SECONDS = 10.0
 
 
 def token_secret_name(notebook_name: str) -> str:
     return naming.child_name(notebook_name, Notebook.KIND) + "-token"
+
+
+def token_digest(token: str) -> str:
+    """What the Pod records of the token it started with (never the token itself)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 def output_url(url: str) -> str:
@@ -72,7 +87,13 @@ def output_url(url: str) -> str:
 
 
 class JupyterUnreachable(Exception):
-    """``/api/status`` could not be read (Pod not reachable, bad token, not Jupyter, ...)."""
+    """``/api/status`` could not be read (Pod not reachable, bad token, not Jupyter, ...).
+
+    ``reason`` is short and safe to show in a status or Event (never the token-bearing URL)."""
+
+    def __init__(self, detail: str, reason: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason or detail
 
 
 @attrs.frozen
@@ -114,8 +135,11 @@ class PodProxyJupyterStatusReader:
         try:
             async with asyncio.timeout(self.timeout):
                 body = await self.client.request("GET", path, query={"token": token})
-        except (ApiError, OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            raise JupyterUnreachable(f"GET {path}: {exc!r}") from exc
+        except ApiError as exc:
+            why = "the token was rejected" if exc.status in (401, 403) else "Jupyter answered an error"
+            raise JupyterUnreachable(f"GET {path}: {exc!r}", f"HTTP {exc.status}: {why}") from exc
+        except (OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise JupyterUnreachable(f"GET {path}: {exc!r}", type(exc).__name__) from exc
         return parse_jupyter_status(body)
 
 
@@ -200,6 +224,11 @@ class NotebookReconciler(KindReconciler):
             options=self.ctx.render, ports=[render.container_port(PORT_NAME, PORT)],
             readiness_probe=render.http_probe(READINESS_PATH, PORT_NAME), default_command=DEFAULT_COMMAND,
             extra_env=[token_env], service_account=sa)
+        # The token is read once, at container start: a new token needs a new Pod.
+        annotations = desired["metadata"].setdefault("annotations", {})
+        annotations.pop(render.HASH_ANNOTATION, None)
+        annotations[TOKEN_DIGEST_ANNOTATION] = token_digest(token)
+        render.stamp_hash(desired)
         pod, action = await self.ctx.applier.ensure(PODS, desired, immutable=True)
         if action is Action.DELETED or pod is None:
             update.set(SERVING, False, Reason.DEPLOYING, f"replacing Pod {pod_name} (its spec changed)")
@@ -219,15 +248,24 @@ class NotebookReconciler(KindReconciler):
         if not pod_ready(pod):
             update.set(SERVING, False, Reason.DEPLOYING, f"waiting for Pod {pod_name} to be ready (phase {phase})")
             return image.result
-        update.set(SERVING, True, Reason.AVAILABLE,
-                   f"Jupyter is ready on port {PORT} of Pod {pod_name}; its token is in Secret "
-                   f"{token_secret_name(obj.metadata.name)}")
+        available = (f"Jupyter is ready on port {PORT} of Pod {pod_name}; its token is in Secret "
+                     f"{token_secret_name(obj.metadata.name)}")
         if obj.spec.idle_timeout is None:
+            update.set(SERVING, True, Reason.AVAILABLE, available)
             return image.result
-        idle = await self._check_idle(obj, raw, pod_name, token)
+        idle, failure = await self._check_idle(obj, raw, pod_name, token)
         if idle is None:
             await self._suspend(obj, pod_name, update)
             return image.result
+        if failure is None:
+            update.set(SERVING, True, Reason.AVAILABLE, available)
+        else:
+            message = (f"{available}; {IDLE_NOT_ENFORCED}: cannot read Jupyter's /api/status ({failure}); "
+                       "retrying every minute")
+            previous = next((c for c in obj.status.conditions if c.type == SERVING), None)
+            if previous is None or IDLE_NOT_ENFORCED not in previous.message:
+                self.ctx.recorder.event(raw, WARNING, IDLE_CHECK_FAILED, message)
+            update.set(SERVING, True, Reason.AVAILABLE, message)
         return _sooner(image.result, idle)
 
     # --- pieces -------------------------------------------------------------------------------
@@ -271,8 +309,10 @@ class NotebookReconciler(KindReconciler):
             return existing
         return token
 
-    async def _check_idle(self, obj: Notebook, raw: dict[str, Any], pod_name: str, token: str) -> Result | None:
-        """None when the Notebook has been idle too long and was suspended; else when to look again."""
+    async def _check_idle(self, obj: Notebook, raw: dict[str, Any], pod_name: str,
+                          token: str) -> tuple[Result | None, str | None]:
+        """(None when the Notebook has been idle too long and was suspended, else when to look
+        again; why the status could not be read, or None)."""
         assert obj.spec.idle_timeout is not None
         timeout = parse_duration(obj.spec.idle_timeout)
         ns, name = obj.metadata.namespace or "", obj.metadata.name
@@ -282,11 +322,11 @@ class NotebookReconciler(KindReconciler):
             retry = min(IDLE_RETRY_SECONDS, timeout.total_seconds())
             log.warning("cannot read jupyter status, not suspending notebook=%s/%s retry_in=%.0fs error=%s",
                         ns, name, retry, exc)
-            return Result(requeue_after=retry)
+            return Result(requeue_after=retry), exc.reason
         idle_for = now() - status.last_activity
         if idle_for < timeout:
             # Activity moves last_activity forward; look again when this one would expire.
-            return Result(requeue_after=(timeout - idle_for).total_seconds() + 1.0)
+            return Result(requeue_after=(timeout - idle_for).total_seconds() + 1.0), None
         await self.ctx.client.patch(NOTEBOOKS, name, {"spec": {"suspend": True}}, ns)
         message = (f"no Jupyter activity since {format_time(status.last_activity)} ({_human(idle_for)}), "
                    f"longer than idleTimeout {obj.spec.idle_timeout}: suspended; "
@@ -294,4 +334,4 @@ class NotebookReconciler(KindReconciler):
         self.ctx.recorder.event(raw, NORMAL, IDLE_SUSPENDED, message)
         log.info("suspended idle notebook=%s/%s last_activity=%s idle_timeout=%s", ns, name,
                  format_time(status.last_activity), obj.spec.idle_timeout)
-        return None
+        return None, None
