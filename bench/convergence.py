@@ -22,7 +22,9 @@ import asyncio
 import contextlib
 import math
 import os
+import signal
 import statistics
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -90,6 +92,28 @@ def _rss_mib(pid: int) -> dict[str, float]:
     return out
 
 
+async def _start_profiler(pid: int, out: Path) -> asyncio.subprocess.Process:
+    """``py-spy record`` attached to ``pid`` (100 samples/s, idle samples left out), until stopped."""
+    spy = Path(sys.executable).with_name("py-spy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        str(spy) if spy.exists() else "py-spy", "record", "--pid", str(pid), "--rate", "100", "--format",
+        "flamegraph", "--output", str(out), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    await asyncio.sleep(1.0)  # attached before the clock starts
+    return proc
+
+
+async def _stop_profiler(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGINT)  # py-spy writes the graph on Ctrl-C
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    except TimeoutError:
+        proc.kill()
+        raise
+    if proc.returncode not in (0, -signal.SIGINT):
+        raise RuntimeError(f"py-spy exited {proc.returncode}: {err.decode(errors='replace')[-500:]}")
+
+
 async def _create_all(client: Client, ns: str, names: list[str], concurrency: int,
                       renderer: ChildRenderer | None) -> None:
     """Create the Datasets, ``concurrency`` in flight; for the ceiling also their children.
@@ -124,8 +148,13 @@ async def _create_all(client: Client, ns: str, names: list[str], concurrency: in
 
 async def run_contender(client: Client, kubeconfig: str, contender: str, n: int, *, concurrency: int,
                         workdir: Path, timeout: float, server_pids: dict[str, int | None] | None = None,
-                        keep_running: bool = False, rep: int = 1) -> tuple[dict[str, Any], OperatorProc | Proc | None]:
-    """One contender, one size, fresh namespace. Returns (result, the still-running operator if asked)."""
+                        keep_running: bool = False, rep: int = 1,
+                        profile: Path | None = None) -> tuple[dict[str, Any], OperatorProc | Proc | None]:
+    """One contender, one size, fresh namespace. Returns (result, the still-running operator if asked).
+
+    ``profile``: sample the operator process with py-spy over the timed window (from the first
+    create until every child is seen) and write a flame graph SVG there.
+    """
     ns = await create_namespace(client, f"bench-{contender}-{n}")
     tag = f"{contender}-{n}-r{rep}"
     bucket_url = f"file://{workdir}/bucket"  # what the operator renders with: identical children
@@ -160,12 +189,15 @@ async def run_contender(client: Client, kubeconfig: str, contender: str, n: int,
         before = await apiserver_requests(client)
         server_cpu0 = {k: _cpu_seconds(p) for k, p in (server_pids or {}).items()}
         op_cpu0 = _cpu_seconds(proc.popen.pid) if proc else None
+        spy = await _start_profiler(proc.popen.pid, profile) if proc is not None and profile else None
         t0 = time.monotonic()
         await _create_all(client, ns, names, concurrency, renderer)
         created = time.monotonic()
         converged = await observer.wait_complete(timeout)
         end = observer.last_seen() if converged else time.monotonic()
         op_cpu1 = _cpu_seconds(proc.popen.pid) if proc else None
+        if spy is not None:
+            await _stop_profiler(spy)
         server_cpu1 = {k: _cpu_seconds(p) for k, p in (server_pids or {}).items()}
         settle = await quiesce(client, settle=2.0, timeout=120)
         if isinstance(proc, OperatorProc):

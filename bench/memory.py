@@ -68,6 +68,8 @@ def _status(name: str, bucket: str) -> dict[str, Any]:
         {"type": "Built", "status": "True", "reason": "ImageProvided", "observedGeneration": 1,
          "lastTransitionTime": t},
         {"type": "Complete", "status": "False", "reason": "JobRunning", "message": f"Job {name}-dataset is running",
+         "observedGeneration": 1, "lastTransitionTime": t},
+        {"type": "Ready", "status": "False", "reason": "JobRunning", "message": f"Job {name}-dataset is running",
          "observedGeneration": 1, "lastTransitionTime": t}]}
 
 

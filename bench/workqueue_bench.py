@@ -2,7 +2,9 @@
 
 The producer yields to the loop after every ``workers`` adds, so workers mostly find the queue
 empty and are woken by ``add`` -- the path an informer-fed controller takes -- rather than
-draining a pre-filled queue.
+draining a pre-filled queue. Each run is timed twice: by the wall clock and by the process's
+CPU time. On a shared machine the CPU-time rate is the one to read: it is what the queue costs
+one core, whatever else that core was doing meanwhile.
 
     python -m bench.workqueue_bench [--cycles N]
 """
@@ -13,12 +15,24 @@ import argparse
 import asyncio
 import statistics
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from substratus.runtime.workqueue import Queue, ShutDown
 
 
-async def _run(cycles: int, workers: int, metrics: bool) -> float:
+def loops() -> dict[str, Callable[[Coroutine[Any, Any, Any]], Any]]:
+    """The event loops to measure on: asyncio's own, and uvloop (the operator's) when installed."""
+    out: dict[str, Callable[[Coroutine[Any, Any, Any]], Any]] = {"asyncio": asyncio.run}
+    try:
+        import uvloop
+    except ImportError:
+        return out
+    out["uvloop"] = uvloop.run
+    return out
+
+
+async def _run(cycles: int, workers: int, metrics: bool) -> tuple[float, float]:
     q: Queue[int] = Queue("bench-workqueue" if metrics else "", controller="bench" if metrics else "")
     processed = 0
 
@@ -35,6 +49,7 @@ async def _run(cycles: int, workers: int, metrics: bool) -> float:
     tasks = [asyncio.create_task(worker()) for _ in range(workers)]
     await asyncio.sleep(0)  # let the workers block in get()
     start = time.perf_counter()
+    cpu_start = time.process_time()
     for i in range(cycles):
         q.add(i)
         if (i + 1) % workers == 0:
@@ -42,58 +57,60 @@ async def _run(cycles: int, workers: int, metrics: bool) -> float:
     q.shutdown()  # workers still take what is queued, then get ShutDown
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     if processed != cycles:
         raise AssertionError(f"processed {processed} of {cycles} items")
-    return elapsed
+    return elapsed, cpu
 
 
-def run(cycles: int, workers: int, *, metrics: bool = True) -> dict[str, float | int | bool]:
+def run(cycles: int, workers: int, *, metrics: bool = True, loop: str = "asyncio") -> dict[str, Any]:
     """Time ``cycles`` distinct items through a queue with ``workers`` workers (own event loop)."""
-    seconds = asyncio.run(_run(cycles, workers, metrics))
+    seconds, cpu = loops()[loop](_run(cycles, workers, metrics))
     return {
         "workers": workers,
         "cycles": cycles,
         "metrics": metrics,
+        "loop": loop,
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "cycles_per_second": cycles / seconds,
+        "cycles_per_cpu_second": cycles / cpu if cpu > 0 else None,
     }
 
 
 def run_rounds(cycles: int, rounds: int = 3, log: Any = None) -> list[dict[str, Any]]:
-    """Every (workers, metrics) pair ``rounds`` times, interleaved; the median round of each pair.
+    """Every (loop, workers, metrics) triple ``rounds`` times, interleaved; medians per triple.
 
-    Interleaving spreads whatever else the machine is doing over all four configurations.
+    Interleaving spreads whatever else the machine is doing over all configurations.
     """
-    configs = [(w, m) for w in (1, 8) for m in (True, False)]
-    samples: dict[tuple[int, bool], list[dict[str, Any]]] = {c: [] for c in configs}
+    configs = [(lp, w, m) for lp in loops() for w in (1, 8) for m in (True, False)]
+    samples: dict[tuple[str, int, bool], list[dict[str, Any]]] = {c: [] for c in configs}
     for _ in range(rounds):
-        for workers, metrics in configs:
-            samples[(workers, metrics)].append(run(cycles, workers, metrics=metrics))
+        for lp, workers, metrics in configs:
+            samples[(lp, workers, metrics)].append(run(cycles, workers, metrics=metrics, loop=lp))
     out = []
-    for (workers, metrics), rs in samples.items():
+    for (lp, workers, metrics), rs in samples.items():
         rates = sorted(r["cycles_per_second"] for r in rs)
+        cpu_rates = sorted(r["cycles_per_cpu_second"] for r in rs if r["cycles_per_cpu_second"])
         med = statistics.median(rates)
-        out.append({"workers": workers, "cycles": cycles, "metrics": metrics, "rounds": len(rs),
+        cpu_med = statistics.median(cpu_rates) if cpu_rates else None
+        out.append({"loop": lp, "workers": workers, "cycles": cycles, "metrics": metrics, "rounds": len(rs),
                     "seconds": cycles / med, "cycles_per_second": med, "min_cycles_per_second": rates[0],
-                    "max_cycles_per_second": rates[-1]})
+                    "max_cycles_per_second": rates[-1], "cycles_per_cpu_second": cpu_med,
+                    "min_cycles_per_cpu_second": cpu_rates[0] if cpu_rates else None,
+                    "max_cycles_per_cpu_second": cpu_rates[-1] if cpu_rates else None})
         if log:
-            log(f"  workers={workers} metrics={'on' if metrics else 'off'}: {med:,.0f} cycles/s "
-                f"(median of {len(rs)}, {rates[0]:,.0f}-{rates[-1]:,.0f})")
+            log(f"  loop={lp} workers={workers} metrics={'on' if metrics else 'off'}: {med:,.0f} cycles/s wall, "
+                f"{cpu_med or 0:,.0f} per CPU second (median of {len(rs)})")
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-    print(f"{'workers':>7}  {'metrics':>7}  {'cycles':>8}  {'seconds':>8}  {'cycles/s':>10}")
-    for workers in (1, 8):
-        for metrics in (True, False):
-            r = run(args.cycles, workers, metrics=metrics)
-            print(
-                f"{r['workers']:>7}  {'on' if r['metrics'] else 'off':>7}  {r['cycles']:>8}  "
-                f"{r['seconds']:>8.3f}  {r['cycles_per_second']:>10,.0f}"
-            )
+    run_rounds(args.cycles, args.rounds, log=print)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         from substratus.operator import run_operator
+        from substratus.runtime import eventloop
 
-        return asyncio.run(run_operator(cfg))
+        return eventloop.run(run_operator(cfg))
     if args.command == "manifests":
         from substratus.api.crd import write_crds
 

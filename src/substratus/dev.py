@@ -23,6 +23,7 @@ from substratus.cloud import build_cloud
 from substratus.config import OperatorConfig
 from substratus.install import install_crds
 from substratus.operator import build_manager
+from substratus.runtime import eventloop
 from substratus.runtime.client import Client
 
 log = logging.getLogger(__name__)
@@ -77,4 +78,4 @@ async def run_dev(cfg: OperatorConfig, dev_dir: Path, *, local: bool | None = No
 def main(args: argparse.Namespace) -> int:
     cfg = OperatorConfig.from_sources(args)
     dev_dir = Path(args.dev_dir)
-    return asyncio.run(run_dev(cfg, dev_dir, local=True if args.local else None))
+    return eventloop.run(run_dev(cfg, dev_dir, local=True if args.local else None))

@@ -153,9 +153,15 @@ def summary(node: Node) -> str:
         if not dep.ready:
             return summary(dep)
     conds = (node.obj.get("status") or {}).get("conditions") or []
-    blocking = [c for c in conds if c.get("status") != "True"]
-    if blocking:
-        c = blocking[-1]
+    # Ready names the first condition holding the object back (SPEC §1); say which one it is.
+    ready = next((c for c in conds if c.get("type") == "Ready" and c.get("status") != "True"), None)
+    held = [c for c in conds if c.get("type") != "Ready" and c.get("status") != "True"]
+    if ready is not None:
+        source = next((c for c in held if c.get("reason") == ready.get("reason")
+                       and c.get("message") == ready.get("message")), ready)
+        held = [source]
+    if held:
+        c = held[-1]
         return f"{node.kind} {node.namespace}/{node.name}: {c.get('type')} is {c.get('reason')}" + (
             f" — {c['message']}" if c.get("message") else "")
     if not conds:

@@ -8,10 +8,12 @@ from substratus.api import (
     get_condition,
     is_true,
     make_condition,
+    ready_summary,
     remove_condition,
     set_condition,
+    with_ready,
 )
-from substratus.api.conditions import BUILT, COMPLETE, REASONS, SERVING
+from substratus.api.conditions import BUILT, COMPLETE, READY, REASONS, SERVING
 from substratus.api.meta import format_time, parse_time
 
 T0 = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -129,3 +131,59 @@ def test_time_format() -> None:
     assert format_time(datetime(2024, 1, 1, 12, 0, 0)) == "2024-01-01T12:00:00Z"  # naive = UTC
     assert parse_time("2024-01-01T12:00:00Z") == datetime(2024, 1, 1, 12, tzinfo=UTC)
     assert parse_time("2024-01-01T13:00:00.5+01:00") == datetime(2024, 1, 1, 12, 0, 0, 500_000, tzinfo=UTC)
+
+
+# --- Ready: the summary `kubectl wait --for=condition=Ready` reads (SPEC §1) -------------------
+
+
+def _c(type_: str, status: bool, reason: str, message: str = "") -> Condition:
+    return make_condition(type_, status, reason, message)
+
+
+def test_ready_is_true_with_the_readiness_conditions_reason() -> None:
+    conds = [_c(BUILT, True, Reason.BUILD_SUCCEEDED, "built"), _c(COMPLETE, True, Reason.JOB_SUCCEEDED, "at gs://b")]
+    ready = ready_summary(conds, COMPLETE, observed_generation=3)
+    assert (ready.type, ready.status, ready.reason, ready.message, ready.observed_generation) == (
+        READY, "True", Reason.JOB_SUCCEEDED, "at gs://b", 3)
+
+
+def test_ready_is_true_when_found_in_storage_even_if_the_build_failed() -> None:
+    # Same truth as status.ready: the artifacts are there, whatever the image's state.
+    conds = [_c(BUILT, False, Reason.BUILD_FAILED, "exit 1"), _c(COMPLETE, True, Reason.FOUND_IN_STORAGE)]
+    assert ready_summary(conds, COMPLETE).status == "True"
+
+
+def test_ready_names_the_first_condition_holding_it_back() -> None:
+    # The build failing is why the Job waits: Built comes before Complete/Serving, whatever the list order.
+    conds = [_c(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built"),
+             _c(BUILT, False, Reason.BUILD_FAILED, "kaniko exited 1")]
+    ready = ready_summary(conds, SERVING)
+    assert (ready.status, ready.reason, ready.message) == ("False", Reason.BUILD_FAILED, "kaniko exited 1")
+    conds = [_c(BUILT, True, Reason.IMAGE_PROVIDED), _c(SERVING, False, Reason.DEPLOYING, "0/1 available")]
+    ready = ready_summary(conds, SERVING)
+    assert (ready.status, ready.reason, ready.message) == ("False", Reason.DEPLOYING, "0/1 available")
+
+
+def test_ready_prefers_invalid_spec_over_a_stale_built() -> None:
+    conds = [_c(BUILT, False, Reason.BUILDING, "old build"),
+             _c(COMPLETE, False, Reason.INVALID_SPEC, "metadata.name: longer than 50")]
+    ready = ready_summary(conds, COMPLETE)
+    assert (ready.reason, ready.message) == (Reason.INVALID_SPEC, "metadata.name: longer than 50")
+
+
+def test_ready_before_any_condition() -> None:
+    ready = ready_summary([], COMPLETE)
+    assert (ready.status, ready.reason) == ("False", Reason.RECONCILING)
+
+
+def test_with_ready_ignores_its_own_previous_value_and_keeps_transition_time() -> None:
+    conds = [_c(BUILT, True, Reason.IMAGE_PROVIDED), _c(COMPLETE, False, Reason.JOB_RUNNING, "running")]
+    first = with_ready(conds, COMPLETE, T0)
+    assert first.changed and get_condition(first.conditions, READY) == Condition(
+        type=READY, status="False", reason=Reason.JOB_RUNNING, message="running", last_transition_time=format_time(T0))
+    # Same truth, new reason: no transition, the time stays.
+    conds2 = [c if c.type != COMPLETE else _c(COMPLETE, False, Reason.JOB_FAILED, "x") for c in first.conditions]
+    second = with_ready(conds2, COMPLETE, T1)
+    assert second.current.reason == Reason.JOB_FAILED
+    assert second.current.last_transition_time == format_time(T0)
+    assert with_ready(second.conditions, COMPLETE, T1).changed is False

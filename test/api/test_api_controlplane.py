@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from substratus.api import KINDS, Reason, from_dict, make_condition, set_condition, to_dict
+from substratus.api import KINDS, Reason, from_dict, make_condition, set_condition, to_dict, with_ready
 from substratus.api.crd import generate_crds
 from substratus.install import crd_established
 
@@ -157,6 +157,7 @@ def test_status_written_by_to_dict_is_accepted(api: Api) -> None:
         make_condition("Complete", False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the build", gen),
         now,
     ).conditions
+    m.status.conditions = with_ready(m.status.conditions, "Complete", now, gen).conditions
     m.status.url = "gs://bucket/f94a0d128bcbd9c1b824e9e5572baf86"
     m.status.files = ["config.json", "pytorch_model.bin"]
     m.status.disk_size = "27Gi"
@@ -169,9 +170,10 @@ def test_status_written_by_to_dict_is_accepted(api: Api) -> None:
     cols = [c["name"] for c in table["columnDefinitions"]]
     assert cols == ["Name", "Ready", "Status", "Build", "URL", "Age"]
     row = next(r["cells"] for r in table["rows"] if r["cells"][0] == "status")
+    # STATUS is the Ready condition's reason: the first condition holding the Model back (Built).
     assert row[1:5] == [
         False,
-        "WaitingForDependency",
+        "Building",
         "Building",
         "gs://bucket/f94a0d128bcbd9c1b824e9e5572baf86",
     ]

@@ -81,8 +81,8 @@ def test_crd_shape(kind: str) -> None:
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     assert list(columns) == ["Ready", "Status", "Build", "URL", "Age"]
     assert columns["Ready"]["jsonPath"] == ".status.ready"
-    condition = "Complete" if kind in ("Model", "Dataset") else "Serving"
-    assert columns["Status"]["jsonPath"] == f'.status.conditions[?(@.type=="{condition}")].reason'
+    # STATUS: the Ready condition's reason, i.e. what holds the object back (SPEC §1).
+    assert columns["Status"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
     assert columns["URL"]["jsonPath"] == ".status.url"
     assert columns["Age"] == {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
     assert columns["Build"]["priority"] == 1

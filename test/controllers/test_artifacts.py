@@ -73,6 +73,8 @@ async def test_dataset_import_end_to_end(operator, namespace: str) -> None:
     assert marker["generation"] == 1 and marker["completionTime"]
     reasons = await eventually(lambda: event_reasons(client, namespace, "squad"))
     assert {"JobRunning", "PodFailing", "JobSucceeded"} <= reasons
+    # SPEC §7: Built=True/ImageProvided on creation asks nothing of anyone: no Event for it.
+    assert "ImageProvided" not in reasons
 
 
 async def test_model_import_reports_files_and_size(operator, namespace: str) -> None:

@@ -160,6 +160,30 @@ async def test_every_waiter_gets_one_item() -> None:
     assert sorted(await within(asyncio.gather(*getters))) == list(range(10))
 
 
+async def test_items_added_at_once_start_on_every_idle_worker() -> None:
+    """Wakeups are chained (one per worker that is needed), yet no item waits for a busy worker
+    while another worker idles: a reconcile that awaits I/O holds its worker, and the rest of
+    a burst must still run concurrently."""
+    q: Queue[int] = Queue("")
+    gate = asyncio.Event()
+    running: set[int] = set()
+
+    async def worker() -> None:
+        item = await q.get()
+        running.add(item)
+        await gate.wait()  # a reconcile in flight
+        q.done(item)
+
+    workers = [asyncio.create_task(worker()) for _ in range(5)]
+    await settle()
+    for i in range(5):
+        q.add(i)
+    await settle(20)
+    assert running == set(range(5))
+    gate.set()
+    await within(asyncio.gather(*workers))
+
+
 async def test_cancelled_waiter_passes_its_wakeup_on() -> None:
     q: Queue[str] = Queue("")
     first = asyncio.create_task(q.get())

@@ -20,6 +20,7 @@ from substratus.api.common import (
 from substratus.api.conditions import (
     BUILT,
     COMPLETE,
+    READY,
     SERVING,
     Condition,
     Reason,
@@ -27,8 +28,10 @@ from substratus.api.conditions import (
     get_condition,
     is_true,
     make_condition,
+    ready_summary,
     remove_condition,
     set_condition,
+    with_ready,
 )
 from substratus.api.convert import StructureError, from_dict, spec_errors, structure, to_dict
 from substratus.api.dataset import Dataset, DatasetSpec
@@ -55,6 +58,7 @@ __all__ = [
     "GPU_TYPES",
     "GROUP",
     "KINDS",
+    "READY",
     "SERVING",
     "VERSION",
     "AnyKind",
@@ -90,6 +94,7 @@ __all__ = [
     "owner_reference",
     "parse_duration",
     "parse_time",
+    "ready_summary",
     "remove_condition",
     "secret_ref",
     "set_condition",
@@ -97,4 +102,5 @@ __all__ = [
     "structure",
     "to_dict",
     "validate",
+    "with_ready",
 ]

@@ -43,7 +43,8 @@ class Status:
 
     ready: bool = api_field("True when the object is usable (complete, or serving).", default=False)
     conditions: list[Condition] = api_field(
-        "Built, and Complete or Serving; see the reasons in the documentation.",
+        "Ready (the summary: same truth as ready), Built, and Complete or Serving; see the reasons in "
+        "the documentation.",
         factory=list,
         openapi={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
@@ -65,7 +66,7 @@ class KindInfo:
     PLURAL: ClassVar[str]
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
     READY_CONDITION: ClassVar[str]
-    """The condition besides Built whose reason is shown in the STATUS printer column."""
+    """The condition besides Built that makes the object ready (``status.ready`` and ``Ready``)."""
     workload_suffix: ClassVar[str]
     """``{name}-{workload_suffix}`` names the workload (SPEC §2)."""
 

@@ -23,6 +23,7 @@ UNKNOWN = "Unknown"
 CONDITION_STATUSES: tuple[str, ...] = (TRUE, FALSE, UNKNOWN)
 
 # Condition types (SPEC §1).
+READY = "Ready"  # every kind: the summary of the others, the same truth as status.ready
 BUILT = "Built"
 COMPLETE = "Complete"  # Model, Dataset
 SERVING = "Serving"  # Server, Notebook
@@ -53,6 +54,8 @@ class Reason:
     # Built, Complete, Serving: the workload's (or build's) Pod cannot start or keeps failing;
     # the message carries the Pod's own reason and message (SPEC §1).
     POD_FAILING = "PodFailing"
+    # Ready, only before the first reconcile has set any other condition
+    RECONCILING = "Reconciling"
 
 
 BUILT_REASONS: tuple[str, ...] = (
@@ -94,7 +97,9 @@ class Condition:
     """One aspect of an object's state, in metav1.Condition shape. Immutable: update through
     :func:`set_condition`, which owns the lastTransitionTime rule."""
 
-    type: str = api_field("Condition type: Built, Complete (Model, Dataset) or Serving (Server, Notebook).")
+    type: str = api_field(
+        "Condition type: Ready (every kind), Built, Complete (Model, Dataset) or Serving (Server, Notebook)."
+    )
     status: str = api_field("True, False or Unknown.", openapi={"enum": list(CONDITION_STATUSES)})
     observed_generation: int = api_field(
         "metadata.generation the condition was computed from.", default=0, openapi={"minimum": 0}
@@ -178,3 +183,41 @@ def is_true(conditions: Sequence[Condition], type: str) -> bool:
 
 def remove_condition(conditions: Sequence[Condition], type: str) -> list[Condition]:
     return [c for c in conditions if c.type != type]
+
+
+def ready_summary(
+    conditions: Sequence[Condition], ready_type: str, observed_generation: int = 0
+) -> Condition:
+    """The ``Ready`` condition that summarises ``conditions`` (SPEC §1), without lastTransitionTime.
+
+    ``ready_type`` is the kind's own readiness condition (``Complete`` or ``Serving``); the object
+    is ready exactly when it is True, which is also ``status.ready``. When ready, ``Ready`` is True
+    with that condition's reason and message (e.g. ``JobSucceeded``, ``Available``). When not,
+    ``Ready`` is False with the reason and message of the first condition holding it back: an
+    ``InvalidSpec`` one first (the spec is the root cause; other conditions were not recomputed),
+    then ``Built`` before ``ready_type`` (a failed build is why nothing runs), then any other in
+    list order. With none of them set yet: False, ``Reconciling``.
+    """
+    others = [c for c in conditions if c.type != READY]
+    ready = is_true(others, ready_type)
+    if ready:
+        source = get_condition(others, ready_type)
+        assert source is not None
+        return make_condition(READY, True, source.reason, source.message, observed_generation)
+    rank = {BUILT: 0, ready_type: 1}
+    holders = sorted(
+        (c for c in others if c.status != TRUE),
+        key=lambda c: (c.reason != Reason.INVALID_SPEC, rank.get(c.type, 2)),
+    )
+    if not holders:
+        return make_condition(READY, False, Reason.RECONCILING, f"no {ready_type} condition yet",
+                              observed_generation)
+    first = holders[0]
+    return make_condition(READY, False, first.reason, first.message, observed_generation)
+
+
+def with_ready(
+    conditions: Sequence[Condition], ready_type: str, now: datetime, observed_generation: int = 0
+) -> SetConditionResult:
+    """``conditions`` with ``Ready`` set from :func:`ready_summary` (the input is not mutated)."""
+    return set_condition(conditions, ready_summary(conditions, ready_type, observed_generation), now)

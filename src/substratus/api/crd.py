@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from substratus.api.conditions import READY
 from substratus.api.kinds import KINDS, KindClass
 from substratus.api.meta import GROUP, VERSION
 from substratus.api.schema import kind_schema
@@ -22,7 +23,8 @@ DEFAULT_OUTDIR = "manifests/crd"
 
 
 def printer_columns(cls: KindClass) -> list[dict[str, Any]]:
-    """READY, STATUS (reason of the Complete/Serving condition), URL, AGE; BUILD with -o wide."""
+    """READY, STATUS (reason of the Ready condition: what holds the object back, or what made it
+    ready), URL, AGE; BUILD with -o wide."""
 
     def reason(condition: str) -> str:
         return f'.status.conditions[?(@.type=="{condition}")].reason'
@@ -32,8 +34,9 @@ def printer_columns(cls: KindClass) -> list[dict[str, Any]]:
         {
             "name": "Status",
             "type": "string",
-            "jsonPath": reason(cls.READY_CONDITION),
-            "description": f"Reason of the {cls.READY_CONDITION} condition.",
+            "jsonPath": reason(READY),
+            "description": "Reason of the Ready condition: the first condition holding the object back, "
+            f"or the {cls.READY_CONDITION} condition's when ready.",
         },
         {
             "name": "Build",

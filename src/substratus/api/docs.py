@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from substratus.api.common import ParamValue
-from substratus.api.conditions import BUILT, REASONS
+from substratus.api.conditions import BUILT, READY, REASONS
 from substratus.api.crd import CATEGORIES, printer_columns
 from substratus.api.fields import description, json_name
 from substratus.api.kinds import KINDS, KindClass
@@ -154,8 +154,9 @@ def _kind_section(cls: KindClass) -> str:
         f"- `apiVersion: {API_VERSION}`, `kind: {cls.KIND}`, namespaced; names: {names}; "
         f"categories: {', '.join(f'`{c}`' for c in CATEGORIES)}",
         f"- `kubectl get {cls.PLURAL}` columns: {columns} (BUILD with `-o wide`)",
-        f"- conditions: `{BUILT}` and `{cls.READY_CONDITION}`; `status.ready` is true when "
-        f"`{cls.READY_CONDITION}` is True",
+        f"- conditions: `{READY}`, `{BUILT}` and `{cls.READY_CONDITION}`; `status.ready` is true when "
+        f"`{cls.READY_CONDITION}` is True, and `{READY}` carries the same truth "
+        f"(`kubectl wait --for=condition=Ready {cls.singular()}/NAME`)",
         "",
         "### spec",
         "",
@@ -177,6 +178,12 @@ def _conditions_section() -> str:
            "| type | kinds | reasons |", "|---|---|---|"]
     for type_, reasons in REASONS.items():
         out.append(f"| `{type_}` | {', '.join(kinds_of.get(type_, []))} | {', '.join(f'`{r}`' for r in reasons)} |")
+    out += ["",
+            f"`{READY}` (every kind) is the summary `kubectl wait --for=condition=Ready` waits for: True exactly "
+            "when `status.ready` is, with the reason and message of `Complete`/`Serving`; otherwise False with "
+            "the reason and message of the first condition holding the object back — an `InvalidSpec` one, "
+            "then `Built`, then `Complete`/`Serving`. Its transitions get no Event of their own (the condition "
+            "it reflects has one)."]
     return "\n".join(out) + "\n"
 
 

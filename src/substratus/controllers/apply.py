@@ -8,6 +8,7 @@ kinds whose spec is immutable (Jobs, Pods) — delete so the next pass recreates
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from typing import Any
@@ -81,6 +82,24 @@ class Applier:
         applied = await self.client.apply(res, desired)
         log.info("updated %s name=%s", res.kind, name)
         return applied, Action.UPDATED
+
+    async def ensure_all(self, *children: tuple[Resource, dict[str, Any], bool],
+                         ) -> list[tuple[dict[str, Any] | None, Action]]:
+        """:meth:`ensure` for several independent children ``(resource, desired, immutable)`` at
+        once: one round trip's wait instead of one per child. Results are in the given order.
+
+        Every child is attempted even if another fails; the first failure (in the given order)
+        is then raised, so a reconcile fails exactly as it would have serially, with the rest done.
+        Only for children that do not read each other (a Job may be created before the
+        ConfigMap it mounts: the kubelet waits for the volume's source to exist)."""
+        results = await asyncio.gather(*(self.ensure(res, desired, immutable=immutable)
+                                         for res, desired, immutable in children), return_exceptions=True)
+        out: list[tuple[dict[str, Any] | None, Action]] = []
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+            out.append(r)
+        return out
 
     async def delete(self, res: Resource, name: str, namespace: str) -> bool:
         """Delete a child if the cache still has it; True when a delete was issued."""

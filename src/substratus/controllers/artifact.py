@@ -82,10 +82,11 @@ class ArtifactReconciler(KindReconciler):
 
         mounts = self.mounts(obj, url)
         sa = await self.service_account(ns)
-        await self.ctx.applier.ensure(CONFIGMAPS, render.params_configmap(obj))
         desired = render.job(obj, name=job_name, image=image.image, mounts=mounts, cloud=cloud,
                              options=self.ctx.render, role_label="workload", service_account=sa)
-        job, _ = await self.ctx.applier.ensure(JOBS, desired, immutable=True)
+        # Independent writes, in flight together: the Job's Pod waits for the ConfigMap it mounts.
+        _, (job, _) = await self.ctx.applier.ensure_all(
+            (CONFIGMAPS, render.params_configmap(obj), False), (JOBS, desired, True))
         state, message = job_state(job)
         problem = self.pod_problem(obj, render.WORKLOAD_ROLE, job) if job is not None and state != "succeeded" \
             else None

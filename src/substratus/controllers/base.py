@@ -26,6 +26,7 @@ from substratus.api import (
     structure,
     to_dict,
     validate,
+    with_ready,
 )
 from substratus.cloud.base import Cloud
 from substratus.config import DEFAULT_GIT_IMAGE, DEFAULT_KANIKO_IMAGE
@@ -93,13 +94,10 @@ class KindReconciler(abc.ABC):
             result = await self.sync(obj, raw, update)
         except InvalidSpec as exc:
             return await self._invalid(raw, obj, [str(exc)])
+        obj.status.ready = update.finish(self.ready_condition)
         obj.status.conditions = update.conditions
-        obj.status.ready = self.is_ready(update)
         await self._finish(raw, obj, update)
         return result
-
-    def is_ready(self, update: StatusUpdate) -> bool:
-        return update.is_true(self.ready_condition)
 
     async def _finish(self, raw: dict[str, Any], obj: AnyKind, update: StatusUpdate) -> None:
         new_status = status_dict(obj)
@@ -113,18 +111,20 @@ class KindReconciler(abc.ABC):
             # Unparseable: patch the condition onto the raw status without touching anything else.
             conds = [structure(c, Condition) for c in (raw.get("status") or {}).get("conditions") or []
                      if isinstance(c, dict) and c.get("type") and c.get("status")]
+            generation = (raw.get("metadata") or {}).get("generation") or 0
             res = set_condition(conds, make_condition(self.ready_condition, False, Reason.INVALID_SPEC, message,
-                                                      (raw.get("metadata") or {}).get("generation") or 0), now())
+                                                      generation), now())
+            summarized = with_ready(res.conditions, self.ready_condition, now(), generation)
             new_status = {**(raw.get("status") or {}), "ready": False,
-                          "conditions": [to_dict(c) for c in res.conditions]}
+                          "conditions": [to_dict(c) for c in summarized.conditions]}
             await write_status(self.ctx.client, self.resource, raw, new_status, self.ctx.cache)
             if res.transitioned or (res.previous and res.previous.reason != Reason.INVALID_SPEC):
                 record_transitions(self.ctx.recorder, raw, [res.current])
             return Result()
         update = StatusUpdate(obj)
         update.set(self.ready_condition, False, Reason.INVALID_SPEC, message)
+        obj.status.ready = update.finish(self.ready_condition)
         obj.status.conditions = update.conditions
-        obj.status.ready = False
         await self._finish(raw, obj, update)
         log.info("invalid spec: %s", message)
         return Result()

@@ -1,5 +1,6 @@
-"""Status bookkeeping shared by every reconciler: set every condition, derive ``ready``,
-write ``/status`` only when something changed, and turn each transition into an Event."""
+"""Status bookkeeping shared by every reconciler: set every condition, derive ``ready`` and the
+``Ready`` condition from them (SPEC §1), write ``/status`` only when something changed, and turn
+each transition into an Event."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 
 import attrs
 
-from substratus.api import AnyKind, Condition, Reason, make_condition, set_condition, to_dict
-from substratus.api.conditions import TRUE
+from substratus.api import AnyKind, Condition, Reason, make_condition, set_condition, to_dict, with_ready
+from substratus.api.conditions import READY, TRUE
 from substratus.controllers.diff import merge_patch
 from substratus.runtime.cache import Cache
 from substratus.runtime.client import Client
@@ -20,6 +21,11 @@ from substratus.runtime.resource import Resource
 log = logging.getLogger(__name__)
 
 WARNING_REASONS = frozenset({Reason.INVALID_SPEC, Reason.JOB_FAILED, Reason.BUILD_FAILED, Reason.POD_FAILING})
+
+QUIET_FIRST_REASONS = frozenset({Reason.IMAGE_PROVIDED, Reason.FOUND_IN_STORAGE})
+"""Reasons whose *first* appearance gets no Event (SPEC §7): a state that asks nothing of anyone
+— the image was given, the data is already stored — so an Event costs a write and tells nobody
+anything. Reaching one of them later (a change of reason or status) is a transition like any other."""
 
 
 def now() -> dt.datetime:
@@ -42,12 +48,25 @@ class StatusUpdate:
             type_, status, reason, message, observed_generation=self.obj.metadata.generation), now())
         self.conditions = result.conditions
         prev = result.previous
-        if prev is None or prev.status != result.current.status or prev.reason != result.current.reason:
+        if prev is None:
+            if result.current.reason not in QUIET_FIRST_REASONS:
+                self.transitions.append(result.current)
+        elif prev.status != result.current.status or prev.reason != result.current.reason:
             self.transitions.append(result.current)
         return result.current
 
     def is_true(self, type_: str) -> bool:
         return any(c.type == type_ and c.status == TRUE for c in self.conditions)
+
+    def finish(self, ready_type: str) -> bool:
+        """Set ``Ready`` from the conditions set so far (:func:`~substratus.api.ready_summary`)
+        and return the object's readiness, the value of ``status.ready``.
+
+        ``Ready`` transitions are not added to :attr:`transitions`: each is the transition of
+        the condition it summarises, which already gets its Event (one write, not two)."""
+        result = with_ready(self.conditions, ready_type, now(), self.obj.metadata.generation)
+        self.conditions = result.conditions
+        return result.current.status == TRUE
 
 
 async def write_status(client: Client, res: Resource, raw: dict[str, Any], new_status: dict[str, Any],
@@ -68,6 +87,8 @@ async def write_status(client: Client, res: Resource, raw: dict[str, Any], new_s
 
 def record_transitions(recorder: EventRecorder, raw: dict[str, Any], transitions: list[Condition]) -> None:
     for c in transitions:
+        if c.type == READY:
+            continue  # a summary: the condition it reflects has its own Event
         type_ = WARNING if c.reason in WARNING_REASONS else NORMAL
         message = f"{c.type}={c.status}" + (f": {c.message}" if c.message else "")
         recorder.event(raw, type_, c.reason, message)

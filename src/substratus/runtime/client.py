@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
+import orjson
+import yarl
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
@@ -152,6 +155,7 @@ class Client:
         self.options = options or ClientOptions()
         self._host = urlsplit(api.configuration.host).netloc or api.configuration.host
         self._counters: dict[tuple[str, str], Any] = {}
+        _resolve_env_once(api)
 
     # --- construction -------------------------------------------------------------------------
 
@@ -234,7 +238,7 @@ class Client:
             finally:
                 resp.release()
             if 200 <= resp.status < 300:
-                return json.loads(data) if data else None
+                return loads(data) if data else None
             err = ApiError.from_response(resp.status, data, resp.headers)
             if err.retry_after is not None and attempt < self.options.max_retries and (
                     resp.status == 429 or resp.status >= 500):
@@ -363,7 +367,7 @@ class Client:
                 line = line.strip()
                 if not line:
                     continue
-                event = json.loads(line)
+                event = loads(line)
                 etype, obj = event.get("type"), event.get("object") or {}
                 if etype == "ERROR":
                     code = int(obj.get("code") or 500)
@@ -373,6 +377,43 @@ class Client:
         finally:
             resp.release()
             resp.close()
+
+
+def _resolve_env_once(api: k8s_client.ApiClient) -> None:
+    """Read the proxy environment once, instead of on every request.
+
+    kubernetes-asyncio opens its aiohttp session with ``trust_env=True``, and aiohttp then looks
+    up ``~/.netrc`` and the ``*_PROXY`` variables for every request, each on a worker thread: two
+    thread hand-offs per request, the largest single cost per object in a convergence profile
+    (docs/benchmarks.md). The proxy for the API server (``HTTPS_PROXY``/``NO_PROXY``, unless the
+    kubeconfig names one) is resolved here once, as client-go does when it builds its transport;
+    netrc credentials are not a way to authenticate to an API server, so they are not read.
+    """
+    rest = getattr(api, "rest_client", None)
+    session = getattr(rest, "pool_manager", None)
+    if rest is None or not isinstance(session, aiohttp.ClientSession) or not session.trust_env:
+        return
+    if not getattr(rest, "proxy", None):
+        with contextlib.suppress(LookupError, ValueError):
+            proxy, auth = aiohttp.helpers.get_env_proxy_for_url(yarl.URL(api.configuration.host or ""))
+            rest.proxy = str(proxy)
+            if auth is not None:
+                rest.proxy_headers = {**(getattr(rest, "proxy_headers", None) or {}),
+                                      "Proxy-Authorization": auth.encode()}
+    session._trust_env = False  # one of ClientSession's declared attributes; no public setter
+
+
+def loads(data: bytes) -> Any:
+    """Decode a JSON response body or watch line: orjson (several times faster than ``json``
+    on Kubernetes objects), falling back to ``json`` for what orjson refuses and ``json`` takes
+    (a number beyond a double's range). Integers beyond 64 bits come back as floats, as the API
+    server itself stores them (it decodes unstructured JSON numbers to int64 or float64).
+
+    Raises ValueError (``json.JSONDecodeError``) if neither can decode it."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def _default_kubeconfig_exists() -> bool:

@@ -7,7 +7,18 @@ registry owned by this module so that tests and the manager's ``/metrics`` endpo
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -58,43 +69,129 @@ ACTIVE_WORKERS = Gauge(
     registry=REGISTRY,
 )
 
-# client-go: util/workqueue, as registered by controller-runtime (labels name + controller)
-_WQ_LABELS = ["name", "controller"]
-WORKQUEUE_DEPTH = Gauge("workqueue_depth", "Current depth of workqueue", _WQ_LABELS, registry=REGISTRY)
-WORKQUEUE_ADDS = Counter(
-    "workqueue_adds_total", "Total number of adds handled by workqueue", _WQ_LABELS, registry=REGISTRY
-)
-_WQ_BUCKETS = tuple(10.0**e for e in range(-8, 4))  # 1e-8 .. 1e3, exponential like client-go
-WORKQUEUE_QUEUE_DURATION = Histogram(
-    "workqueue_queue_duration_seconds",
-    "How long in seconds an item stays in workqueue before being requested",
-    _WQ_LABELS,
-    buckets=_WQ_BUCKETS,
-    registry=REGISTRY,
-)
-WORKQUEUE_WORK_DURATION = Histogram(
-    "workqueue_work_duration_seconds",
-    "How long in seconds processing an item from workqueue takes.",
-    _WQ_LABELS,
-    buckets=_WQ_BUCKETS,
-    registry=REGISTRY,
-)
-WORKQUEUE_UNFINISHED_WORK = Gauge(
-    "workqueue_unfinished_work_seconds",
-    "How many seconds of work has been done that is in progress and hasn't been observed by "
-    "work_duration. Large values indicate stuck threads.",
-    _WQ_LABELS,
-    registry=REGISTRY,
-)
-WORKQUEUE_LONGEST_RUNNING = Gauge(
-    "workqueue_longest_running_processor_seconds",
-    "How many seconds has the longest running processor for workqueue been running.",
-    _WQ_LABELS,
-    registry=REGISTRY,
-)
-WORKQUEUE_RETRIES = Counter(
-    "workqueue_retries_total", "Total number of retries handled by workqueue", _WQ_LABELS, registry=REGISTRY
-)
+# client-go: util/workqueue, as registered by controller-runtime (labels name + controller).
+#
+# Not prometheus_client Counter/Gauge/Histogram objects: those take a lock and walk the bucket
+# list on every call, which made the metrics cost more than the queue itself (about 9 µs of a
+# 17 µs add/get/done cycle). A queue counts into the plain attributes of its WorkqueueSeries on
+# the event loop's thread; WorkqueueCollector turns them into the same families at scrape time.
+WORKQUEUE_BUCKETS: tuple[float, ...] = tuple(10.0**e for e in range(-8, 4))
+"""1e-8 .. 1e3 s, exponential like client-go's ``prometheus.ExponentialBuckets(10e-9, 10, 12)``."""
+
+
+class WorkqueueSeries:
+    """One queue's ``workqueue_*`` values (one label pair ``name``/``controller``).
+
+    Plain attributes, updated by the queue with no locking: a queue is used only from its event
+    loop's thread, and ``/metrics`` is served on that loop too. Durations are appended to
+    ``queue_pending``/``work_pending`` as they happen and sorted into buckets by :meth:`fold`
+    (at every scrape, and by the queue once ``FOLD_AT`` are pending), which is cheaper per item
+    than finding the bucket each time. Bucket counts are per bucket, not cumulative; index
+    ``len(WORKQUEUE_BUCKETS)`` is ``+Inf``.
+    """
+
+    FOLD_AT = 1024
+
+    __slots__ = ("adds", "depth", "longest", "queue_counts", "queue_pending", "queue_sum", "retries",
+                 "unfinished", "work_counts", "work_pending", "work_sum")
+
+    def __init__(self) -> None:
+        self.adds = 0
+        self.depth = 0
+        self.retries = 0
+        self.unfinished = 0.0
+        self.longest = 0.0
+        self.queue_counts = [0] * (len(WORKQUEUE_BUCKETS) + 1)
+        self.queue_pending: list[float] = []
+        self.queue_sum = 0.0
+        self.work_counts = [0] * (len(WORKQUEUE_BUCKETS) + 1)
+        self.work_pending: list[float] = []
+        self.work_sum = 0.0
+
+    def fold(self) -> None:
+        """Move pending durations into the histogram buckets and sums."""
+        if self.queue_pending:
+            self.queue_sum += _into_buckets(self.queue_pending, self.queue_counts)
+        if self.work_pending:
+            self.work_sum += _into_buckets(self.work_pending, self.work_counts)
+
+
+def _into_buckets(pending: list[float], counts: list[int]) -> float:
+    bounds = WORKQUEUE_BUCKETS
+    for v in pending:
+        counts[bisect_left(bounds, v)] += 1
+    total = math.fsum(pending)
+    pending.clear()
+    return total
+
+
+class WorkqueueCollector(Collector):
+    """Exposes every :class:`WorkqueueSeries` under client-go's metric names.
+
+    Series are kept per label pair for the life of the process, like a labelled prometheus
+    child: a controller that stops and starts again (leader election) keeps counting on.
+    """
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, str], WorkqueueSeries] = {}
+
+    def series(self, name: str, controller: str) -> WorkqueueSeries:
+        key = (name, controller)
+        s = self._series.get(key)
+        if s is None:
+            s = self._series[key] = WorkqueueSeries()
+        return s
+
+    def describe(self) -> list[Metric]:
+        return self._families(())
+
+    def collect(self) -> list[Metric]:
+        return self._families(tuple(self._series.items()))
+
+    @staticmethod
+    def _families(items: tuple[tuple[tuple[str, str], WorkqueueSeries], ...]) -> list[Metric]:
+        labels = ["name", "controller"]
+        depth = GaugeMetricFamily("workqueue_depth", "Current depth of workqueue", labels=labels)
+        adds = CounterMetricFamily("workqueue_adds", "Total number of adds handled by workqueue", labels=labels)
+        latency = HistogramMetricFamily(
+            "workqueue_queue_duration_seconds",
+            "How long in seconds an item stays in workqueue before being requested", labels=labels)
+        work = HistogramMetricFamily(
+            "workqueue_work_duration_seconds",
+            "How long in seconds processing an item from workqueue takes.", labels=labels)
+        unfinished = GaugeMetricFamily(
+            "workqueue_unfinished_work_seconds",
+            "How many seconds of work has been done that is in progress and hasn't been observed by "
+            "work_duration. Large values indicate stuck threads.", labels=labels)
+        longest = GaugeMetricFamily(
+            "workqueue_longest_running_processor_seconds",
+            "How many seconds has the longest running processor for workqueue been running.", labels=labels)
+        retries = CounterMetricFamily("workqueue_retries", "Total number of retries handled by workqueue",
+                                      labels=labels)
+        for key, s in items:
+            s.fold()
+            lv = list(key)
+            depth.add_metric(lv, s.depth)
+            adds.add_metric(lv, s.adds)
+            latency.add_metric(lv, _cumulative(s.queue_counts), s.queue_sum)
+            work.add_metric(lv, _cumulative(s.work_counts), s.work_sum)
+            unfinished.add_metric(lv, s.unfinished)
+            longest.add_metric(lv, s.longest)
+            retries.add_metric(lv, s.retries)
+        return [depth, adds, latency, work, unfinished, longest, retries]
+
+
+def _cumulative(counts: list[int]) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    total = 0
+    for bound, n in zip((*WORKQUEUE_BUCKETS, math.inf), counts, strict=True):
+        total += n
+        out.append((floatToGoString(bound), float(total)))
+    return out
+
+
+WORKQUEUE = WorkqueueCollector()
+REGISTRY.register(WORKQUEUE)
 
 # client-go: tools/leaderelection
 LEADER_ELECTION_MASTER_STATUS = Gauge(
