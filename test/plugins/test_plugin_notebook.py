@@ -203,6 +203,37 @@ exec sleep 60
     assert (await operator.client.get(NOTEBOOKS, "pf", namespace))["spec"]["suspend"] is False  # --keep-running
 
 
+async def test_session_prints_the_new_url_when_the_notebook_token_changes(operator: Any, namespace: str,
+                                                                           kubeconfig: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 #8/#9: the token Secret is deleted mid-session; the operator rolls the Pod with a
+    new token and the session, restarting its dropped port-forward, prints the URL that works now."""
+    monkeypatch.setenv("KUBECTL", _fake_kubectl(tmp_path, """echo "Forwarding from 127.0.0.1:18889 -> 8888"
+sleep 1
+echo "error: lost connection to pod" >&2
+exit 1
+"""))
+    monkeypatch.setattr(notebook, "PORT_FORWARD_BACKOFF", (0.2, 0.5))
+    opts = _opts(kubeconfig, name="rot", namespace=namespace, build=str(context_dir(tmp_path / "ctx")), port=18889,
+                 keep_running=True)
+    opts.port_forward = True
+    task, out, stop = await _start(opts)
+    first = await _url(task, out)
+    old = await _token(operator.client, "rot", namespace)
+    assert first == notebook_url(old, 18889)
+    await operator.client.delete(SECRETS, "rot-notebook-token", namespace)
+
+    async def new_url() -> str | None:
+        lines = out.getvalue().split()
+        return lines[-1] if len(lines) >= 2 else None
+
+    url = await eventually(new_url, timeout=60, message="a second URL on stdout")
+    token = await _token(operator.client, "rot", namespace)
+    assert token != old and url == notebook_url(token, 18889)
+    stop.set()
+    assert await asyncio.wait_for(task, 30) == 0
+
+
 async def test_unknown_notebook_without_build_exits_2(operator: Any, namespace: str, kubeconfig: Path) -> None:
     with pytest.raises(PluginError) as e:
         await notebook.run(_opts(kubeconfig, name="nope", namespace=namespace), out=io.StringIO())

@@ -210,6 +210,8 @@ class PortForward:
     healthy_after: float = PORT_FORWARD_HEALTHY_SECONDS
     backoff: Backoff = attrs.field(factory=lambda: Backoff(*PORT_FORWARD_BACKOFF, jitter=0.2))
     pod_alive: Callable[[], Awaitable[bool]] | None = None
+    on_restarted: Callable[[], Awaitable[None]] | None = None
+    """Called after each successful restart (the Pod may be a new one, e.g. with a new token)."""
     proc: asyncio.subprocess.Process | None = None
     stderr_tail: collections.deque[str] = attrs.field(factory=lambda: collections.deque(maxlen=20))
     restarted: int = 0
@@ -288,6 +290,12 @@ class PortForward:
                 await self._spawn()
             except PluginError as e:
                 echo(e.message, self.stream)
+                continue
+            if self.on_restarted is not None:
+                try:
+                    await self.on_restarted()
+                except Exception as e:  # a hook must never end the forwarding
+                    echo(f"port-forward: after restarting: {e}", self.stream)
 
     async def _terminate(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -448,7 +456,8 @@ class Session:
         try:
             if o.port_forward:
                 forward = PortForward(port_forward_command(self.name, self.ns, o.port, kubeconfig=o.kubeconfig,
-                                                           context=o.context), self.err, pod_alive=self._pod_alive)
+                                                           context=o.context), self.err, pod_alive=self._pod_alive,
+                                      on_restarted=self._refresh_url)
                 await forward.start()
             print(self.url, file=self.out, flush=True)
             if o.open_browser:
@@ -479,6 +488,17 @@ class Session:
         finally:
             if forward is not None:
                 await forward.stop()
+
+    async def _refresh_url(self) -> None:
+        """A replaced Pod may run with a new token (its Secret was deleted or rotated): print the
+        URL that works now, so the session keeps working as long as the Notebook does."""
+        token = await read_token(self.client, self.name, self.ns)
+        url = notebook_url(token, self.opts.port)
+        if url != self.url:
+            self.url = url
+            print(url, file=self.out, flush=True)
+            echo(f"Notebook {self.ns}/{self.name}: its token changed (the Pod was replaced); "
+                 f"use the new URL: {url}", self.err)
 
     async def _pod_alive(self) -> bool:
         """The Notebook's Pod exists, is not being deleted and has not ended: worth forwarding to."""
