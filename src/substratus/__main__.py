@@ -2,7 +2,7 @@
 
 ``substratus run`` is the operator (the container's entry point); ``manifests`` regenerates
 the CRDs; ``dev`` starts a local control plane for development; ``explain`` says why an
-object is or is not ready.
+object is or is not ready; ``convert`` and ``adopt`` move users of the original Substratus over.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b")
     ex.add_argument("-n", "--namespace", default=None)
     ex.add_argument("--kubeconfig", default=None)
+
+    from substratus.migrate import add_arguments as add_migrate_arguments
+
+    add_migrate_arguments(sub)
     return parser
 
 
@@ -82,6 +86,17 @@ def main(argv: list[str] | None = None) -> int:
         from substratus.explain import main as explain_main
 
         return asyncio.run(explain_main(args.target, args.namespace, args.kubeconfig))
+    if args.command == "convert":
+        from substratus.migrate import convert_main
+
+        return convert_main(args)
+    if args.command == "adopt":
+        from substratus.explain import _current_namespace
+        from substratus.migrate import adopt
+
+        return asyncio.run(adopt(args.target, args.namespace or _current_namespace(args.kubeconfig),
+                                 cloud_name=args.cloud, cluster_name=args.cluster_name,
+                                 bucket_url=args.bucket_url, kubeconfig=args.kubeconfig))
     parser.error(f"unknown command {args.command}")
     return 2
 

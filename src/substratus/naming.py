@@ -28,6 +28,7 @@ PARAMS: Role = "params"
 _ROLE_SUFFIX: dict[str, str] = {WORKLOAD: "", BUILD: "-bld", PARAMS: "-params"}
 
 _ARTIFACT_DIRS = {"model": "model", "dataset": "data"}
+_SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
 _TAG_INVALID = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -90,6 +91,12 @@ def artifacts_url(url: str, kind: str) -> str:
     if sub is None:
         raise ValueError(f"{kind} has no artifacts directory; only Model and Dataset do")
     return f"{url.rstrip('/')}/{sub}"
+
+
+def is_plain_segment(name: str) -> bool:
+    """One path segment of letters, digits, ``.``, ``_``, ``-`` (not ``.``/``..``): safe to append
+    to a storage URL read from the bucket (e.g. ``completed.json``'s ``artifacts``)."""
+    return bool(_SEGMENT.match(name)) and name not in (".", "..")
 
 
 def upload_object_url(url: str, checksum: str) -> str:

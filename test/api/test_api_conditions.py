@@ -31,11 +31,13 @@ def test_reasons_match_spec() -> None:
         "JobSucceeded",
         "JobFailed",
         "FoundInStorage",
+        "ReferenceNotPermitted",
         "PodFailing",
         "InvalidSpec",
+        "ReconcileError",
     )
-    assert REASONS[SERVING] == ("WaitingForDependency", "Deploying", "Available", "Suspended", "PodFailing",
-                                "InvalidSpec")
+    assert REASONS[SERVING] == ("WaitingForDependency", "Deploying", "Available", "Suspended",
+                                "ReferenceNotPermitted", "PodFailing", "InvalidSpec", "ReconcileError")
     assert (BUILT, COMPLETE, SERVING) == ("Built", "Complete", "Serving")
 
 

@@ -10,7 +10,7 @@ from helpers import condition, create_secret, event_reasons, get_obj, gone, read
 from substratus import naming
 from substratus.controllers.resources import DATASETS, MODELS
 from substratus.runtime.resource import CONFIGMAPS, JOBS
-from substratus.testing.simulator import OUTCOME_ANNOTATION
+from substratus.testing.simulator import OUTCOME_ANNOTATION, container_env
 from substratus.testing.wait import eventually
 
 
@@ -174,3 +174,21 @@ async def test_converged_resync_issues_zero_writes(operator, namespace: str) -> 
 # --- helpers ------------------------------------------------------------------------------------
 
 
+
+
+async def test_param_values_reach_the_process_exactly_as_in_params_json(operator, namespace: str) -> None:
+    """SPEC §1: ``$`` is escaped for the kubelet, so ``PARAM_*`` and params.json agree —
+    checked with the kubelet's own expansion rules on the Job the API server stored."""
+    client = operator.client
+    params = {"password": "pa$$word", "ref": "$(PARAM_N)/x", "lone": "cost $5", "trailing": "x$", "many": "$$$",
+              "plain": "abc", "n": 3}
+    await client.create(DATASETS, dataset("dollars", namespace, params=params))
+    job = await eventually(lambda: client.get_or_none(JOBS, "dollars-dataset", namespace), timeout=30)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    seen = container_env(container)
+    cm = await client.get(CONFIGMAPS, "dollars-dataset-params", namespace)
+    from_file = json.loads(cm["data"]["params.json"])
+    assert from_file == params
+    for key, value in params.items():
+        env_name = naming.param_env_name(key)
+        assert seen[env_name] == str(value), f"{env_name}: the process gets {seen[env_name]!r}, params.json {value!r}"

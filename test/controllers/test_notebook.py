@@ -158,6 +158,9 @@ async def test_notebook_waits_for_model_and_dataset_then_runs(operator, namespac
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     assert mounts["/content/model"]["readOnly"] and mounts["/content/data"]["readOnly"]
     assert not mounts["/content/output"].get("readOnly")
+    # the same output volume at upstream Substratus' path too (SPEC §9)
+    assert mounts["/content/artifacts"]["name"] == mounts["/content/output"]["name"]
+    assert not mounts["/content/artifacts"].get("readOnly")
     volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
     bucket = operator.cloud.bucket_url.removeprefix("file://")
     model_hash = naming.storage_hash("test-cluster", namespace, "models", "opt")

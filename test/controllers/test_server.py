@@ -49,7 +49,7 @@ async def test_server_waits_for_model_then_serves(operator, namespace: str) -> N
     await client.create(MODELS, model("opt", namespace))
     obj = await eventually(lambda: _serving_reason(client, "chat", namespace, "Available"), timeout=30)
     assert obj["status"]["ready"] is True
-    assert "url" not in obj["status"], "a Server has no storage URL"
+    assert obj["status"]["url"] == f"http://chat-server.{namespace}.svc.cluster.local:8080"
     assert f"http://chat-server.{namespace}.svc.cluster.local:8080" in serving(obj)["message"]
     assert condition(obj, "Built")["reason"] == "ImageProvided"
 
@@ -110,7 +110,8 @@ async def test_model_url_change_rolls_the_deployment(operator, namespace: str) -
     model_ctl = next(c for c in operator.manager.controllers if c.name == "model")
     await model_ctl.stop()
     moved = f"{operator.cloud.bucket_url}/{'0' * 32}"
-    await client.patch_status(MODELS, "opt", {"status": {"url": moved}}, namespace)
+    # (The Model controller writes url and artifactsURL together; dependents mount the latter.)
+    await client.patch_status(MODELS, "opt", {"status": {"url": moved, "artifactsURL": f"{moved}/model"}}, namespace)
 
     async def rolled() -> dict[str, Any] | None:
         d = await client.get(DEPLOYMENTS, "roll-server", namespace)
@@ -217,6 +218,63 @@ async def test_converged_servers_resync_with_zero_writes(operator, namespace: st
     for i in range(2):
         await eventually(lambda i=i: _serving_reason(client, f"steady-{i}", namespace, "Available"), timeout=30)
     assert await writes_on_resync(operator) == 0, "a converged reconcile must not write"
+
+
+async def test_env_that_a_param_also_sets_is_invalid_spec(operator, namespace: str) -> None:
+    """Two sources for one variable: the API server refuses duplicate env names (a 500 on every
+    apply), so the controller says which field to fix and creates nothing (SPEC §1)."""
+    client = operator.client
+    await client.create(MODELS, model("opt", namespace))
+    await client.create(SERVERS, server("dup", namespace, params={"max_tokens": 256},
+                                        env={"PARAM_MAX_TOKENS": "512", "LOG_LEVEL": "debug"}))
+    obj = await eventually(lambda: _serving_reason(client, "dup", namespace, "InvalidSpec"), timeout=30)
+    message = serving(obj)["message"]
+    assert "spec.env.PARAM_MAX_TOKENS" in message and "spec.params.max_tokens" in message, message
+    assert obj["status"]["ready"] is False
+    for res in (DEPLOYMENTS, SERVICES, CONFIGMAPS):
+        assert await client.get_or_none(res, "dup-server" + ("-params" if res is CONFIGMAPS else ""),
+                                        namespace) is None, f"no {res.kind}"
+    assert "InvalidSpec" in await eventually(lambda: event_reasons(client, namespace, "dup"))
+
+
+async def test_gpu_server_recreates_and_reports_its_url(operator, namespace: str) -> None:
+    """SPEC §4: a Server requesting GPUs rolls out with Recreate (a one-GPU Deployment must
+    never need a second GPU to roll); status.url is its in-cluster URL. Switching GPUs off and on
+    again changes the strategy on the live Deployment (the API server refuses a leftover
+    rollingUpdate next to Recreate)."""
+    client = operator.client
+    await client.create(MODELS, model("opt", namespace))
+    await client.create(SERVERS, server("gpu", namespace, resources={"gpu": {"type": "nvidia-l4", "count": 1}}))
+    obj = await eventually(lambda: _serving_reason(client, "gpu", namespace, "Available"), timeout=30)
+    assert obj["status"]["url"] == f"http://gpu-server.{namespace}.svc.cluster.local:8080"
+    dep = await client.get(DEPLOYMENTS, "gpu-server", namespace)
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    limits = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"
+
+    async def strategy(want: str, generation: int) -> dict[str, Any] | None:
+        d = await client.get(DEPLOYMENTS, "gpu-server", namespace)
+        s = await _serving_reason(client, "gpu", namespace, "Available")
+        ok = d["spec"]["strategy"]["type"] == want and s and s["status"]["conditions"] and all(
+            c["observedGeneration"] == generation for c in s["status"]["conditions"])
+        return d if ok else None
+
+    # GPUs off: back to a rolling update (the new Pod is ready before the old one stops).
+    await client.patch(SERVERS, "gpu", {"spec": {"resources": {"gpu": None}}}, namespace)
+    dep = await eventually(lambda: strategy("RollingUpdate", 2), timeout=30)
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert "nvidia.com/gpu" not in dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    # And on again: the live rollingUpdate must go, or the API server rejects the apply.
+    await client.patch(SERVERS, "gpu", {"spec": {"resources": {"gpu": {"type": "nvidia-l4", "count": 2}}}}, namespace)
+    dep = await eventually(lambda: strategy("Recreate", 3), timeout=30)
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+
+    # A Server without GPUs from the start: a rolling update, and its URL.
+    await client.create(SERVERS, server("cpu", namespace))
+    obj = await eventually(lambda: _serving_reason(client, "cpu", namespace, "Available"), timeout=30)
+    assert obj["status"]["url"] == f"http://cpu-server.{namespace}.svc.cluster.local:8080"
+    dep = await client.get(DEPLOYMENTS, "cpu-server", namespace)
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
 def test_deployment_state() -> None:

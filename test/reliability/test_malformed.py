@@ -4,7 +4,7 @@ Every malformed object is either rejected by the API server's schema (the test a
 status code and that the message names the field) or accepted and then marked ``InvalidSpec``
 by the controller with a message naming the field, with no children created — kube-apiserver
 1.20 has no CEL, so the rules the CRD states as ``x-kubernetes-validations`` (name length,
-DNS-1035, image source exclusivity, branch XOR tag) fall to the controller. A dangling reference
+DNS-1035, image required, image source exclusivity, branch XOR tag) fall to the controller. A dangling reference
 is not malformed (the object may be created later): it waits, naming what is missing. All 25
 valid objects converge; the operator task never ends and no reconcile panics.
 """
@@ -69,11 +69,13 @@ def malformed(ns: str) -> list[Case]:
         Case(dataset("md5-bad", ns, image={"upload": {"checksum": "not-an-md5", "requestID": "r1"}}), "schema",
              "spec.image.upload.checksum"),
         Case(dataset("Upper-Case", ns), "schema", "metadata.name"),
-        Case({**dataset("no-image", ns), "spec": {}}, "schema", "spec.image"),
         Case(dataset("git-no-url", ns, image={"git": {"branch": "main"}}), "schema", "spec.image.git.url"),
         Case(server("server-no-model", ns), "schema", "spec.model"),
         Case(wrong_version, "schema", "API version", status=400),
         # --- accepted by a CEL-less schema, rejected by the controller ------------------------------
+        # spec.image is required by CEL, not `required` (an upstream spec.build must be stored to be
+        # named; SPEC §9).
+        Case({**dataset("no-image", ns), "spec": {}}, "invalid", "spec.image"),
         Case(dataset(n51, ns), "invalid", "metadata.name"),
         Case(model(n63, ns), "invalid", "metadata.name"),
         Case(dataset("9lives", ns), "invalid", "metadata.name"),

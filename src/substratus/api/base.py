@@ -54,6 +54,19 @@ class Status:
     upload: UploadStatus | None = api_field("Upload instructions for spec.image.upload.", default=None)
 
 
+@attrs.define(kw_only=True)
+class ArtifactStatus(Status):
+    """Status of the kinds that store artifacts (Model, Dataset)."""
+
+    artifacts_url: str | None = api_field(
+        "Storage URL of the artifacts once complete: {url}/model (Model) or {url}/data (Dataset), or "
+        "{url}/artifacts for artifacts of the original Substratus adopted in place (`substratus adopt`). "
+        "What dependents mount.",
+        json="artifactsURL",
+        default=None,
+    )
+
+
 class KindInfo:
     """Class-level identity of a kind, used by the CRD generator, naming and the registry.
 

@@ -54,6 +54,8 @@ class Reason:
     # Built, Complete, Serving: the workload's (or build's) Pod cannot start or keeps failing;
     # the message carries the Pod's own reason and message (SPEC §1).
     POD_FAILING = "PodFailing"
+    RECONCILE_ERROR = "ReconcileError"  # the pass itself keeps failing (the error is the message)
+    REFERENCE_NOT_PERMITTED = "ReferenceNotPermitted"  # another namespace's object has not opted in
     # Ready, only before the first reconcile has set any other condition
     RECONCILING = "Reconciling"
 
@@ -74,16 +76,20 @@ COMPLETE_REASONS: tuple[str, ...] = (
     Reason.JOB_SUCCEEDED,
     Reason.JOB_FAILED,
     Reason.FOUND_IN_STORAGE,
+    Reason.REFERENCE_NOT_PERMITTED,
     Reason.POD_FAILING,
     Reason.INVALID_SPEC,
+    Reason.RECONCILE_ERROR,
 )
 SERVING_REASONS: tuple[str, ...] = (
     Reason.WAITING_FOR_DEPENDENCY,
     Reason.DEPLOYING,
     Reason.AVAILABLE,
     Reason.SUSPENDED,
+    Reason.REFERENCE_NOT_PERMITTED,
     Reason.POD_FAILING,
     Reason.INVALID_SPEC,
+    Reason.RECONCILE_ERROR,
 )
 REASONS: dict[str, tuple[str, ...]] = {
     BUILT: BUILT_REASONS,
@@ -185,6 +191,10 @@ def remove_condition(conditions: Sequence[Condition], type: str) -> list[Conditi
     return [c for c in conditions if c.type != type]
 
 
+# Reasons that stop a pass before it computes the other conditions: Ready shows them first.
+ROOT_CAUSES = frozenset({Reason.INVALID_SPEC, Reason.RECONCILE_ERROR})
+
+
 def ready_summary(
     conditions: Sequence[Condition], ready_type: str, observed_generation: int = 0
 ) -> Condition:
@@ -194,7 +204,8 @@ def ready_summary(
     is ready exactly when it is True, which is also ``status.ready``. When ready, ``Ready`` is True
     with that condition's reason and message (e.g. ``JobSucceeded``, ``Available``). When not,
     ``Ready`` is False with the reason and message of the first condition holding it back: an
-    ``InvalidSpec`` one first (the spec is the root cause; other conditions were not recomputed),
+    ``InvalidSpec`` or ``ReconcileError`` one first (the spec, or the failing pass, is the root
+    cause; other conditions were not recomputed),
     then ``Built`` before ``ready_type`` (a failed build is why nothing runs), then any other in
     list order. With none of them set yet: False, ``Reconciling``.
     """
@@ -207,7 +218,7 @@ def ready_summary(
     rank = {BUILT: 0, ready_type: 1}
     holders = sorted(
         (c for c in others if c.status != TRUE),
-        key=lambda c: (c.reason != Reason.INVALID_SPEC, rank.get(c.type, 2)),
+        key=lambda c: (c.reason not in ROOT_CAUSES, rank.get(c.type, 2)),
     )
     if not holders:
         return make_condition(READY, False, Reason.RECONCILING, f"no {ready_type} condition yet",

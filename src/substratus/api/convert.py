@@ -24,6 +24,7 @@ from substratus.api.common import ParamValue
 from substratus.api.fields import is_empty, is_omittable, json_name
 from substratus.api.kinds import KINDS, AnyKind
 from substratus.api.meta import API_VERSION, MetaTypeError, ObjectMeta, meta_from_dict, meta_to_dict
+from substratus.api.upstream import upstream_problems
 
 
 class StructureError(ValueError):
@@ -148,7 +149,8 @@ def from_dict(obj: Mapping[str, Any]) -> AnyKind:
     """Read an object as stored by the API server, dispatching on ``kind``.
 
     Raises StructureError (a ValueError) whose ``errors`` name the offending fields, ready for
-    an ``InvalidSpec`` condition message.
+    an ``InvalidSpec`` condition message. Field names of the original Substratus are reported
+    first and alone, with their new names (SPEC §9): they are the cause of whatever else fails.
     """
     if not isinstance(obj, Mapping):
         raise StructureError([f"expected an object, got {_json_type(obj)}"])
@@ -159,6 +161,9 @@ def from_dict(obj: Mapping[str, Any]) -> AnyKind:
     api_version = obj.get("apiVersion", API_VERSION)
     if api_version != API_VERSION:
         raise StructureError([f"apiVersion: expected {API_VERSION!r}, got {api_version!r}"])
+    upstream = upstream_problems(obj)
+    if upstream:
+        raise StructureError(upstream)
     result: AnyKind = structure(obj, cls)
     return result
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import attrs
 
-from substratus.api.base import CommonSpec, KindInfo, Status
+from substratus.api.base import ArtifactStatus, CommonSpec, KindInfo
 from substratus.api.conditions import COMPLETE
 from substratus.api.fields import api_field
 from substratus.api.meta import API_VERSION, ObjectMeta
@@ -34,4 +34,4 @@ class Dataset(KindInfo):
     kind: str = api_field("Dataset", default="Dataset")
     metadata: ObjectMeta = api_field("Standard object metadata.", factory=ObjectMeta)
     spec: DatasetSpec = api_field("Desired state.")
-    status: Status = api_field("Observed state.", factory=Status)
+    status: ArtifactStatus = api_field("Observed state.", factory=ArtifactStatus)

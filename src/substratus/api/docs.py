@@ -181,7 +181,7 @@ def _conditions_section() -> str:
     out += ["",
             f"`{READY}` (every kind) is the summary `kubectl wait --for=condition=Ready` waits for: True exactly "
             "when `status.ready` is, with the reason and message of `Complete`/`Serving`; otherwise False with "
-            "the reason and message of the first condition holding the object back — an `InvalidSpec` one, "
+            "the reason and message of the first condition holding the object back — an `InvalidSpec` or `ReconcileError` one, "
             "then `Built`, then `Complete`/`Serving`. Its transitions get no Event of their own (the condition "
             "it reflects has one)."]
     return "\n".join(out) + "\n"

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import attrs
 
-from substratus.api.base import CommonSpec, KindInfo, Status
+from substratus.api.base import ArtifactStatus, CommonSpec, KindInfo
 from substratus.api.common import ObjectRef
 from substratus.api.conditions import COMPLETE
 from substratus.api.fields import api_field
@@ -32,7 +32,7 @@ class ModelSpec(CommonSpec):
 
 
 @attrs.define(kw_only=True)
-class ModelStatus(Status):
+class ModelStatus(ArtifactStatus):
     files: list[str] = api_field(
         f"Names of the stored artifacts (at most {MAX_FILES}).", factory=list, openapi={"maxItems": MAX_FILES}
     )

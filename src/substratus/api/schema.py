@@ -15,6 +15,10 @@ current servers, hence these choices:
   them). This works on every server version, without CEL.
 - The image and git exclusivity rules are CEL (``x-kubernetes-validations``) mirrored in
   :mod:`substratus.api.validate`.
+- ``spec`` also declares the original Substratus' renamed fields (:mod:`substratus.api.upstream`)
+  so the server keeps them for the controller to reject by name (SPEC §9), and ``spec.image`` is
+  required by a CEL rule rather than ``required``: an upstream manifest has ``spec.build`` instead,
+  and on a server without CEL it must be stored to be told ``spec.build: use spec.image.git``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from substratus.api.common import GitSource, Image, ParamValue
 from substratus.api.fields import description, emits_default, json_name, openapi_extra
 from substratus.api.kinds import KindClass
 from substratus.api.meta import ObjectMeta
+from substratus.api.upstream import spec_properties, spec_rules
 from substratus.api.validate import GIT_RULES, IMAGE_RULES, NAME_RULES
 
 PRESERVE = "x-kubernetes-preserve-unknown-fields"
@@ -122,4 +127,21 @@ def kind_schema(cls: KindClass, *, cel: bool = True) -> dict[str, Any]:
     props["metadata"] = {"type": "object"}
     if cel:
         schema[VALIDATIONS] = _rules(NAME_RULES)
+    _declare_upstream_fields(cls.KIND, props["spec"], cel=cel)
     return schema
+
+
+IMAGE_REQUIRED_RULE = ("has(self.image)", "spec.image: required: set one of git, upload or name")
+
+
+def _declare_upstream_fields(kind: str, spec: dict[str, Any], *, cel: bool) -> None:
+    """Declare the upstream field names under ``spec`` (never pruned), and move ``image`` from
+    ``required`` to a CEL rule (see the module docstring)."""
+    spec["properties"].update(spec_properties(kind))
+    required = [r for r in spec.get("required", ()) if r != "image"]
+    if required:
+        spec["required"] = required
+    else:
+        spec.pop("required", None)
+    if cel:
+        spec.setdefault(VALIDATIONS, []).extend(_rules((IMAGE_REQUIRED_RULE, *spec_rules(kind))))

@@ -141,6 +141,13 @@ def _validate_common(spec: CommonSpec, errors: list[str]) -> None:
             errors.append(
                 f"spec.env.{key}: {value!r} is not a valid secret reference; write ${{{{ secrets.NAME.KEY }}}}"
             )
+        if key in env_names:
+            # Two sources for one variable: the API server refuses a container with duplicate env
+            # names, so no child could ever be written (SPEC §1).
+            errors.append(
+                f"spec.env.{key}: {key} is also set from spec.params.{env_names[key]}; "
+                f"set it in one place (remove spec.env.{key} or spec.params.{env_names[key]})"
+            )
 
     for i, arg in enumerate(spec.command):
         if not isinstance(arg, str):

@@ -43,6 +43,13 @@ class Mount:
     url: str  # storage URL of the directory, e.g. "gs://bkt/<hash>/model"
     mount_path: str  # e.g. "/content/model"
     read_only: bool
+    also_at: tuple[str, ...] = ()
+    """More paths the same volume is mounted at (e.g. ``/content/artifacts`` for the output, the
+    path images of the original Substratus write to; SPEC §9)."""
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.mount_path, *self.also_at)
 
 
 @attrs.frozen
@@ -173,7 +180,7 @@ class Cloud(abc.ABC):
                 raise ValueError(f"volume {m.name!r} already exists in the pod spec")
             taken.add(m.name)
             volumes.append(self._volume(m))
-            volume_mounts.append({"name": m.name, "mountPath": m.mount_path, "readOnly": m.read_only})
+            volume_mounts.extend({"name": m.name, "mountPath": p, "readOnly": m.read_only} for p in m.paths)
         return spec, self._mount_annotations()
 
     def apply_gpu(self, pod_spec: dict[str, Any], container_name: str, gpu_type: str | None,

@@ -15,7 +15,7 @@ from typing import Any
 
 from substratus.controllers.diff import HASH_ANNOTATION, is_subset
 from substratus.runtime.cache import Cache
-from substratus.runtime.client import AlreadyExists, Client, NotFound
+from substratus.runtime.client import AlreadyExists, ApiError, Client, NotFound
 from substratus.runtime.resource import Resource
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,19 @@ class Applier:
 
     async def ensure(self, res: Resource, desired: dict[str, Any], *, immutable: bool = False,
                      ) -> tuple[dict[str, Any] | None, Action]:
-        """Make the child match ``desired``; returns the child as now known and what was done."""
+        """Make the child match ``desired``; returns the child as now known and what was done.
+
+        An API error leaves with a note naming the child ("applying Deployment ns/x"), which the
+        status shows when a pass keeps failing."""
+        meta = desired["metadata"]
+        try:
+            return await self._ensure(res, desired, immutable)
+        except ApiError as exc:
+            exc.add_note(f"applying {res.kind} {meta.get('namespace')}/{meta['name']}")
+            raise
+
+    async def _ensure(self, res: Resource, desired: dict[str, Any], immutable: bool,
+                      ) -> tuple[dict[str, Any] | None, Action]:
         meta = desired["metadata"]
         ns, name = meta.get("namespace"), meta["name"]
         actual = self.cache.get(res, name, ns)

@@ -14,11 +14,17 @@ from typing import Any, ClassVar
 
 from substratus import naming
 from substratus.api import COMPLETE, AnyKind, Model, Reason, format_time, from_dict
-from substratus.cloud.base import Mount
+from substratus.api.base import ArtifactStatus
+from substratus.cloud.base import CloudError, Mount
 from substratus.controllers import render
 from substratus.controllers.base import InvalidSpec, KindReconciler
 from substratus.controllers.build import Builder
-from substratus.controllers.dependencies import dependency_mounts, ref_key, unready_dependencies
+from substratus.controllers.dependencies import (
+    dependency_mounts,
+    forbidden_references,
+    ref_key,
+    unready_dependencies,
+)
 from substratus.controllers.jobs import job_state
 from substratus.controllers.resources import DATASETS, MODELS
 from substratus.controllers.status import StatusUpdate
@@ -66,13 +72,21 @@ class ArtifactReconciler(KindReconciler):
             ran_here = (previous is not None and previous.reason == Reason.JOB_SUCCEEDED) \
                 or self._own_job_succeeded(obj, job_name)
             reason = Reason.JOB_SUCCEEDED if ran_here else Reason.FOUND_IN_STORAGE
-            message = f"artifacts at {naming.artifacts_url(url, obj.KIND)}"
-            update.set(COMPLETE, True, reason, message)
-            await self._describe_artifacts(obj, url)
+            artifacts = await self._stored_artifacts_url(obj, url)
+            update.set(COMPLETE, True, reason, f"artifacts at {artifacts}")
+            await self._describe_artifacts(obj, artifacts)
             return image.result
 
         if image.image is None:
             update.set(COMPLETE, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
+            return image.result
+
+        denied = forbidden_references(self.ctx.cache, obj)
+        if denied:
+            # Mount nothing: a Job already running with the mounts (the annotation was removed)
+            # is stopped; a new spec or the annotation brings it back.
+            await self.ctx.applier.delete(JOBS, job_name, ns)
+            update.set(COMPLETE, False, Reason.REFERENCE_NOT_PERMITTED, "; ".join(denied))
             return image.result
 
         waiting = unready_dependencies(self.ctx.cache, obj, "to be complete")
@@ -92,8 +106,9 @@ class ArtifactReconciler(KindReconciler):
             else None
         if state == "succeeded":
             await self._write_completed(obj, url, job_name, image.image, job)
-            update.set(COMPLETE, True, Reason.JOB_SUCCEEDED, f"artifacts at {naming.artifacts_url(url, obj.KIND)}")
-            await self._describe_artifacts(obj, url)
+            artifacts = await self._stored_artifacts_url(obj, url)
+            update.set(COMPLETE, True, Reason.JOB_SUCCEEDED, f"artifacts at {artifacts}")
+            await self._describe_artifacts(obj, artifacts)
         elif state == "failed":
             detail = f"{message}; {problem}" if problem else message
             update.set(COMPLETE, False, Reason.JOB_FAILED,
@@ -109,8 +124,7 @@ class ArtifactReconciler(KindReconciler):
     # --- pieces -------------------------------------------------------------------------------
 
     def mounts(self, obj: AnyKind, url: str) -> list[Mount]:
-        out = [Mount("output", naming.artifacts_url(url, obj.KIND), f"{render.CONTENT_DIR}/output", False)]
-        return out
+        return [render.output_mount(naming.artifacts_url(url, obj.KIND))]
 
     def _own_job_succeeded(self, obj: AnyKind, job_name: str) -> bool:
         """This object's own workload Job (owned by its uid) succeeded: the marker is ours, even
@@ -134,8 +148,26 @@ class ArtifactReconciler(KindReconciler):
         await self.ctx.cloud.write(marker, (json.dumps(body, indent=2) + "\n").encode())
         log.info("wrote completion marker url=%s", marker)
 
-    async def _describe_artifacts(self, obj: AnyKind, url: str) -> None:
-        """Hook for kinds that report what they stored (Model's files and diskSize)."""
+    async def _stored_artifacts_url(self, obj: AnyKind, url: str) -> str:
+        """Where the completed artifacts are, recorded in ``status.artifactsURL`` for dependents:
+        ``{url}/model`` or ``{url}/data``, unless ``completed.json`` names another directory
+        under ``url`` (``artifacts`` for the original Substratus' layout, adopted in place by
+        ``substratus adopt``; SPEC §9). An unreadable marker means the default."""
+        artifacts = naming.artifacts_url(url, obj.KIND)
+        try:
+            marker = json.loads(await self.ctx.cloud.read(naming.completed_marker_url(url)))
+        except (OSError, ValueError, CloudError) as exc:
+            log.warning("unreadable completion marker", extra={"url": url, "error": str(exc)})
+            marker = None
+        sub = marker.get("artifacts") if isinstance(marker, dict) else None
+        if isinstance(sub, str) and naming.is_plain_segment(sub):
+            artifacts = f"{url.rstrip('/')}/{sub}"
+        assert isinstance(obj.status, ArtifactStatus)
+        obj.status.artifacts_url = artifacts
+        return artifacts
+
+    async def _describe_artifacts(self, obj: AnyKind, artifacts: str) -> None:
+        """Hook for kinds that report what they stored at ``artifacts`` (Model's files and diskSize)."""
 
 
 class DatasetReconciler(ArtifactReconciler):
@@ -175,11 +207,10 @@ class ModelReconciler(ArtifactReconciler):
             current = nxt if isinstance(nxt, Model) else None
             depth += 1
 
-    async def _describe_artifacts(self, obj: AnyKind, url: str) -> None:
+    async def _describe_artifacts(self, obj: AnyKind, artifacts: str) -> None:
         assert isinstance(obj, Model)
         if obj.status.disk_size is not None and obj.status.files:
             return
-        artifacts = naming.artifacts_url(url, "Model")
         listing = await self.ctx.cloud.list(artifacts)
         obj.status.files = [o.name for o in listing[:100]]
         obj.status.disk_size = human_size(sum(o.size for o in listing))

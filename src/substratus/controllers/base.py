@@ -8,6 +8,7 @@ conditions and children → write status only if it changed → one Event per tr
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 from typing import Any, ClassVar
 
@@ -36,7 +37,7 @@ from substratus.controllers.pods import PodProblem, pod_problem, pods_of
 from substratus.controllers.render import BuildImages, RenderOptions
 from substratus.controllers.status import StatusUpdate, now, record_transitions, status_dict, write_status
 from substratus.runtime.cache import Cache
-from substratus.runtime.client import Client
+from substratus.runtime.client import ApiError, Client
 from substratus.runtime.events import EventRecorder
 from substratus.runtime.reconcile import Request, Result
 from substratus.runtime.resource import SERVICEACCOUNTS, Resource
@@ -64,6 +65,20 @@ class Context:
         return Applier(self.client, self.cache)
 
 
+# A pass that fails this many times in a row reports its error in the status (see _report_error).
+REPORT_ERROR_AFTER = 3
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for a user: what was being done (the notes added on the way up, e.g. "applying
+    Deployment ns/x") and the error (for API errors: code, reason and the server's message)."""
+    notes = [n for n in getattr(exc, "__notes__", None) or [] if isinstance(n, str)]
+    detail = str(exc) or type(exc).__name__
+    if not isinstance(exc, ApiError):
+        detail = f"{type(exc).__name__}: {detail}"
+    return ": ".join([*notes, detail])
+
+
 class InvalidSpec(Exception):
     """Raised by a kind's ``sync`` for problems only visible with the cluster's state (e.g. a
     reference cycle); reported like a schema violation."""
@@ -75,10 +90,13 @@ class KindReconciler(abc.ABC):
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        # Consecutive failed passes per object (namespace, name); cleared by a pass that ends.
+        self._failures: dict[tuple[str | None, str], int] = {}
 
     async def reconcile(self, request: Request) -> Result:
         raw = self.ctx.cache.get(self.resource, request.name, request.namespace)
         if raw is None or (raw.get("metadata") or {}).get("deletionTimestamp"):
+            self._failures.pop((request.namespace, request.name), None)
             # Gone or going: owner references let the garbage collector remove the children,
             # and bucket data is never deleted.
             return Result()
@@ -90,10 +108,18 @@ class KindReconciler(abc.ABC):
         if errors:
             return await self._invalid(raw, obj, errors)
         update = StatusUpdate(obj)
+        key = (request.namespace, request.name)
         try:
             result = await self.sync(obj, raw, update)
         except InvalidSpec as exc:
+            self._failures.pop(key, None)
             return await self._invalid(raw, obj, [str(exc)])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._report_error(raw, obj, update, key, exc)
+            raise
+        self._failures.pop(key, None)
         obj.status.ready = update.finish(self.ready_condition)
         obj.status.conditions = update.conditions
         await self._finish(raw, obj, update)
@@ -104,6 +130,31 @@ class KindReconciler(abc.ABC):
         if await write_status(self.ctx.client, self.resource, raw, new_status, self.ctx.cache):
             domain_metrics.observe_ready(raw, new_status)
         record_transitions(self.ctx.recorder, raw, update.transitions)
+
+    async def _report_error(self, raw: dict[str, Any], obj: AnyKind, update: StatusUpdate,
+                            key: tuple[str | None, str], exc: Exception) -> None:
+        """Put a pass's error into the status (``ReconcileError`` on the kind's ready condition,
+        and the conditions computed before it), so the status and ``substratus explain`` never
+        keep an older, wrong reason while every pass fails.
+
+        Only once the object failed :data:`REPORT_ERROR_AFTER` passes in a row: one failed pass
+        is usually a transient fault (a 409, a 429, a dropped connection) the backoff retry
+        fixes, and reporting it would flap a Ready object. The message is the error alone (no
+        counter), so repeated failures write the status once. Writing it may fail too (the API
+        server may be what is failing); that is logged, and the caller re-raises the original
+        error so the work queue retries with backoff.
+        """
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        if failures < REPORT_ERROR_AFTER:
+            return
+        update.set(self.ready_condition, False, Reason.RECONCILE_ERROR,
+                   f"{error_text(exc)}; retrying with backoff")
+        obj.status.ready = update.finish(self.ready_condition)
+        obj.status.conditions = update.conditions
+        try:
+            await self._finish(raw, obj, update)
+        except Exception as write_error:  # best effort: the pass's own error is what gets raised
+            log.warning("could not report the reconcile error in the status", extra={"error": repr(write_error)})
 
     async def _invalid(self, raw: dict[str, Any], obj: AnyKind | None, errors: list[str]) -> Result:
         message = "; ".join(errors)

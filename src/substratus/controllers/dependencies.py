@@ -21,6 +21,7 @@ from substratus.runtime.reconcile import Request
 from substratus.runtime.resource import Resource
 
 DEPENDS_ON_INDEX = "substratus.ai/depends-on"
+ALLOWED_NAMESPACES_ANNOTATION = "substratus.ai/allowed-namespaces"
 
 # spec field → kind it references, per dependent kind (SPEC §1).
 REFERENCE_FIELDS: dict[str, dict[str, str]] = {
@@ -84,6 +85,42 @@ def dependents_of(cache: Cache, dependent: Resource) -> Callable[[dict[str, Any]
     return mapper
 
 
+def allowed_namespaces(target: dict[str, Any] | None) -> frozenset[str]:
+    """The namespaces ``target`` lets refer to it: its annotation
+    ``substratus.ai/allowed-namespaces``, comma-separated (spaces ignored; ``*`` is every one)."""
+    annotations = ((target or {}).get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(ALLOWED_NAMESPACES_ANNOTATION)
+    if not isinstance(value, str):
+        return frozenset()
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+def reference_permitted(dep: Dependency, from_namespace: str, target: dict[str, Any] | None) -> bool:
+    """A reference within one namespace always is; across namespaces only when the referenced
+    object opted in (SPEC §1 "References across namespaces": namespaces are the tenancy
+    boundary, and artifacts are the referenced owner's to share)."""
+    if dep.namespace == from_namespace:
+        return True
+    allowed = allowed_namespaces(target)
+    return "*" in allowed or from_namespace in allowed
+
+
+def forbidden_references(cache: Cache, obj: AnyKind) -> list[str]:
+    """A message per reference to another namespace whose object has not opted in.
+
+    A missing object reads the same as one that has not opted in, so a status never tells one
+    tenant what exists in another's namespace; creating it with the annotation (or adding the
+    annotation) wakes ``obj`` through the depends-on index like any event on a dependency."""
+    ns = obj.metadata.namespace or ""
+    out = []
+    for dep in dependencies(obj):
+        if not reference_permitted(dep, ns, cache.get(dep.resource, dep.name, dep.namespace)):
+            out.append(f"spec.{dep.field}: {dep.kind} {dep.namespace}/{dep.name} does not allow references "
+                       f"from namespace {ns}: its owner must add the annotation "
+                       f"{ALLOWED_NAMESPACES_ANNOTATION}: \"{ns}\" (comma-separated namespaces, or \"*\")")
+    return out
+
+
 def unready_dependencies(cache: Cache, obj: AnyKind, awaited: str, *, need_url: bool = False) -> list[str]:
     """A message per dependency that is missing or not ``awaited`` yet (e.g. "to be complete");
     with ``need_url``, a ready dependency without ``status.url`` is still waited for."""
@@ -98,13 +135,25 @@ def unready_dependencies(cache: Cache, obj: AnyKind, awaited: str, *, need_url: 
     return waiting
 
 
+def artifacts_of(kind: str, dependency: dict[str, Any] | None) -> str | None:
+    """Storage URL of a (complete) Model's or Dataset's artifacts: its ``status.artifactsURL``,
+    else — written before that field existed — ``{status.url}/model`` or ``/data``."""
+    status = (dependency or {}).get("status") or {}
+    recorded = status.get("artifactsURL")
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    url = status.get("url")
+    return naming.artifacts_url(url, kind) if isinstance(url, str) and url else None
+
+
 def dependency_mounts(cache: Cache, obj: AnyKind, content_dir: str) -> list[Mount]:
     """Read-only mounts of the dependencies' artifacts: a Model at ``model/``, a Dataset at ``data/``."""
     out = []
     for dep in dependencies(obj):
-        dep_url = (((cache.get(dep.resource, dep.name, dep.namespace) or {}).get("status")) or {}).get("url")
-        if not dep_url:
+        target = cache.get(dep.resource, dep.name, dep.namespace)
+        artifacts = artifacts_of(dep.kind, target)
+        if not artifacts or not reference_permitted(dep, obj.metadata.namespace or "", target):
             continue
         sub = "model" if dep.kind == "Model" else "data"
-        out.append(Mount(sub, naming.artifacts_url(dep_url, dep.kind), f"{content_dir}/{sub}", True))
+        out.append(Mount(sub, artifacts, f"{content_dir}/{sub}", True))
     return out

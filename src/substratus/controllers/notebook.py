@@ -40,7 +40,7 @@ from substratus.controllers import render
 from substratus.controllers.apply import Action
 from substratus.controllers.base import KindReconciler
 from substratus.controllers.build import Builder
-from substratus.controllers.dependencies import dependency_mounts, unready_dependencies
+from substratus.controllers.dependencies import dependency_mounts, forbidden_references, unready_dependencies
 from substratus.controllers.pods import pod_problem
 from substratus.controllers.resources import NOTEBOOKS
 from substratus.controllers.status import StatusUpdate, now
@@ -209,6 +209,12 @@ class NotebookReconciler(KindReconciler):
         if image.image is None:
             update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
             return image.result
+        denied = forbidden_references(self.ctx.cache, obj)
+        if denied:
+            # Mount nothing: a Pod running with the mounts (the annotation was removed) stops.
+            await self.ctx.applier.delete(PODS, pod_name, ns)
+            update.set(SERVING, False, Reason.REFERENCE_NOT_PERMITTED, "; ".join(denied))
+            return image.result
         waiting = unready_dependencies(self.ctx.cache, obj, "to be ready", need_url=True)
         if waiting:
             update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for " + "; ".join(waiting))
@@ -261,7 +267,7 @@ class NotebookReconciler(KindReconciler):
             update.set(SERVING, True, Reason.AVAILABLE, available)
         else:
             message = (f"{available}; {IDLE_NOT_ENFORCED}: cannot read Jupyter's /api/status ({failure}); "
-                       "retrying every minute")
+                       "retrying")
             previous = next((c for c in obj.status.conditions if c.type == SERVING), None)
             if previous is None or IDLE_NOT_ENFORCED not in previous.message:
                 self.ctx.recorder.event(raw, WARNING, IDLE_CHECK_FAILED, message)
@@ -271,7 +277,7 @@ class NotebookReconciler(KindReconciler):
     # --- pieces -------------------------------------------------------------------------------
 
     def mounts(self, obj: Notebook, url: str) -> list[Mount]:
-        return [Mount("output", output_url(url), f"{render.CONTENT_DIR}/output", False),
+        return [render.output_mount(output_url(url)),
                 *dependency_mounts(self.ctx.cache, obj, render.CONTENT_DIR)]
 
     async def _suspend(self, obj: Notebook, pod_name: str, update: StatusUpdate) -> None:

@@ -18,6 +18,9 @@ from substratus.cloud.base import Cloud, Mount
 from substratus.controllers.diff import HASH_ANNOTATION, spec_hash
 
 CONTENT_DIR = "/content"
+OUTPUT_DIR = f"{CONTENT_DIR}/output"
+UPSTREAM_OUTPUT_DIR = f"{CONTENT_DIR}/artifacts"
+"""Where images of the original Substratus (Go, v0.10) write their artifacts (SPEC §9)."""
 PARAMS_FILE = "params.json"
 PARAMS_VOLUME = "params"
 GENERATION_ANNOTATION = "substratus.ai/generation"
@@ -39,6 +42,13 @@ class BuildImages:
     kaniko: str
     git: str
     insecure_registry: bool = False
+
+
+def output_mount(url: str) -> Mount:
+    """The read-write output volume (storage directory ``url``) at ``/content/output`` and, the
+    same volume, at ``/content/artifacts`` — so an upstream loader or trainer stores its
+    artifacts where ours do (SPEC §4, §9). Every kind with an output uses this."""
+    return Mount("output", url, OUTPUT_DIR, False, also_at=(UPSTREAM_OUTPUT_DIR,))
 
 
 def kind_label(obj: AnyKind) -> str:
@@ -81,9 +91,17 @@ def params_configmap(obj: AnyKind) -> dict[str, Any]:
 
 
 def _param_value(value: Any) -> str:
+    """A param as its ``PARAM_*`` value, escaped for the kubelet.
+
+    The kubelet expands ``$(VAR)`` in env values and turns ``$$`` into ``$``, so ``pa$$word``
+    would reach the container as ``pa$word`` while ``params.json`` says ``pa$$word``. Every
+    ``$`` is doubled, which the kubelet turns back into exactly the value (SPEC §1; Kubernetes
+    "Define dependent environment variables")."""
     if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    return text.replace("$", "$$")
 
 
 def env_vars(obj: AnyKind) -> list[dict[str, Any]]:
@@ -193,8 +211,9 @@ def http_probe(path: str, port: str | int) -> dict[str, Any]:
 
 def deployment(obj: AnyKind, *, name: str, image: str, mounts: list[Mount], cloud: Cloud, options: RenderOptions,
                ports: list[dict[str, Any]], readiness_probe: dict[str, Any] | None,
-               service_account: str | None = None) -> dict[str, Any]:
-    """One replica of the workload container, restarted forever (a Server)."""
+               service_account: str | None = None, replicas: int = 1) -> dict[str, Any]:
+    """One replica of the workload container, restarted forever (a Server); ``replicas=0``
+    stops it without deleting it."""
     spec, pod_annotations = pod_spec(obj, image=image, mounts=mounts, cloud=cloud, options=options,
                                      restart_policy="Always", container_name=kind_label(obj), ports=ports,
                                      readiness_probe=readiness_probe, service_account=service_account)
@@ -207,11 +226,26 @@ def deployment(obj: AnyKind, *, name: str, image: str, mounts: list[Mount], clou
         "kind": "Deployment",
         "metadata": child_meta(obj, name, labels={ROLE_LABEL: WORKLOAD_ROLE}),
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
+            "strategy": deployment_strategy(obj),
             "selector": {"matchLabels": dict(labels)},
             "template": {"metadata": template_meta, "spec": spec},
         },
     })
+
+
+def deployment_strategy(obj: AnyKind) -> dict[str, Any]:
+    """``Recreate`` when the workload requests GPUs, else a one-at-a-time rolling update.
+
+    The default RollingUpdate (surge 1, unavailable 0) starts the new Pod before the old one
+    stops, so a one-replica GPU Deployment would need a second set of GPUs to roll and would
+    stay ``Deploying`` on a cluster that has one (SPEC §4). Both are spelled out whole: with
+    server-side apply, a field we stop setting is only removed if we owned it, so switching
+    strategy must replace ``rollingUpdate`` ourselves rather than leave the server's default
+    (which the API server rejects next to ``Recreate``)."""
+    if obj.spec.resources.gpu is not None:
+        return {"type": "Recreate"}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 
 
 def service(obj: AnyKind, *, name: str, port_name: str, port: int, target_port: int) -> dict[str, Any]:

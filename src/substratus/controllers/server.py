@@ -19,7 +19,7 @@ from substratus.cloud.base import Mount
 from substratus.controllers import render
 from substratus.controllers.base import KindReconciler
 from substratus.controllers.build import Builder
-from substratus.controllers.dependencies import dependencies
+from substratus.controllers.dependencies import artifacts_of, dependencies, forbidden_references
 from substratus.controllers.resources import SERVERS
 from substratus.controllers.status import StatusUpdate
 from substratus.runtime.reconcile import Result
@@ -36,7 +36,7 @@ MODEL_MOUNT = f"{render.CONTENT_DIR}/model"
 
 
 def service_url(name: str, namespace: str) -> str:
-    """The in-cluster URL of a Server (documented; not written to status.url, see the docs)."""
+    """The in-cluster URL of a Server, its ``status.url`` (SPEC §4)."""
     return f"http://{naming.child_name(name, 'Server')}.{namespace}.svc.cluster.local:{PORT}"
 
 
@@ -79,12 +79,25 @@ class ServerReconciler(KindReconciler):
     async def sync(self, obj: AnyKind, raw: dict[str, Any], update: StatusUpdate) -> Result:
         assert isinstance(obj, Server)
         ns = obj.metadata.namespace or ""
-        # status.url is a storage URL (SPEC §1/§3); a Server has none. The storage location
-        # still holds upload-build contexts.
-        obj.status.url = None
+        # A Server's status.url is where it serves (SPEC §4), known from its name alone; its
+        # storage location only holds upload-build contexts.
+        obj.status.url = service_url(obj.metadata.name, ns)
         image = await self.builder.resolve(obj, raw, self.storage_url(obj), update)
         if image.image is None:
             update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
+            return image.result
+
+        denied = forbidden_references(self.ctx.cache, obj)
+        if denied:
+            # Mount nothing: a Deployment that runs with the Model mounted (the annotation was
+            # removed) is scaled to zero without the mount — the operator never deletes a
+            # Deployment (its role has no such verb) — and the annotation brings it back
+            # through the Model's event.
+            name = self.child_name(obj)
+            if image.image is not None and self.ctx.cache.get(DEPLOYMENTS, name, ns) is not None:
+                await self.ctx.applier.ensure(DEPLOYMENTS, self._deployment(
+                    obj, image.image, [], await self.service_account(ns), replicas=0))
+            update.set(SERVING, False, Reason.REFERENCE_NOT_PERMITTED, "; ".join(denied))
             return image.result
 
         dep = dependencies(obj)[0]
@@ -98,15 +111,12 @@ class ServerReconciler(KindReconciler):
                        f"waiting for Model {dep.namespace}/{dep.name} ({state})")
             return image.result
 
-        mounts = [Mount("model", naming.artifacts_url(model_url, "Model"), MODEL_MOUNT, True)]
+        mounts = [Mount("model", artifacts_of("Model", model) or naming.artifacts_url(model_url, "Model"),
+                        MODEL_MOUNT, True)]
         sa = await self.service_account(ns)
         await self.ctx.applier.ensure(CONFIGMAPS, render.params_configmap(obj))
         name = self.child_name(obj)
-        desired = render.deployment(
-            obj, name=name, image=image.image, mounts=mounts, cloud=self.ctx.cloud, options=self.ctx.render,
-            ports=[render.container_port(PORT_NAME, PORT)],
-            readiness_probe=render.http_probe(READINESS_PATH, PORT_NAME), service_account=sa)
-        deployment, _ = await self.ctx.applier.ensure(DEPLOYMENTS, desired)
+        deployment, _ = await self.ctx.applier.ensure(DEPLOYMENTS, self._deployment(obj, image.image, mounts, sa))
         await self.ctx.applier.ensure(SERVICES, render.service(obj, name=name, port_name=PORT_NAME, port=PORT,
                                                              target_port=PORT))
         available, message = deployment_state(deployment)
@@ -120,3 +130,10 @@ class ServerReconciler(KindReconciler):
         else:
             update.set(SERVING, False, Reason.DEPLOYING, message)
         return image.result
+
+    def _deployment(self, obj: Server, image: str, mounts: list[Mount], sa: str | None,
+                    replicas: int = 1) -> dict[str, Any]:
+        return render.deployment(
+            obj, name=self.child_name(obj), image=image, mounts=mounts, cloud=self.ctx.cloud,
+            options=self.ctx.render, ports=[render.container_port(PORT_NAME, PORT)],
+            readiness_probe=render.http_probe(READINESS_PATH, PORT_NAME), service_account=sa, replicas=replicas)

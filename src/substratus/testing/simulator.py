@@ -82,6 +82,48 @@ DEFAULT_GC_RESOURCES: tuple[GCResource, ...] = (
 )
 
 
+def expand_env_value(value: str, env: dict[str, str]) -> str:
+    """The value a container sees for an env var whose spec says ``value``, as the kubelet
+    expands it: ``$(NAME)`` becomes an earlier variable's value (left as is if undefined),
+    ``$$`` becomes ``$``, any other ``$`` stays. A port of Kubernetes'
+    ``third_party/forked/golang/expansion.Expand`` (what ``kubelet`` applies to ``env``,
+    ``command`` and ``args``), for tests that check what a process would really get."""
+    out: list[str] = []
+    checkpoint = 0
+    cursor = 0
+    while cursor < len(value):
+        if value[cursor] == "$" and cursor + 1 < len(value):
+            out.append(value[checkpoint:cursor])
+            rest = value[cursor + 1:]
+            if rest[0] == "$":
+                read, advance = "$", 1
+            elif rest[0] == "(":
+                end = rest.find(")", 1)
+                if end == -1:
+                    read, advance = "$(", 1
+                else:
+                    name = rest[1:end]
+                    read, advance = env.get(name, f"$({name})"), end + 1
+            else:
+                read, advance = "$" + rest[0], 1
+            out.append(read)
+            cursor += advance
+            checkpoint = cursor + 1
+        cursor += 1
+    return "".join(out) + value[checkpoint:]
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    """A container's literal env (``valueFrom`` entries are left out) as its process sees it,
+    each value expanded against the ones before it, as the kubelet does."""
+    seen: dict[str, str] = {}
+    for e in container.get("env") or []:
+        if "valueFrom" in e:
+            continue
+        seen[e["name"]] = expand_env_value(e.get("value") or "", seen)
+    return seen
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

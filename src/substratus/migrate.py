@@ -1,0 +1,415 @@
+"""Moving from the original Substratus (Go, v0.10): ``substratus convert`` and ``substratus adopt``.
+
+SPEC §9. Same group and version, different field names; the full mapping is in
+docs/migrating-from-substratus.md. :func:`convert_object` is pure: one upstream object in, this
+product's object out, with one line per change — or :class:`NotConvertible` naming what cannot
+be converted mechanically. The result is checked against the generated CRD schema (an unknown
+field would be pruned by the API server, i.e. silently lost) and the controller's validation,
+so what ``convert`` prints is what the API server stores and the controller accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import yaml
+
+from substratus import naming
+from substratus.api import KINDS, StructureError, format_time, from_dict, validate
+from substratus.api.common import GPU_TYPES
+from substratus.api.meta import GROUP
+from substratus.api.openapi_validate import validate_openapi
+from substratus.api.schema import kind_schema
+from substratus.cloud.base import Cloud
+
+GPU_TYPE_RENAMES: dict[str, str] = {"nvidia-a100": "nvidia-tesla-a100", "nvidia-t4": "nvidia-tesla-t4"}
+"""Upstream ``GPUType`` values (api/v1/common_types.go) → GKE accelerator names (SPEC §5);
+``nvidia-l4`` is the same in both."""
+
+SERVER_SET_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
+"""Set by the API server; left in an exported manifest they make ``kubectl apply`` fail."""
+
+REFERENCE_RENAMES: dict[str, dict[str, str]] = {"Model": {"model": "baseModel", "dataset": "trainingDataset"}}
+MODEL_NAME_TARGET: dict[str, str] = {"Model": "baseModel", "Server": "model", "Notebook": "model"}
+UPSTREAM_ARTIFACTS_DIR = "artifacts"
+"""Where the original Substratus stored an object's artifacts: ``{bucket}/{hash}/artifacts``."""
+
+
+class NotConvertible(ValueError):
+    """A manifest (or a field of it) cannot be converted mechanically; the message says why
+    and what to do."""
+
+
+@attrs.frozen
+class Converted:
+    obj: dict[str, Any]
+    changes: list[str]
+
+
+def _ident(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace")
+    return f"{obj.get('kind')}/{(ns + '/') if ns else ''}{meta.get('name')}"
+
+
+def is_substratus(obj: Any) -> bool:
+    return (isinstance(obj, Mapping) and isinstance(obj.get("apiVersion"), str)
+            and obj["apiVersion"].split("/")[0] == GROUP)
+
+
+def convert_object(obj: Mapping[str, Any], *, default_gpu_type: str | None = None) -> Converted:
+    """This product's manifest for one upstream substratus object (any other object is returned
+    unchanged with no changes). Raises NotConvertible with every problem found."""
+    if not is_substratus(obj):
+        return Converted(dict(obj), [])
+    kind = obj.get("kind")
+    if kind not in KINDS:
+        raise NotConvertible(f"kind {kind!r} has no equivalent here (kinds: {', '.join(KINDS)})")
+    out: dict[str, Any] = copy.deepcopy(dict(obj))
+    changes: list[str] = []
+    problems: list[str] = []
+
+    meta = out.setdefault("metadata", {})
+    dropped = [k for k in SERVER_SET_METADATA if k in meta]
+    for k in dropped:
+        del meta[k]
+    if dropped:
+        changes.append(f"metadata.{{{','.join(dropped)}}}: removed (set by the API server)")
+    annotations = meta.get("annotations") or {}
+    if "kubectl.kubernetes.io/last-applied-configuration" in annotations:
+        del annotations["kubectl.kubernetes.io/last-applied-configuration"]
+        if not annotations:
+            del meta["annotations"]
+        changes.append("metadata.annotations[kubectl.kubernetes.io/last-applied-configuration]: removed "
+                       "(it holds the upstream spec)")
+    if "status" in out:
+        del out["status"]
+        changes.append("status: removed (the controller writes it; upstream status.artifacts.url is status.url, "
+                       "status.buildUpload is status.upload)")
+    name_problem = naming.validate_parent_name(str(meta.get("name") or ""))
+    if name_problem:
+        problems.append(f"metadata.name: {name_problem}; renaming changes the object's bucket location, "
+                        "so choose the new name yourself")
+
+    spec = out.get("spec")
+    if not isinstance(spec, dict):
+        problems.append("spec: missing or not an object")
+        raise NotConvertible("; ".join(problems))
+    order = list(spec)
+    _convert_image(spec, changes, problems)
+    _convert_references(kind, spec, changes, problems)
+    _convert_gpu(spec, default_gpu_type, changes, problems)
+    out["spec"] = _in_original_order(spec, order, {"build": "image", "modelName": MODEL_NAME_TARGET.get(kind, ""),
+                                                   **REFERENCE_RENAMES.get(kind, {})})
+    if problems:
+        raise NotConvertible("; ".join(problems))
+    problems = check_converted(out)
+    if problems:
+        raise NotConvertible("; ".join(problems))
+    return Converted(out, changes)
+
+
+def _in_original_order(spec: dict[str, Any], order: list[str], renames: dict[str, str]) -> dict[str, Any]:
+    """``spec`` with each key where its upstream name was, so a diff of the files stays readable."""
+    keys = [renames.get(k, k) for k in order]
+    ordered = [k for i, k in enumerate(keys) if k in spec and k not in keys[:i]]
+    return {k: spec[k] for k in ordered + [k for k in spec if k not in ordered]}
+
+
+def _convert_image(spec: dict[str, Any], changes: list[str], problems: list[str]) -> None:
+    image = spec.get("image")
+    build = spec.pop("build", None)
+    if build is not None:
+        if not isinstance(build, dict) or len([k for k in ("git", "upload") if build.get(k)]) != 1 \
+                or set(build) - {"git", "upload"}:
+            problems.append("spec.build: expected exactly one of git or upload")
+            return
+        if isinstance(image, str):
+            # Upstream's controller wrote the built image into spec.image; here the spec is the
+            # user's and the built image is status.image (SPEC §1).
+            changes.append(f"spec.image: {image!r} removed (upstream's controller set it after building "
+                           "spec.build; the built image is status.image here)")
+        elif image is not None:
+            problems.append("spec.image: set together with spec.build; keep one image source")
+            return
+        if build.get("git"):
+            git = dict(build["git"])
+            if git.get("branch") and git.get("tag"):
+                problems.append("spec.build.git: both branch and tag are set; keep one")
+                return
+            spec["image"] = {"git": {k: v for k, v in git.items() if v not in (None, "")}}
+            changes.append("spec.build.git → spec.image.git")
+        else:
+            upload = dict(build["upload"])
+            checksum = upload.pop("md5Checksum", None)
+            if not isinstance(checksum, str):
+                problems.append("spec.build.upload.md5Checksum: missing")
+                return
+            new_upload: dict[str, Any] = {"checksum": checksum.lower()}
+            if upload.get("requestID"):
+                new_upload["requestID"] = upload.pop("requestID")
+            upload.pop("requestID", None)
+            if upload:
+                problems.append(f"spec.build.upload: no equivalent for {', '.join(sorted(upload))}")
+                return
+            spec["image"] = {"upload": new_upload}
+            lower = " (lower-cased)" if checksum != checksum.lower() else ""
+            changes.append(f"spec.build.upload → spec.image.upload; md5Checksum → checksum{lower}")
+        return
+    if isinstance(image, str):
+        spec["image"] = {"name": image}
+        changes.append(f"spec.image: {image!r} → spec.image.name")
+
+
+def _convert_references(kind: str, spec: dict[str, Any], changes: list[str], problems: list[str]) -> None:
+    for old, new in REFERENCE_RENAMES.get(kind, {}).items():
+        if old in spec:
+            if new in spec:
+                problems.append(f"spec.{old}: spec.{new} is set too; keep one")
+                continue
+            spec[new] = spec.pop(old)
+            changes.append(f"spec.{old} → spec.{new}")
+    if "modelName" in spec:
+        target = MODEL_NAME_TARGET.get(kind)
+        value = spec.pop("modelName")
+        if target is None:
+            problems.append(f"spec.modelName: a {kind} has no model reference; remove it")
+        elif target in spec and (spec[target] or {}).get("name") != value:
+            problems.append(f"spec.modelName: differs from spec.{target}.name; keep one")
+        else:
+            spec[target] = {"name": value}
+            changes.append(f"spec.modelName → spec.{target}.name")
+
+
+def _convert_gpu(spec: dict[str, Any], default_gpu_type: str | None, changes: list[str],
+                 problems: list[str]) -> None:
+    gpu = (spec.get("resources") or {}).get("gpu")
+    if not isinstance(gpu, dict):
+        return
+    gpu_type = gpu.get("type")
+    if not gpu_type:
+        if default_gpu_type is None:
+            problems.append("spec.resources.gpu.type: omitted (upstream: any GPU) but required here, and which "
+                            "accelerator to use is your choice: pass --default-gpu-type TYPE or set it "
+                            f"(one of {', '.join(GPU_TYPES)})")
+            return
+        gpu["type"] = default_gpu_type
+        changes.append(f"spec.resources.gpu.type: omitted (any GPU) → {default_gpu_type} (--default-gpu-type)")
+    elif gpu_type in GPU_TYPE_RENAMES:
+        gpu["type"] = GPU_TYPE_RENAMES[gpu_type]
+        changes.append(f"spec.resources.gpu.type: {gpu_type} → {gpu['type']}")
+    if not gpu.get("count"):
+        gpu["count"] = 1
+        changes.append("spec.resources.gpu.count: omitted → 1")
+
+
+def check_converted(obj: Mapping[str, Any]) -> list[str]:
+    """What the API server would prune or reject, and what the controller would call
+    ``InvalidSpec``, for a converted object (empty when it will be stored as written and run)."""
+    cls = KINDS[str(obj.get("kind"))]
+    # The CRD schema also declares the upstream names; after conversion none may remain.
+    problems = [p.replace(": unknown field", ": no equivalent here (the API server would drop it)")
+                for p in validate_openapi(dict(obj), kind_schema(cls, cel=False))]
+    if problems:
+        return problems
+    try:
+        return validate(from_dict(obj))
+    except StructureError as exc:
+        return list(exc.errors)
+
+
+# --- reading and writing manifests -------------------------------------------------------------
+
+def _yaml_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    return [path]
+
+
+def read_documents(paths: Iterable[str], stdin: IO[str]) -> Iterator[tuple[str, Any]]:
+    """``(source, document)`` for every YAML document in ``paths`` (files, directories searched
+    for ``*.yaml``/``*.yml``, ``-`` for stdin); a ``kind: List`` is expanded into its items."""
+    for arg in paths:
+        files: list[tuple[str, str]] = []
+        if arg == "-":
+            files.append(("<stdin>", stdin.read()))
+        else:
+            files.extend((str(p), p.read_text()) for p in _yaml_files(Path(arg)))
+        for source, text in files:
+            for i, doc in enumerate(yaml.safe_load_all(text)):
+                if doc is None:
+                    continue
+                where = f"{source}#{i + 1}" if i else source
+                if isinstance(doc, Mapping) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+                    for j, item in enumerate(doc["items"]):
+                        yield f"{where}[{j}]", item
+                else:
+                    yield where, doc
+
+
+def convert_main(args: argparse.Namespace, stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout,
+                 stderr: IO[str] = sys.stderr) -> int:
+    """``substratus convert``: all or nothing — converted YAML on stdout only if every document
+    converts; one line per change (and every refusal) on stderr. Exit 0, or 1 on any refusal."""
+    if args.default_gpu_type is not None and args.default_gpu_type not in GPU_TYPES:
+        stderr.write(f"error: --default-gpu-type {args.default_gpu_type!r}: use one of {', '.join(GPU_TYPES)}\n")
+        return 2
+    converted: list[dict[str, Any]] = []
+    failed = 0
+    try:
+        docs = list(read_documents(args.paths or ["-"], stdin))
+    except (OSError, yaml.YAMLError) as exc:
+        stderr.write(f"error: {exc}\n")
+        return 1
+    for source, doc in docs:
+        ident = _ident(doc) if isinstance(doc, Mapping) else "(not an object)"
+        try:
+            result = convert_object(doc, default_gpu_type=args.default_gpu_type)
+        except NotConvertible as exc:
+            failed += 1
+            stderr.write(f"{source}: {ident}: cannot convert: {exc}\n")
+            continue
+        for change in result.changes:
+            stderr.write(f"{source}: {ident}: {change}\n")
+        converted.append(result.obj)
+    if failed:
+        stderr.write(f"{failed} of {len(docs)} documents cannot be converted; nothing written\n")
+        return 1
+    stdout.write(yaml.safe_dump_all(converted, sort_keys=False, default_flow_style=False, width=1 << 16,
+                                    allow_unicode=True, explicit_start=True))
+    return 0
+
+
+# --- adopting an upstream bucket directory -------------------------------------------------------
+
+def completed_marker_for_adoption(kind: str, namespace: str, name: str, generation: int | None,
+                                  now: dt.datetime) -> dict[str, Any]:
+    """The ``completed.json`` that adopts upstream artifacts in place: ``artifacts`` names the
+    directory (relative to ``status.url``) that holds them, so nothing is moved (SPEC §3, §9)."""
+    body: dict[str, Any] = {"adopted": "original Substratus", "artifacts": UPSTREAM_ARTIFACTS_DIR,
+                            "kind": kind, "object": f"{namespace}/{name}", "completionTime": format_time(now)}
+    if generation is not None:
+        body["generation"] = generation
+    return body
+
+
+def add_arguments(sub: Any) -> None:
+    """The ``convert`` and ``adopt`` subcommands of ``substratus``."""
+    conv = sub.add_parser(
+        "convert", help="rewrite manifests of the original Substratus (v0.10) for this product",
+        description="Reads YAML (files, directories, or - for stdin; multi-document, kind: List), writes "
+                    "the converted manifests to stdout and one line per change to stderr. Refuses (exit 1, "
+                    "nothing written) what cannot be converted mechanically.")
+    conv.add_argument("paths", nargs="*", metavar="PATH", help="file, directory or - (default: stdin)")
+    conv.add_argument("--default-gpu-type", default=None, metavar="TYPE",
+                      help=f"GPU type for upstream manifests that omit it (any GPU): one of {', '.join(GPU_TYPES)}")
+    adopt = sub.add_parser(
+        "adopt", help="complete a Model/Dataset from artifacts the original Substratus left in the bucket",
+        description="Finds {bucket}/{hash}/artifacts written by the original Substratus and writes "
+                    "{bucket}/{hash}/completed.json, so the object completes without running a Job. "
+                    "Never moves or deletes data.")
+    adopt.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b (Model or Dataset)")
+    adopt.add_argument("-n", "--namespace", default=None, help="default: the kubeconfig's namespace, else default")
+    adopt.add_argument("--cluster-name", default=os.environ.get("SUBSTRATUS_CLUSTER_NAME"),
+                       help="the operator's --cluster-name; with --bucket-url, no cluster access is needed "
+                            "[env SUBSTRATUS_CLUSTER_NAME]")
+    adopt.add_argument("--bucket-url", default=os.environ.get("SUBSTRATUS_BUCKET_URL"),
+                       help="the operator's --bucket-url [env SUBSTRATUS_BUCKET_URL]")
+    adopt.add_argument("--cloud", default=os.environ.get("SUBSTRATUS_CLOUD", "local"), choices=("local", "gcp"),
+                       help="how to reach the bucket [env SUBSTRATUS_CLOUD, default local]")
+    adopt.add_argument("--kubeconfig", default=None)
+
+
+def _json(data: Any) -> bytes:
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
+ADOPTABLE = ("Model", "Dataset")
+
+
+async def adopt(target: str, namespace: str, *, cloud_name: str, cluster_name: str | None,
+                bucket_url: str | None, kubeconfig: str | None, out: IO[str] = sys.stdout,
+                err: IO[str] = sys.stderr) -> int:
+    """``substratus adopt``: 0 adopted (or already complete), 1 nothing to adopt or an error,
+    2 bad arguments. Writes only ``{url}/completed.json``; lists, never moves or deletes."""
+    from substratus.cloud import build_cloud
+    from substratus.config import OperatorConfig
+    from substratus.controllers.resources import BY_KIND
+    from substratus.explain import parse_target
+    from substratus.runtime.client import ApiError, Client
+
+    try:
+        kind, name = parse_target(target)
+    except ValueError as exc:
+        err.write(f"error: {exc}\n")
+        return 2
+    if kind not in ADOPTABLE:
+        err.write(f"error: only a Model or a Dataset has artifacts to adopt, not a {kind}\n")
+        return 2
+    plural = KINDS[kind].PLURAL
+    generation: int | None = None
+    if cluster_name and bucket_url:
+        url = naming.storage_url(bucket_url, naming.storage_hash(cluster_name, namespace, plural, name))
+    elif cluster_name or bucket_url:
+        err.write("error: give both --cluster-name and --bucket-url, or neither (then the object's "
+                  "status.url is read from the cluster)\n")
+        return 2
+    else:
+        try:
+            client = await Client.auto(kubeconfig)
+        except Exception as exc:  # no kubeconfig, no in-cluster config
+            err.write(f"error: cannot load a Kubernetes configuration: {exc}\n")
+            return 1
+        try:
+            obj = await client.get_or_none(BY_KIND[kind], name, namespace)
+        except (ApiError, OSError) as exc:
+            err.write(f"error: talking to the API server at {client.host}: {exc}\n")
+            return 1
+        finally:
+            await client.close()
+        status_url = ((obj or {}).get("status") or {}).get("url")
+        if not status_url:
+            err.write(f"error: {kind} {namespace}/{name} " + ("not found" if obj is None else "has no status.url yet")
+                      + "; give --cluster-name and --bucket-url (the operator's flags) to adopt before applying it\n")
+            return 1
+        url = str(status_url)
+        generation = ((obj or {}).get("metadata") or {}).get("generation")
+    # The cloud's object operations take full URLs under its bucket: the object's parent will do.
+    cloud = build_cloud(OperatorConfig(cloud=cloud_name, bucket_url=url.rsplit("/", 1)[0],
+                                       upload_signing_key="unused: adopt signs nothing"))
+    try:
+        return await adopt_at(cloud, kind, namespace, name, url, generation, out, err)
+    finally:
+        await cloud.close()
+
+
+async def adopt_at(cloud: Cloud, kind: str, namespace: str, name: str, url: str, generation: int | None,
+                   out: IO[str], err: IO[str]) -> int:
+    """Adopt the upstream artifacts under ``url`` (``{bucket}/{hash}``) through ``cloud``; see :func:`adopt`."""
+    marker = naming.completed_marker_url(url)
+    if await cloud.exists(marker):
+        out.write(f"{kind} {namespace}/{name} is already complete: {marker} exists; nothing written\n")
+        return 0
+    upstream = f"{url}/{UPSTREAM_ARTIFACTS_DIR}"
+    listing = await cloud.list(upstream)
+    if not listing:
+        err.write(
+            f"error: no artifacts of the original Substratus at {upstream}/ (hash = md5 of "
+            f"clusters/CLUSTER/namespaces/{namespace}/{KINDS[kind].PLURAL}/{name}, the same rule upstream used: "
+            "check the cluster name, namespace and bucket); nothing written\n")
+        return 1
+    body = completed_marker_for_adoption(kind, namespace, name, generation, dt.datetime.now(dt.UTC))
+    await cloud.write(marker, _json(body))
+    size = sum(o.size for o in listing)
+    out.write(f"adopted {len(listing)} files ({size} bytes) at {upstream}/ in place; wrote {marker}\n"
+              f"{kind} {namespace}/{name} completes without running a Job (status.artifactsURL = {upstream})\n")
+    return 0
