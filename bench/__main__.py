@@ -26,10 +26,12 @@ from typing import Any
 from bench import report
 from bench.common import REPO_ROOT, apiserver_version, loadavg, machine_info
 
-SECTIONS = ("convergence", "memory", "workqueue", "leader")
-FULL: dict[str, Any] = {"sizes": [100, 1000], "repeats": [5, 3], "memory_counts": [1000, 10000],
+SECTIONS = ("convergence", "scale", "memory", "workqueue", "leader")
+FULL: dict[str, Any] = {"sizes": [100, 1000], "repeats": [5, 3], "scale_sizes": [100, 1000, 10000],
+                        "memory_counts": [1000, 10000],
                         "workqueue_cycles": 200_000, "workqueue_rounds": 3, "leader_rounds": 2}
-QUICK: dict[str, Any] = {"sizes": [20], "repeats": [1], "memory_counts": [200, 1000], "workqueue_cycles": 20_000,
+QUICK: dict[str, Any] = {"sizes": [20], "repeats": [1], "scale_sizes": [20, 60], "memory_counts": [200, 1000],
+                         "workqueue_cycles": 20_000,
                          "workqueue_rounds": 1, "leader_rounds": 1}
 
 
@@ -47,8 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=_ints,
                    help="convergence rounds per size (one value, or one per size), medians reported (5,3; quick: 1)")
     p.add_argument("--concurrency", type=int, default=20, help="creates in flight (20)")
-    p.add_argument("--contenders", default="ceiling,substratus,substratus-w20,kopf",
-                   help="convergence contenders (ceiling,substratus,substratus-w20,kopf)")
+    p.add_argument("--contenders", default="ceiling,ceiling-same-writes,substratus,substratus-w20,kopf,kopf-same-job",
+                   help="convergence contenders (ceiling,ceiling-same-writes,substratus,substratus-w20,kopf,"
+                        "kopf-same-job)")
+    p.add_argument("--scale-sizes", type=_ints,
+                   help="Dataset counts for substratus's scale curve (100,1000,10000; quick: 20,60); sizes "
+                        "the convergence section measured reuse its rounds")
     p.add_argument("--memory-counts", type=_ints,
                    help="objects per cache; the smallest is created on the API server, all are synthesised "
                         "(1000,10000; quick: 200,1000)")
@@ -114,6 +120,12 @@ async def measure(args: argparse.Namespace, kubeconfig: str, server_pids: dict[s
             for r in results["convergence"]["runs"]:
                 if not r["converged"]:
                     results["notes"].append(f"convergence {r['contender']} N={r['n']}: {r.get('note')}")
+        if "scale" in args.only:
+            from bench import scale
+
+            results["scale"] = await scale.run(
+                client, kubeconfig, args.scale_sizes, concurrency=args.concurrency, workdir=workdir,
+                server_pids=server_pids, convergence_runs=(results.get("convergence") or {}).get("runs"), log=log)
         if "memory" in args.only:
             results["memory"] = await memory.run(client, kubeconfig, args.memory_counts, workdir=workdir, log=log)
         if "workqueue" in args.only:

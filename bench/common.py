@@ -33,12 +33,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from substratus import naming
 from substratus.api import from_dict
+from substratus.api.conditions import BUILT, COMPLETE, Reason
 from substratus.cloud.base import Mount
 from substratus.cloud.local import LocalCloud
 from substratus.controllers import render
+from substratus.controllers.resources import DATASETS
+from substratus.controllers.status import StatusUpdate, status_dict
 from substratus.runtime import metrics
 from substratus.runtime.client import Client, Gone
-from substratus.runtime.resource import CONFIGMAPS, JOBS, NAMESPACES, Resource
+from substratus.runtime.events import event_body
+from substratus.runtime.resource import CONFIGMAPS, EVENTS, JOBS, NAMESPACES, Resource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_IMAGE = "substratusai/dataset-loader:v1"
@@ -149,6 +153,45 @@ class ChildRenderer:
         job = render.job(obj, name=naming.child_name(meta.name, obj.KIND), image=ds["spec"]["image"]["name"],
                          mounts=mounts, cloud=self.cloud, options=render.RenderOptions(), role_label="workload")
         return cm, job
+
+    def status(self, ds: dict[str, Any]) -> dict[str, Any]:
+        """The ``status`` substratus writes for a Dataset (image given) once its Job exists: same
+        conditions (Built, Complete, Ready), same messages, same url, from the same functions."""
+        obj = from_dict(ds)
+        meta = obj.metadata
+        update = StatusUpdate(obj)
+        update.set(BUILT, True, Reason.IMAGE_PROVIDED, f"using image {obj.spec.image.name}")
+        update.set(COMPLETE, False, Reason.JOB_RUNNING, f"Job {naming.child_name(meta.name, obj.KIND)} is running")
+        obj.status.url = naming.storage_url(
+            self.cloud.bucket_url, naming.storage_hash(CLUSTER_NAME, meta.namespace or "", obj.PLURAL, meta.name))
+        obj.status.ready = update.finish(COMPLETE)
+        obj.status.conditions = update.conditions
+        return status_dict(obj)
+
+    def events(self, ds: dict[str, Any]) -> list[dict[str, Any]]:
+        """The Events substratus posts for that status (one per transition that gets one, SPEC §7)."""
+        obj = from_dict(ds)
+        update = StatusUpdate(obj)
+        update.set(BUILT, True, Reason.IMAGE_PROVIDED, f"using image {obj.spec.image.name}")
+        update.set(COMPLETE, False, Reason.JOB_RUNNING,
+                   f"Job {naming.child_name(obj.metadata.name, obj.KIND)} is running")
+        out = []
+        for c in update.transitions:
+            message = f"{c.type}={c.status}" + (f": {c.message}" if c.message else "")
+            out.append(event_body(ds, "Normal", c.reason, message, component="substratus", host=socket.gethostname()))
+        return out
+
+
+async def same_writes(client: Client, renderer: ChildRenderer, ds: dict[str, Any]) -> None:
+    """Exactly the writes substratus makes for one Dataset, with a bare client and nothing else:
+    the params ConfigMap (server-side apply) and the Job (create) together, then the status
+    (merge patch on /status), then its Event(s)."""
+    cm, job = renderer.children(ds)
+    await asyncio.gather(client.apply(CONFIGMAPS, cm), client.create(JOBS, job))
+    meta = ds["metadata"]
+    await client.patch_status(DATASETS, meta["name"], {"status": renderer.status(ds)}, meta["namespace"])
+    for event in renderer.events(ds):
+        await client.create(EVENTS, event, meta["namespace"])
 
 
 async def bounded(n: int, concurrency: int, fn: Callable[[int], Awaitable[None]]) -> None:
@@ -449,9 +492,9 @@ class OperatorProc(Proc):
             await asyncio.sleep(0.25)
 
 
-def kopf_argv(namespace: str) -> list[str]:
-    """``kopf run --standalone --namespace NS bench/kopf_operator.py`` with this interpreter's kopf."""
+def kopf_argv(namespace: str, script: str = "kopf_operator.py") -> list[str]:
+    """``kopf run --standalone --namespace NS bench/SCRIPT`` with this interpreter's kopf."""
     kopf = Path(sys.executable).with_name("kopf")
     head = [str(kopf)] if kopf.exists() else [sys.executable, "-m", "kopf"]
-    return [*head, "run", "--standalone", "--namespace", namespace, str(REPO_ROOT / "bench" / "kopf_operator.py")]
+    return [*head, "run", "--standalone", "--namespace", namespace, str(REPO_ROOT / "bench" / script)]
 

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import math
 import os
+import re
 import signal
 import statistics
 import sys
@@ -47,6 +48,7 @@ from bench.common import (
     metric_sum,
     quiesce,
     reconciles,
+    same_writes,
     writes_of,
 )
 from substratus.cloud.local import LocalCloud
@@ -57,10 +59,26 @@ from substratus.runtime.client import Client
 from substratus.runtime.manager import Manager
 from substratus.runtime.resource import CONFIGMAPS, JOBS
 
-CONTENDERS = ("ceiling", "substratus", "substratus-w20", "kopf")
+CONTENDERS = ("ceiling", "ceiling-same-writes", "substratus", "substratus-w20", "kopf", "kopf-same-job")
+CEILINGS = ("ceiling", "ceiling-same-writes")
+# kopf-same-job: the handler also writes substratus's status and Event for each Dataset, through
+# substratus's Client, so the two operators make the same writes (plus kopf's own annotation).
+KOPF_SCRIPTS = {"kopf": "kopf_operator.py", "kopf-same-job": "kopf_same_job.py"}
 # substratus-w20: the same operator with --max-concurrent-reconciles 20 (the default is 4), i.e. as
 # many workers as creates in flight: is the gap to the ceiling the framework or the worker count?
 WORKERS = {"substratus": None, "substratus-w20": 20}
+
+
+def is_substratus(contender: str) -> bool:
+    """``substratus`` (default flags) or ``substratus-wK`` (``--max-concurrent-reconciles K``)."""
+    return contender == "substratus" or re.fullmatch(r"substratus-w\d+", contender) is not None
+
+
+def workers_of(contender: str) -> int | None:
+    """The ``--max-concurrent-reconciles`` a substratus contender runs with (None: the default)."""
+    if contender in WORKERS:
+        return WORKERS[contender]
+    return int(contender.rsplit("-w", 1)[1])
 READ_VERBS = ("GET", "LIST", "WATCH")
 
 
@@ -115,7 +133,7 @@ async def _stop_profiler(proc: asyncio.subprocess.Process) -> None:
 
 
 async def _create_all(client: Client, ns: str, names: list[str], concurrency: int,
-                      renderer: ChildRenderer | None) -> None:
+                      renderer: ChildRenderer | None, same: bool = False) -> None:
     """Create the Datasets, ``concurrency`` in flight; for the ceiling also their children.
 
     The ceiling pipelines like an operator with ``concurrency`` workers, minus watch, queue, cache
@@ -128,6 +146,9 @@ async def _create_all(client: Client, ns: str, names: list[str], concurrency: in
     async def make_children(ds: dict[str, Any]) -> None:
         assert renderer is not None
         async with slots:
+            if same:
+                await same_writes(client, renderer, ds)
+                return
             cm, job = renderer.children(ds)
             await client.create(CONFIGMAPS, cm)
             await client.create(JOBS, job)
@@ -158,25 +179,26 @@ async def run_contender(client: Client, kubeconfig: str, contender: str, n: int,
     ns = await create_namespace(client, f"bench-{contender}-{n}")
     tag = f"{contender}-{n}-r{rep}"
     bucket_url = f"file://{workdir}/bucket"  # what the operator renders with: identical children
-    renderer = ChildRenderer(bucket_url) if contender == "ceiling" else None
+    renderer = ChildRenderer(bucket_url) if contender in CEILINGS else None
+    same = contender == "ceiling-same-writes"
     proc: OperatorProc | Proc | None = None
     observer = ChildObserver(client, ns)
     result: dict[str, Any] = {"contender": contender, "n": n, "rep": rep, "concurrency": concurrency,
                               "namespace": ns}
     try:
         started = time.monotonic()
-        if contender in WORKERS:
-            workers = WORKERS[contender]
+        if is_substratus(contender):
+            workers = workers_of(contender)
             proc = OperatorProc(tag, kubeconfig, ns, workdir,
                                 extra=["--max-concurrent-reconciles", str(workers)] if workers else None)
             await proc.wait_ready()
-        elif contender == "kopf":
-            proc = Proc(tag, kopf_argv(ns), workdir / f"{tag}.log",
+        elif contender in KOPF_SCRIPTS:
+            proc = Proc(tag, kopf_argv(ns, KOPF_SCRIPTS[contender]), workdir / f"{tag}.log",
                         env={"KUBECONFIG": kubeconfig, BUCKET_ENV: bucket_url})
         await observer.start()
         # Warm-up: the operator is up, watching and has handled one object before the clock starts.
         observer.expect_children(["warmup"])
-        await _create_all(client, ns, ["warmup"], 1, renderer)
+        await _create_all(client, ns, ["warmup"], 1, renderer, same)
         if not await observer.wait_complete(90):
             if proc is not None:
                 proc.check_alive()
@@ -191,7 +213,7 @@ async def run_contender(client: Client, kubeconfig: str, contender: str, n: int,
         op_cpu0 = _cpu_seconds(proc.popen.pid) if proc else None
         spy = await _start_profiler(proc.popen.pid, profile) if proc is not None and profile else None
         t0 = time.monotonic()
-        await _create_all(client, ns, names, concurrency, renderer)
+        await _create_all(client, ns, names, concurrency, renderer, same)
         created = time.monotonic()
         converged = await observer.wait_complete(timeout)
         end = observer.last_seen() if converged else time.monotonic()

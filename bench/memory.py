@@ -1,7 +1,9 @@
-"""Memory per cached object: Jobs and Datasets in an informer's store, with and without ``strip_bulk``.
+"""Memory per cached object: Jobs and Datasets in an informer's store, raw and as the operator caches them.
 
-The objects are written with server-side apply (spec by one field manager, status by another),
-so they carry the ``managedFields`` that ``strip_bulk`` drops. Each measurement runs in a fresh
+"Stripped" is the cache's transform for the kind (``operator.CACHE_TRANSFORMS``: Jobs keep only
+metadata and status; Datasets get ``strip_bulk``). The objects are written with server-side apply
+(spec by one field manager, status by another), so they carry the ``managedFields`` that
+``strip_bulk`` drops. Each measurement runs in a fresh
 subprocess (``python -m bench.memory measure ...``) that first touches the API once (TLS, JSON,
 imports) and then measures the growth caused by filling one store:
 
@@ -37,13 +39,19 @@ from typing import Any
 
 from bench.common import ChildRenderer, bounded, create_namespace, dataset
 from substratus.controllers.resources import DATASETS
-from substratus.runtime.client import Client
+from substratus.operator import CACHE_TRANSFORMS
+from substratus.runtime.client import Client, loads
 from substratus.runtime.informer import Informer, strip_bulk
 from substratus.runtime.resource import JOBS, Resource
 
 KINDS: dict[str, Resource] = {"jobs": JOBS, "datasets": DATASETS}
 MANAGED_SELECTOR = "app.kubernetes.io/managed-by=substratus"  # what the operator's Job informer selects
 PAGE = 500
+
+
+def cache_transform(res: Resource) -> Callable[[dict], dict] | None:
+    """What the operator's cache applies to ``res`` (operator.CACHE_TRANSFORMS, else strip_bulk)."""
+    return CACHE_TRANSFORMS[res] if res in CACHE_TRANSFORMS else strip_bulk
 
 
 def _rss_bytes() -> int:
@@ -139,7 +147,7 @@ class PagesClient:
         rv = ""
         with open(self.path) as f:  # noqa: ASYNC230 - a local file, read like response bodies
             for line in f:
-                page = json.loads(line)
+                page = loads(line.encode())
                 for item in page.get("items") or []:
                     item.setdefault("apiVersion", res.api_version)
                     item.setdefault("kind", res.kind)
@@ -158,7 +166,8 @@ async def measure(kubeconfig: str, namespace: str, kind: str, count: int, strip:
     it is filled: how the informer applied its transform before commit ea0d9d1."""
     res = KINDS[kind]
     selector = MANAGED_SELECTOR if res is JOBS else None
-    transform = strip_bulk if strip and not after_list else None
+    kept = cache_transform(res)
+    transform = kept if strip and not after_list else None
     client = await Client.from_kubeconfig(kubeconfig)
     try:
         await client.list(res, namespace, label_selector=selector, limit=1)  # TLS, session, imports
@@ -176,9 +185,9 @@ async def measure(kubeconfig: str, namespace: str, kind: str, count: int, strip:
             raise TimeoutError("informer did not sync")
         await inf.stop()
         store = inf.store
-        if strip and after_list:
+        if strip and after_list and kept is not None:
             for obj in store:
-                strip_bulk(obj)
+                kept(obj)
         fill = time.perf_counter() - t0
         gc.collect()
         after = tracemalloc.get_traced_memory()[0] if method == "tracemalloc" else _rss_bytes()

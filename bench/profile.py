@@ -44,7 +44,7 @@ async def _main(args: argparse.Namespace, kubeconfig: str, pids: dict[str, int |
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--contender", default="substratus", choices=[c for c in convergence.CONTENDERS if c != "ceiling"])
+    p.add_argument("--contender", default="substratus", choices=[c for c in convergence.CONTENDERS if c not in convergence.CEILINGS])
     p.add_argument("--concurrency", type=int, default=20)
     p.add_argument("--out", type=Path)
     args = p.parse_args()

@@ -27,8 +27,9 @@ from substratus.controllers.server import ServerReconciler
 from substratus.naming import MANAGED_BY, MANAGED_BY_LABEL
 from substratus.runtime.client import ApiError, Client, NotFound
 from substratus.runtime.controller import Controller
+from substratus.runtime.informer import Transform, keep_only
 from substratus.runtime.manager import Manager, ManagerOptions
-from substratus.runtime.resource import CONFIGMAPS, CRDS, DEPLOYMENTS, JOBS, PODS, SECRETS, SERVICES
+from substratus.runtime.resource import CONFIGMAPS, CRDS, DEPLOYMENTS, JOBS, PODS, SECRETS, SERVICES, Resource
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,30 @@ def manager_options(cfg: OperatorConfig) -> ManagerOptions:
         retry_period=cfg.leader_election_retry_period,
         # Children are all labelled: cache only ours, not every ConfigMap/Pod/Secret in the cluster.
         label_selectors={r: MANAGED_SELECTOR for r in (CONFIGMAPS, JOBS, PODS, SERVICES, DEPLOYMENTS, SECRETS)},
-        # Pods change often and are big; the cache keeps only what the reconcilers read.
-        transforms={PODS: pod_transform},
+        transforms=dict(CACHE_TRANSFORMS),
     )
+
+
+CACHE_TRANSFORMS: dict[Resource, Transform | None] = {
+    # Created by us, immutable: a changed spec shows in the hash annotation (metadata), and the
+    # reconcilers read only their status (Job conditions and completionTime; Pod phase,
+    # conditions and container states). The Pod template is most of either object.
+    JOBS: keep_only("status"),
+    # Pods change most often: only the status fields pod_problem/readiness read, and the labels
+    # and owners that map a Pod to its parent (controllers/pods.py).
+    PODS: pod_transform,
+}
+"""What the cache keeps per kind beyond ``strip_bulk`` (docs/operations.md, "What the cache keeps").
+Other kinds keep every field but ``managedFields`` and kubectl's last-applied annotation: the
+reconcilers read the spec of the custom resources, and compare ConfigMaps, Secrets, Services
+and Deployments field by field to notice drift."""
 
 
 def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
     """Everything wired, nothing started: tests drive the returned manager directly."""
     mgr = Manager(client, manager_options(cfg))
     ctx = Context(
-        client=client, cache=mgr.cache, recorder=mgr.recorder, cloud=cloud,
+        client=mgr.client, cache=mgr.cache, recorder=mgr.recorder, cloud=cloud,
         cluster_name=cfg.cluster_name, registry=cfg.registry,
         render=RenderOptions(runtime_class=cfg.runtime_class),
         build_images=BuildImages(kaniko=cfg.kaniko_image, git=cfg.git_image, insecure_registry=cfg.cloud == "local"),

@@ -29,7 +29,8 @@ async def test_dataset_import_end_to_end(operator, namespace: str) -> None:
     await client.create(DATASETS, dataset("squad", namespace, params={"url": "https://x/y.jsonl", "limit": 5,
                                                                        "shuffle": True},
                                           env={"LOG_LEVEL": "debug", "HF_TOKEN": "${{ secrets.hf.token }}"}))
-    job = await eventually(lambda: operator.manager.cache.get(JOBS, "squad-dataset", namespace))
+    # The API server's copy: the operator's cache keeps only a Job's metadata and status.
+    job = await eventually(lambda: get_obj(client, JOBS, "squad-dataset", namespace))
     pod = job["spec"]["template"]["spec"]
     c = pod["containers"][0]
     assert c["image"] == "substratusai/dataset-loader:v1"
@@ -46,6 +47,10 @@ async def test_dataset_import_end_to_end(operator, namespace: str) -> None:
     h = naming.storage_hash("test-cluster", namespace, "datasets", "squad")
     out_volume = next(v for v in pod["volumes"] if v["name"] == mounts["/content/output"]["name"])
     assert out_volume["hostPath"]["path"].endswith(f"{h}/data")
+    # What the cache holds of it: metadata and status, not the Pod template (operator.CACHE_TRANSFORMS).
+    cached = operator.manager.cache.get(JOBS, "squad-dataset", namespace)
+    assert "spec" not in cached and "managedFields" not in cached["metadata"]
+    assert cached["metadata"]["uid"] == job["metadata"]["uid"] and cached["metadata"]["annotations"]
     ref = job["metadata"]["ownerReferences"][0]
     assert ref["kind"] == "Dataset" and ref["controller"] and ref["blockOwnerDeletion"]
     assert job["metadata"]["labels"]["substratus.ai/dataset"] == "squad"
@@ -111,7 +116,7 @@ async def test_finetune_waits_for_dataset_then_proceeds(operator, namespace: str
     await client.patch(JOBS, "data-dataset", {"metadata": {"annotations": {OUTCOME_ANNOTATION: "succeed"}}},
                        namespace)
     tuned = await eventually(lambda: ready(client, MODELS, "tuned", namespace), timeout=30)
-    tjob = operator.manager.cache.get(JOBS, "tuned-model", namespace)
+    tjob = await client.get(JOBS, "tuned-model", namespace)
     mounts = {m["mountPath"]: m for m in tjob["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert mounts["/content/model"]["readOnly"] and mounts["/content/data"]["readOnly"]
     assert not mounts["/content/output"].get("readOnly")

@@ -165,7 +165,7 @@ async def test_upload_build_then_workload(operator: Any, namespace: str) -> None
     url = storage_url(operator, namespace, "datasets", "web")
     assert await operator.cloud.md5(f"{url}/build/{md5}.tar.gz") == md5
 
-    bjob = await eventually(lambda: cache.get(JOBS, "web-dataset-bld", namespace), timeout=20)
+    bjob = await eventually(lambda: get_obj(client, JOBS, "web-dataset-bld", namespace), timeout=20)
     assert kaniko_arg(bjob, "--context") == f"tar:///build/{md5}.tar.gz"
     expected = f"{REGISTRY}/test-cluster-dataset-{namespace}-web:{md5}"
     assert kaniko_arg(bjob, "--destination") == expected
@@ -252,7 +252,7 @@ async def test_new_checksum_gets_new_url_and_rebuilds(operator: Any, namespace: 
     assert (await put(up2["url"], body2, await required_headers(operator, namespace, "iter", md5_2)))[0] == 200
 
     async def rebuilt() -> dict[str, Any] | None:
-        j = cache.get(JOBS, "iter-dataset-bld", namespace)
+        j = await get_obj(client, JOBS, "iter-dataset-bld", namespace)
         return j if j and j["metadata"]["uid"] != old_uid else None
 
     job = await eventually(rebuilt, timeout=20)
@@ -309,7 +309,7 @@ async def test_put_with_mismatching_body_is_rejected(operator: Any, namespace: s
 async def test_git_build_then_workload(operator: Any, namespace: str) -> None:
     client, cache = operator.client, operator.manager.cache
     await client.create(MODELS, git_model("llm", namespace, branch="main", path="src"))
-    job = await eventually(lambda: cache.get(JOBS, "llm-model-bld", namespace), timeout=20)
+    job = await eventually(lambda: get_obj(client, JOBS, "llm-model-bld", namespace), timeout=20)
     pod = job["spec"]["template"]["spec"]
     clone = pod["initContainers"][0]
     assert clone["command"] == ["git", "clone", "--depth", "1", "--branch", "main",
@@ -354,7 +354,7 @@ async def test_git_build_failure_then_new_branch_rebuilds(operator: Any, namespa
     await client.patch(MODELS, "gf", {"spec": {"image": {"git": {"branch": "fixed"}}}}, namespace)
 
     async def rebuilt() -> dict[str, Any] | None:
-        j = cache.get(JOBS, "gf-model-bld", namespace)
+        j = await get_obj(client, JOBS, "gf-model-bld", namespace)
         return j if j and j["metadata"]["uid"] != old_uid else None
 
     job = await eventually(rebuilt, timeout=20)
@@ -366,9 +366,9 @@ async def test_git_build_failure_then_new_branch_rebuilds(operator: Any, namespa
 
 
 async def test_git_tag_builds_tag(operator: Any, namespace: str) -> None:
-    client, cache = operator.client, operator.manager.cache
+    client = operator.client
     await client.create(MODELS, git_model("tagged", namespace, tag="v1.0.0"))
-    job = await eventually(lambda: cache.get(JOBS, "tagged-model-bld", namespace), timeout=20)
+    job = await eventually(lambda: get_obj(client, JOBS, "tagged-model-bld", namespace), timeout=20)
     assert job["spec"]["template"]["spec"]["initContainers"][0]["command"][4:6] == ["--branch", "v1.0.0"]
     await annotate(client, "tagged-model-bld", namespace, "succeed")
     obj = await eventually(lambda: ready(client, MODELS, "tagged", namespace), timeout=30)

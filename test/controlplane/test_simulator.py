@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,8 +14,14 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from substratus.testing.controlplane import ControlPlane
-from substratus.testing.simulator import OUTCOME_ANNOTATION, ClusterSimulator
+from substratus.testing.controlplane import ControlPlane, KubeVersion
+from substratus.testing.simulator import (
+    JOB_INTERIM_CONDITIONS_SINCE,
+    OUTCOME_ANNOTATION,
+    ClusterSimulator,
+    job_finish_patches,
+    job_running_status,
+)
 
 Eventually = Callable[..., Awaitable[Any]]
 MERGE = "application/merge-patch+json"
@@ -52,9 +59,12 @@ async def test_job_succeeds_by_default(simulator: ClusterSimulator, api_client: 
     cond = _conditions(job)["Complete"]
     assert cond.status == "True"
     assert job.status.succeeded == 1
-    assert job.status.start_time and job.status.completion_time
+    assert job.status.start_time and job.status.completion_time >= job.status.start_time
     assert not job.status.active
     assert "Failed" not in _conditions(job)
+    # What this server's Job controller writes (and its validation demands) before Complete.
+    interim = simulator.server_version >= JOB_INTERIM_CONDITIONS_SINCE
+    assert ("SuccessCriteriaMet" in _conditions(job)) is interim
 
 
 async def test_job_fails_per_annotation(simulator: ClusterSimulator, api_client: ApiClient, namespace: str,
@@ -71,7 +81,9 @@ async def test_job_fails_per_annotation(simulator: ClusterSimulator, api_client:
     assert (cond.status, cond.reason) == ("True", "BackoffLimitExceeded")
     assert cond.message
     assert job.status.failed == 3  # backoffLimit + 1
-    assert "Complete" not in _conditions(job)
+    assert "Complete" not in _conditions(job) and not job.status.completion_time
+    interim = simulator.server_version >= JOB_INTERIM_CONDITIONS_SINCE
+    assert ("FailureTarget" in _conditions(job)) is interim
 
 
 async def test_job_hold_then_release(simulator: ClusterSimulator, api_client: ApiClient, namespace: str,
@@ -478,3 +490,87 @@ async def test_deployment_pods_come_from_a_replica_set_and_gate_availability(
                 not (await apps.list_namespaced_replica_set(namespace)).items
 
         await eventually(collected)
+
+
+# --- status shapes per server version (pure) ------------------------------------------------------
+# The rules are those of validateJobStatus / ValidateJobStatusUpdate in kubernetes'
+# pkg/apis/batch/validation (current release, JobManagedBy's strengthened checks); a current
+# server applies them to every status write, 1.20 applies none of them. Each intermediate state a
+# patch produces must pass, not only the last one.
+
+VERSIONS = [KubeVersion(1, 20, 2), KubeVersion(1, 24), KubeVersion(1, 29), KubeVersion(1, 31), KubeVersion(1, 36, 2)]
+
+
+def _true(status: dict[str, Any], ctype: str) -> bool:
+    return any(c["type"] == ctype and c["status"] == "True" for c in status.get("conditions") or [])
+
+
+def _current_rules(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    errors = []
+    complete, failed = _true(new, "Complete"), _true(new, "Failed")
+    finished = complete or failed
+    if complete and not _true(new, "SuccessCriteriaMet"):
+        errors.append("Complete=True without SuccessCriteriaMet=True")
+    if failed and not _true(new, "FailureTarget"):
+        errors.append("Failed=True without FailureTarget=True")
+    if complete and (failed or _true(new, "FailureTarget")):
+        errors.append("Complete with Failed/FailureTarget")
+    if _true(new, "SuccessCriteriaMet") and (failed or _true(new, "FailureTarget")):
+        errors.append("SuccessCriteriaMet with Failed/FailureTarget")
+    if new.get("completionTime") and not complete:
+        errors.append("completionTime without Complete")
+    if complete and not new.get("completionTime"):
+        errors.append("Complete without completionTime")
+    if new.get("completionTime") and new.get("startTime") and new["completionTime"] < new["startTime"]:
+        errors.append("completionTime before startTime")
+    if finished and not new.get("startTime"):
+        errors.append("finished without startTime")
+    if finished and (new.get("active") or 0) > 0:
+        errors.append("finished with active pods")
+    if finished and (new.get("terminating") or 0) > 0:
+        errors.append("finished with terminating pods")
+    if (new.get("ready") or 0) > (new.get("active") or 0):
+        errors.append("more ready than active")
+    for counter in ("succeeded", "failed"):
+        if (new.get(counter) or 0) < (old.get(counter) or 0):
+            errors.append(f"{counter} decreased")
+    for ctype in ("Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"):
+        if _true(old, ctype) and not _true(new, ctype):
+            errors.append(f"{ctype}=True removed")
+    if old.get("startTime") and new.get("startTime") != old["startTime"]:
+        errors.append("startTime changed")
+    return errors
+
+
+def _merge(status: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(status)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=str)
+@pytest.mark.parametrize("succeed", [True, False], ids=["succeed", "fail"])
+def test_job_status_shapes_pass_current_validation(version: KubeVersion, succeed: bool) -> None:
+    start = "2026-01-01T00:00:00Z"
+    status = job_running_status(version, start)
+    job = {"spec": {"backoffLimit": 2}, "status": status}
+    states = [status]
+    for patch in job_finish_patches(version, job, succeed, "2026-01-01T00:00:05Z"):
+        states.append(_merge(states[-1], patch))
+    terminal = "Complete" if succeed else "Failed"
+    assert _true(states[-1], terminal) and not _true(states[-2], terminal)
+    if version >= JOB_INTERIM_CONDITIONS_SINCE:
+        # Every write is valid for the current rules, the terminal one a write after its forerunner.
+        for old, new in itertools.pairwise(states):
+            assert _current_rules(old, new) == [], (version, new)
+        assert len(states) == 3
+    else:
+        # Older controllers write the terminal condition at once and know no forerunner.
+        assert len(states) == 2
+        assert not ({"SuccessCriteriaMet", "FailureTarget"} & {c["type"] for c in states[-1]["conditions"]})
+    assert ("ready" in status) is (version >= KubeVersion(1, 24))
+    assert ("terminating" in status) is (version >= KubeVersion(1, 29))

@@ -8,6 +8,8 @@ forwards every request over TLS to the real API server with the admin token, and
   told it failed — the nastiest case for duplicates), or an ``ERROR`` event inside a watch;
 * partitions the client from the API server (:meth:`FaultProxy.partition`): open watches are
   cut and every request is dropped without an answer until :meth:`FaultProxy.heal`;
+* freezes every open connection (:meth:`FaultProxy.freeze`): from then on not one byte more and
+  no FIN on them, either way — a hung peer or a black-holed path — while new connections work;
 * records every request (:class:`Record`: times, method, path, status, whether it was injected
   or a watch, and for ``capture``-matching paths the JSON bodies) — one proxy per operator
   process gives an exact per-process audit of who wrote what, when.
@@ -159,6 +161,11 @@ class FaultProxy:
         self._partitioned = False
         self._streams: set[web.StreamResponse] = set()
         self._stream_tasks: set[asyncio.Task[Any]] = set()
+        self._transports: dict[int, asyncio.Transport] = {}
+        self._frozen: dict[int, asyncio.Transport] = {}
+        """Keyed by ``id``; holding the transport keeps its id from being reused."""
+        self.frozen_at: float | None = None
+        """``time.monotonic()`` of the last :meth:`freeze`."""
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -245,6 +252,37 @@ class FaultProxy:
     def partitioned(self) -> bool:
         return self._partitioned
 
+    def freeze(self) -> int:
+        """Freeze every open client connection: it stays open, and carries nothing more either
+        way — no answer, no watch event, not even the end of a watch the server closed. Idle
+        keep-alive connections freeze too. Connections opened later are served normally.
+        Returns how many connections were frozen."""
+        for key, transport in list(self._transports.items()):
+            if transport.is_closing():
+                del self._transports[key]
+                continue
+            self._frozen[key] = transport
+            with contextlib.suppress(RuntimeError, AttributeError):
+                transport.pause_reading()
+        self.frozen_at = time.monotonic()
+        return len(self._frozen)
+
+    def _is_frozen(self, request: web.BaseRequest) -> bool:
+        return request.transport is not None and id(request.transport) in self._frozen
+
+    async def _hang(self, request: web.BaseRequest) -> web.StreamResponse:
+        """A frozen connection: answer nothing, ever; the connection is aborted at ``stop``."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._stream_tasks.add(task)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if request.transport is not None:
+                request.transport.abort()
+            raise
+        raise AssertionError("unreachable")
+
     def cut_watches(self) -> int:
         """Abort every open watch stream (the client sees the connection drop)."""
         n = 0
@@ -278,6 +316,10 @@ class FaultProxy:
     # --- the handler --------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.transport is not None:
+            self._transports[id(request.transport)] = request.transport  # type: ignore[assignment]
+        if self._is_frozen(request):
+            return await self._hang(request)
         watch = is_watch(request)
         rec = Record(time.monotonic(), request.method, request.path, request.query_string, watch)
         self.records.append(rec)
@@ -303,6 +345,8 @@ class FaultProxy:
             log.info("faultproxy %s: upstream failed %s %s: %r", self.name, request.method, request.path, exc)
             rec.finished = time.monotonic()
             return web.json_response(status_body(503, f"faultproxy: upstream unreachable: {exc!r}"), status=503)
+        if self._is_frozen(request):
+            return await self._hang(request)
         if fault is not None:  # after_forward: committed, but tell the client it failed
             rec.injected = fault.status
             rec.status = fault.status
@@ -358,7 +402,13 @@ class FaultProxy:
             try:
                 await resp.prepare(request)
                 async for line in up.content:
+                    if self._is_frozen(request):
+                        break
                     await resp.write(line)
+                if self._is_frozen(request):
+                    # Frozen mid-watch: events and the server's end of the watch are lost.
+                    up.close()
+                    return await self._hang(request)
             except asyncio.CancelledError:
                 # Cut on purpose (cut_watches / partition): abort the client's connection.
                 if request.transport is not None:

@@ -4,7 +4,9 @@ Every kind, in a minimal variant (every optional field empty: no params, no env,
 no references — the Server with neither params nor env is the reported case: its rendered
 ``env: []`` is dropped by the API server) and a maximal one (params with ``$``, env with a
 secret reference, command, every resource, a GPU, references, a git build), converges behind a
-recording proxy. Then, counted at the proxy: re-delivering every cached object (a resync) and
+recording proxy, next to objects settled without being ready (InvalidSpec, a running and a failed
+Job, a reference another namespace did not allow, a missing dependency, an upload not yet made —
+re-checked in storage every few seconds). Then, counted at the proxy: re-delivering every cached object (a resync) and
 restarting the operator (a new process-worth of caches over the same objects) must send **no
 request about any object in the namespace** — no apply, no status patch, no create, no GET.
 Only the informers' own LISTs and WATCHes may pass.
@@ -20,8 +22,10 @@ from typing import Any
 from faultproxy import Record
 from reliability_helpers import condition, dataset, model, notebook, server, wait_ready
 
+from substratus.controllers.build import UPLOAD_POLL_SECONDS
 from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS, SERVERS
-from substratus.runtime.resource import SECRETS
+from substratus.runtime.resource import JOBS, SECRETS
+from substratus.testing.simulator import OUTCOME_ANNOTATION
 from substratus.testing.wait import eventually
 
 GPU = {"type": "nvidia-l4", "count": 1}
@@ -49,6 +53,23 @@ def variants(ns: str) -> list[tuple[Any, dict[str, Any]]]:
         (NOTEBOOKS, notebook("nb-min", ns)),
         (NOTEBOOKS, notebook("nb-max", ns, model={"name": "m-max"}, dataset={"name": "ds-max"}, **MAX_COMMON)),
         (NOTEBOOKS, notebook("nb-suspended", ns, suspend=True, model={"name": "m-min"}, params={"a": "b"})),
+    ]
+
+
+# Objects that are settled without being ready: each state must be as silent as "ready".
+UPLOAD = {"upload": {"checksum": "0" * 32, "requestID": "r1"}}
+
+
+def not_ready_variants(ns: str) -> list[tuple[Any, dict[str, Any], str, str]]:
+    """(resource, object, condition type, reason it settles in)."""
+    return [
+        (DATASETS, dataset("ds-invalid", ns, image={**GIT, **UPLOAD}), "Complete", "InvalidSpec"),
+        (DATASETS, dataset("ds-running", ns), "Complete", "JobRunning"),
+        (DATASETS, dataset("ds-failed", ns), "Complete", "JobFailed"),
+        (MODELS, model("m-other-ns", ns, baseModel={"name": "m-min", "namespace": "elsewhere"}),
+         "Complete", "ReferenceNotPermitted"),
+        (SERVERS, server("s-waiting", ns, model={"name": "missing"}), "Serving", "WaitingForDependency"),
+        (NOTEBOOKS, notebook("nb-upload", ns, image=UPLOAD), "Built", "AwaitingUpload"),
     ]
 
 
@@ -92,6 +113,14 @@ async def converge(admin: Any, ns: str) -> None:
         return bool(c and c["reason"] == "Suspended")
 
     await eventually(suspended, timeout=30)
+    for res, obj, type_, reason in not_ready_variants(ns):
+        name = obj["metadata"]["name"]
+
+        async def settled_in(res: Any = res, name: str = name, type_: str = type_, reason: str = reason) -> bool:
+            c = condition(await admin.get(res, name, ns), type_)
+            return bool(c and c["reason"] == reason)
+
+        await eventually(settled_in, timeout=30)
 
 
 async def test_converged_objects_of_every_kind_send_no_request_on_resync_or_restart(
@@ -102,8 +131,11 @@ async def test_converged_objects_of_every_kind_send_no_request_on_resync_or_rest
     await admin.create(SECRETS, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf", "namespace": ns},
                                  "stringData": {"token": "t"}})
     op = await start_operator(kubeconfig_path=kubeconfig, workers=4)
-    for res, obj in variants(ns):
+    sim.held.update({"ds-running-dataset", "ds-failed-dataset"})
+    for res, obj in variants(ns) + [(r, o) for r, o, _, _ in not_ready_variants(ns)]:
         await admin.create(res, obj)
+    await eventually(lambda: admin.get_or_none(JOBS, "ds-failed-dataset", ns), timeout=30)
+    await admin.patch(JOBS, "ds-failed-dataset", {"metadata": {"annotations": {OUTCOME_ANNOTATION: "fail"}}}, ns)
     await converge(admin, ns)
     await settle(op)
 
@@ -119,9 +151,12 @@ async def test_converged_objects_of_every_kind_send_no_request_on_resync_or_rest
     mark = len(proxy.records)
     op = await start_operator(kubeconfig_path=kubeconfig, workers=4)
     await settle(op)
+    # Long enough for the upload re-check (a storage read on a timer) to have run too.
+    await asyncio.sleep(UPLOAD_POLL_SECONDS + 1)
+    await settle(op)
     on_restart = object_requests(proxy.records[mark:], ns)
     lists = sum(1 for r in proxy.records[mark:] if r.method == "GET" and not r.watch)
-    print(f"\nRELIABILITY converged: 11 objects of 4 kinds; requests about objects: resync {len(on_resync)}, "
+    print(f"\nRELIABILITY converged: 17 objects of 4 kinds (11 ready, 6 settled otherwise); requests about objects: resync {len(on_resync)}, "
           f"restart {len(on_restart)} (restart LIST/GETs outside: {lists})")
     assert on_resync == [], f"a resync of converged objects sent requests: {Counter(on_resync).most_common(10)}"
     assert on_restart == [], f"a restart over converged objects sent requests: {Counter(on_restart).most_common(10)}"

@@ -233,3 +233,96 @@ async def test_leader_sigkilled_mid_run_standby_takes_over(crds, make_proxy, sim
                     p.process.kill()
                 await p.process.wait()
 
+
+
+async def test_leader_paused_past_its_deadline_writes_nothing_on_waking(crds, make_proxy, sim, admin, namespace,
+                                                                         tmp_path) -> None:
+    """Scenario 3b (SPEC §7 fencing): the leader is SIGSTOPped until the standby holds the Lease,
+    then SIGCONTed with work waiting for it (events buffered on its watches, queued reconciles).
+
+    Unfenced, the woken process kept its controllers for a whole renew deadline and sent status
+    PATCHes and applies 4-103 ms after waking while the other replica led. Fenced, it sends no
+    write at all after the standby acquired — not even a Lease renewal — and exits 1 (lease lost).
+    """
+    ns = namespace
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    procs: list[Proc] = []
+    jobs = await ChildAudit(admin, JOBS, ns).start()
+    try:
+        for name in ("a", "b"):
+            procs.append(await spawn(name, await make_proxy(f"op-{name}", capture=r"/leases"), tmp_path, ns, bucket))
+
+        async def both_ready() -> bool:
+            for p in procs:
+                assert p.process.returncode is None, f"operator {p.name} exited:\n{p.tail()}"
+                assert await readyz(p.health_port) == 200, f"operator {p.name} not ready yet"
+            return True
+
+        await eventually(both_ready, timeout=60)
+
+        async def lease_holder() -> str | None:
+            lease = await admin.get_or_none(LEASES, LEASE_ID, ns)
+            return ((lease or {}).get("spec") or {}).get("holderIdentity")
+
+        async def leader_proc() -> Proc | None:
+            holder_id = await lease_holder()
+            return next((p for p in procs if holder_id and holder_id in p.identities()), None)
+
+        leader = await eventually(leader_proc, timeout=TIMING["lease_duration"] + 20, message="a leader")
+        standby = next(p for p in procs if p is not leader)
+
+        # Work in flight, Jobs held running: the leader has objects to write about.
+        sim.hold_all = True
+        batch1 = [f"ds-p{i:02d}" for i in range(6)]
+        for n in batch1:
+            await admin.create(DATASETS, dataset(n, ns))
+        await eventually(lambda: len(jobs.current) >= 3, timeout=30, message="the leader creating Jobs")
+
+        leader.process.send_signal(signal.SIGSTOP)
+        t_stop = time.monotonic()
+        try:
+            async def standby_holds() -> bool:
+                return await lease_holder() in standby.identities()
+
+            await eventually(standby_holds, timeout=TIMING["lease_duration"] + TIMING["retry_period"] * 2.4 + 20,
+                             interval=0.2)
+            # More work the paused process will hear about the moment it wakes.
+            batch2 = [f"ds-q{i:02d}" for i in range(6)]
+            for n in batch2:
+                await admin.create(DATASETS, dataset(n, ns))
+            await eventually(lambda: {f"{n}-dataset" for n in batch2} <= set(jobs.current), timeout=30,
+                             message="the standby, now leading, creating Jobs")
+        finally:
+            leader.process.send_signal(signal.SIGCONT)
+        t_cont = time.monotonic()
+        code = await asyncio.wait_for(leader.process.wait(), 30)
+        t_exit = time.monotonic()
+        assert code == 1, f"a replica that lost its lease exits 1, got {code}:\n{leader.tail()}"
+
+        # --- the audit ---------------------------------------------------------------------
+        acquires = [r for r in lease_writes(standby.proxy.records) if r.started > t_stop]
+        assert acquires, "the standby took the lease"
+        t_acq_standby = acquires[0].started  # the earliest the standby could have held it
+        late = [(round(r.started - t_cont, 3), r.method, r.path, r.upstream)
+                for r in leader.proxy.records if r.is_write and r.started >= t_acq_standby]
+        assert late == [], f"writes from the paused leader after the standby acquired (s after SIGCONT): {late}"
+        reads_after = [r for r in leader.proxy.records if r.started >= t_cont]
+        log_text = leader.log.read_text(errors="replace")
+        refused = log_text.count("NotLeader")
+        assert "Traceback" not in log_text, f"the woken leader logged a traceback:\n{leader.tail()}"
+        assert jobs.duplicates() == {}
+        await sim.release(admin)
+        await wait_ready(admin, DATASETS, ns, batch1 + batch2, timeout=60)
+        print(f"\nRELIABILITY fencing: lease {TIMING}; paused {t_cont - t_stop:.1f}s (standby acquired "
+              f"{t_acq_standby - t_stop:.1f}s after SIGSTOP); writes after the standby acquired: {len(late)}; "
+              f"requests after SIGCONT: {len(reads_after)}; writes refused by the fence: {refused}; "
+              f"exited {code} {t_exit - t_cont:.2f}s after SIGCONT")
+    finally:
+        await jobs.stop()
+        for p in procs:
+            if p.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.process.send_signal(signal.SIGCONT)
+                    p.process.kill()
+                await p.process.wait()

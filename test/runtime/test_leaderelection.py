@@ -1,15 +1,20 @@
-"""Leader election on a real Lease: one leader at a time, takeover, transitions, release."""
+"""Leader election on a real Lease: one leader at a time, takeover, transitions, release, and
+fencing (SPEC §7): no write leaves a replica whose last renewal is older than the renew deadline
+by its own clock, or that has seen another holder. The fencing tests move the elector's clock by
+hand (as a pause would), so they do not depend on how fast this machine is."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
+from kubernetes_asyncio import client as k8s_client
 
 from substratus.runtime import metrics
-from substratus.runtime.client import Client
+from substratus.runtime.client import Client, NotLeader
 from substratus.runtime.leaderelection import LeaderElectionConfig, LeaderElector
-from substratus.runtime.resource import LEASES
+from substratus.runtime.resource import CONFIGMAPS, LEASES
 from substratus.testing.wait import eventually
 
 pytestmark = pytest.mark.controlplane
@@ -24,6 +29,32 @@ def elector(client: Client, namespace: str, identity: str, **kw) -> LeaderElecto
 
 async def lease(client: Client, namespace: str) -> dict:
     return (await client.get(LEASES, "test-lease", namespace))["spec"]
+
+
+class HandClock:
+    """The elector's clock, moved only by the test: seconds pass for it exactly when told."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fenced(client: Client, el: LeaderElector) -> Client:
+    """What the manager gives its controllers: the shared client behind the elector's fence."""
+    return client.fenced(el.check_write)
+
+
+def configmap(name: str, namespace: str) -> dict:
+    return {"metadata": {"name": name, "namespace": namespace}, "data": {"k": "v"}}
+
+
+async def unreachable_client() -> Client:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return Client(k8s_client.ApiClient(k8s_client.Configuration(host=f"http://127.0.0.1:{port}")))
 
 
 async def test_exactly_one_leads_and_release_hands_over(client: Client, namespace: str) -> None:
@@ -79,14 +110,16 @@ async def test_standby_takes_over_when_renewals_stop(client: Client, namespace: 
         await asyncio.gather(tb, return_exceptions=True)
 
 
-async def test_leader_steps_down_when_it_cannot_renew(client: Client, namespace: str) -> None:
+async def test_leader_steps_down_at_once_when_another_holds_the_lease(client: Client, namespace: str) -> None:
     stopped = asyncio.Event()
 
     async def on_stop() -> None:
         stopped.set()
 
+    clock = HandClock()  # never moves: the renew deadline cannot be what ends leadership here
     a = LeaderElector(client, LeaderElectionConfig(name="test-lease", namespace=namespace, identity="a", **FAST),
-                      on_stopped_leading=on_stop)
+                      on_stopped_leading=on_stop, clock=clock)
+    writer = fenced(client, a)
     ta = asyncio.create_task(a.run())
     try:
         await eventually(lambda: a.is_leader)
@@ -94,11 +127,103 @@ async def test_leader_steps_down_when_it_cannot_renew(client: Client, namespace:
         spec_obj = await client.get(LEASES, "test-lease", namespace)
         spec_obj["spec"]["holderIdentity"] = "usurper"
         await client.replace(LEASES, spec_obj)
-        await asyncio.wait_for(stopped.wait(), FAST["renew_deadline"] + FAST["lease_duration"] + 5)
+        # The next renew round sees it (one jittered retry period, plus a busy machine's slack).
+        await asyncio.wait_for(stopped.wait(), FAST["retry_period"] * 1.2 + 5)
+        assert not a.is_leader
+        with pytest.raises(NotLeader):
+            await writer.create(CONFIGMAPS, configmap("after-usurped", namespace))
+        assert await client.get_or_none(CONFIGMAPS, "after-usurped", namespace) is None
+        assert (await lease(client, namespace))["holderIdentity"] == "usurper", "the usurper's lease stands"
+    finally:
+        ta.cancel()
+        await asyncio.gather(ta, return_exceptions=True)
+
+
+async def test_no_write_leaves_a_leader_woken_past_its_renew_deadline(client: Client, namespace: str) -> None:
+    """A pause (SIGSTOP, a stalled VM) is time passing on the elector's clock with nothing run:
+    the first write attempted on waking is refused before it is sent, and leadership ends."""
+    stopped = asyncio.Event()
+
+    async def on_stop() -> None:
+        stopped.set()
+
+    clock = HandClock()
+    a = LeaderElector(client, LeaderElectionConfig(name="test-lease", namespace=namespace, identity="a", **FAST),
+                      on_stopped_leading=on_stop, clock=clock)
+    writer = fenced(client, a)
+    with pytest.raises(NotLeader):
+        await writer.create(CONFIGMAPS, configmap("before-leading", namespace))
+    ta = asyncio.create_task(a.run())
+    try:
+        await eventually(lambda: a.is_leader)
+        await writer.create(CONFIGMAPS, configmap("leading", namespace))
+        # Every renewal so far happened at clock 1000; leadership lasts until 1000 + renew_deadline.
+        clock.now += FAST["renew_deadline"] - 0.01
+        await writer.create(CONFIGMAPS, configmap("just-inside", namespace))
+        # The rest of the pause. No await between waking and the write: no task runs first.
+        clock.now += 0.01
+        with pytest.raises(NotLeader):
+            await writer.create(CONFIGMAPS, configmap("after-waking", namespace))
+        assert not a.is_leader, "leadership ends at the refused write, not at the next renew round"
+        await asyncio.wait_for(stopped.wait(), 5)
+        assert await client.get_or_none(CONFIGMAPS, "after-waking", namespace) is None
+        assert await client.get_or_none(CONFIGMAPS, "just-inside", namespace) is not None
+        await asyncio.gather(ta, return_exceptions=True)
+        # Nothing revived it: no renewal and no release was written after the deadline.
+        assert (await lease(client, namespace))["holderIdentity"] == "a"
         assert not a.is_leader
     finally:
         ta.cancel()
         await asyncio.gather(ta, return_exceptions=True)
+
+
+async def test_the_renew_deadline_counts_from_the_last_successful_renewal(client: Client, namespace: str) -> None:
+    """Failing renew rounds do not extend leadership (each round used to start a fresh deadline)."""
+    clock = HandClock()
+    a = LeaderElector(client, LeaderElectionConfig(name="test-lease", namespace=namespace, identity="a", **FAST),
+                      clock=clock)
+    writer = fenced(client, a)
+    ta = asyncio.create_task(a.run())
+    cut_off = await unreachable_client()
+    try:
+        await eventually(lambda: a.is_leader)
+        a.client = cut_off  # from now on every renewal fails (connection refused)
+        await asyncio.sleep(FAST["retry_period"] * 1.2 * 3)  # several failed rounds
+        clock.now += FAST["renew_deadline"] / 2
+        await asyncio.sleep(FAST["retry_period"] * 1.2 * 2)  # more failed rounds, later on the clock
+        assert a.is_leader
+        clock.now += FAST["renew_deadline"] / 2 - 0.01
+        await writer.create(CONFIGMAPS, configmap("still-leading", namespace))
+        clock.now += 0.01
+        with pytest.raises(NotLeader):
+            await writer.create(CONFIGMAPS, configmap("deadline-passed", namespace))
+        assert await client.get_or_none(CONFIGMAPS, "deadline-passed", namespace) is None
+    finally:
+        ta.cancel()
+        await asyncio.gather(ta, return_exceptions=True)
+        await cut_off.close()
+
+
+async def test_a_graceful_stop_keeps_renewing_while_work_drains(client: Client, namespace: str) -> None:
+    """Draining takes longer than the renew deadline: its writes still go out (the lease is kept
+    renewed meanwhile, as controller-runtime does), then the lease is released."""
+    drained: list[str] = []
+
+    async def on_stop() -> None:
+        await asyncio.sleep(FAST["renew_deadline"] * 1.5)
+        await writer.create(CONFIGMAPS, configmap("drained", namespace))
+        drained.append("drained")
+
+    a = LeaderElector(client, LeaderElectionConfig(name="test-lease", namespace=namespace, identity="a", **FAST),
+                      on_stopped_leading=on_stop)
+    writer = fenced(client, a)
+    ta = asyncio.create_task(a.run())
+    await eventually(lambda: a.is_leader)
+    ta.cancel()
+    results = await asyncio.gather(ta, return_exceptions=True)
+    assert drained == ["drained"], results
+    assert not a.is_leader
+    assert not (await lease(client, namespace)).get("holderIdentity"), "released after the drain"
 
 
 async def test_a_stop_that_lands_as_a_renew_completes_is_not_lost(client: Client, namespace: str) -> None:
@@ -127,3 +252,27 @@ async def test_a_stop_that_lands_as_a_renew_completes_is_not_lost(client: Client
     finally:
         ta.cancel()
         await asyncio.gather(ta, return_exceptions=True)
+
+
+@pytest.mark.parametrize("refused_at", [2, 3], ids=["connection-ready", "first-byte"])
+async def test_the_fence_is_checked_again_right_before_the_bytes_leave(client: Client, namespace: str,
+                                                                       refused_at: int) -> None:
+    """A write that passed the first check can still wait (a new connection, a loop turn for its
+    body); a pause there ends past the deadline. The fence is asked again when the connection is
+    ready and when the first byte is about to leave: refused there, nothing reaches the server."""
+    calls: list[int] = []
+
+    def fence() -> None:
+        calls.append(1)
+        if len(calls) >= refused_at:
+            raise NotLeader("deadline passed while the request waited")
+
+    writer = client.fenced(fence)
+    with pytest.raises(NotLeader):
+        await writer.create(CONFIGMAPS, configmap(f"refused-at-{refused_at}", namespace))
+    assert len(calls) == refused_at
+    assert await client.get_or_none(CONFIGMAPS, f"refused-at-{refused_at}", namespace) is None
+    calls.clear()
+    refused_at = 99  # the same client still writes once the fence allows it
+    await writer.create(CONFIGMAPS, configmap("allowed", namespace))
+    assert len(calls) == 3, "checked before building the request, on the connection, at the first byte"

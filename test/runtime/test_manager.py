@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from substratus.runtime import metrics
-from substratus.runtime.client import Client
+from substratus.runtime.client import Client, NotLeader
 from substratus.runtime.controller import Controller
 from substratus.runtime.events import NORMAL, EventRecorder
 from substratus.runtime.manager import EXIT_LOST_LEASE, EXIT_OK, Manager, ManagerOptions
@@ -153,3 +153,29 @@ async def test_events_over_capacity_are_dropped_counted_and_logged(client: Clien
     await rec.stop()  # what was queued is still posted
     events = [e for e in (await client.list(EVENTS, namespace))["items"] if e["reason"] == "Burst"]
     assert len(events) == queued
+
+
+async def test_the_managers_client_writes_only_while_leading(client: Client, namespace: str) -> None:
+    """SPEC §7 fencing, wired: ``mgr.client`` (what controllers write through) refuses every write
+    before the first election, passes them while this manager leads, and refuses them again
+    after it stepped down; the client it was built from stays unfenced."""
+    mgr = Manager(client, options(namespace, leader_election=True, leader_election_id="fenced"))
+
+    def cm(name: str) -> dict:
+        return {"metadata": {"name": name, "namespace": namespace}}
+
+    with pytest.raises(NotLeader):
+        await mgr.client.create(CONFIGMAPS, cm("before-election"))
+    task = asyncio.create_task(mgr.run(handle_signals=False))
+    try:
+        await eventually(lambda: mgr.elector is not None and mgr.elector.is_leader)
+        await mgr.client.create(CONFIGMAPS, cm("while-leading"))
+    finally:
+        mgr.stop()
+        assert await asyncio.wait_for(task, 30) == EXIT_OK
+    with pytest.raises(NotLeader):
+        await mgr.client.create(CONFIGMAPS, cm("after-release"))
+    await client.create(CONFIGMAPS, cm("unfenced"))
+    names = {c["metadata"]["name"] for c in (await client.list(CONFIGMAPS, namespace))["items"]}
+    assert {"while-leading", "unfenced"} <= names
+    assert not names & {"before-election", "after-release"}

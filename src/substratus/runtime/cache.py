@@ -45,13 +45,14 @@ class _Mutation:
 class Cache:
     def __init__(self, client: Client, *, namespace: str | None = None, transform: Transform | None = strip_bulk,
                  resync_period: float | None = None, label_selectors: dict[Resource, str] | None = None,
-                 transforms: dict[Resource, Transform] | None = None) -> None:
+                 transforms: dict[Resource, Transform | None] | None = None) -> None:
         self.client = client
         self.namespace = namespace
         # Cache only what we own of high-volume kinds (e.g. ConfigMaps with our managed-by label).
         self.label_selectors = dict(label_selectors or {})
         self.transform = transform
-        # Per-resource transforms replace ``transform`` (e.g. Pods slimmed to the fields read).
+        # Per kind, instead of ``transform``: keep only what the reconcilers read of that kind
+        # (e.g. informer.keep_only("status") for Jobs); None there stores the kind unchanged.
         self.transforms = dict(transforms or {})
         self.resync_period = resync_period
         self._informers: dict[Resource, Informer] = {}
@@ -71,7 +72,8 @@ class Cache:
         return inf
 
     def transform_for(self, res: Resource) -> Transform | None:
-        return self.transforms.get(res, self.transform)
+        """What is applied to every object of ``res`` before it is cached."""
+        return self.transforms[res] if res in self.transforms else self.transform
 
     @property
     def informers(self) -> builtins.list[Informer]:

@@ -19,7 +19,7 @@ import aiohttp
 from substratus import logs
 from substratus.runtime import metrics
 from substratus.runtime.cache import Cache
-from substratus.runtime.client import ApiError
+from substratus.runtime.client import ApiError, NotLeader
 from substratus.runtime.ratelimiter import RateLimiter, default_controller_rate_limiter
 from substratus.runtime.reconcile import Reconciler, Request, TerminalError
 from substratus.runtime.resource import Resource
@@ -31,7 +31,9 @@ MapFunc = Callable[[dict], Iterable[Request]]
 UpdatePredicate = Callable[[dict, dict], bool]
 
 # Errors a reconciler is expected to hit against a live cluster; anything else is a bug.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ApiError, OSError, TimeoutError, aiohttp.ClientError)
+# NotLeader: a write refused by the leader-election fence while leadership ends (SPEC §7).
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ApiError, NotLeader, OSError, TimeoutError,
+                                                    aiohttp.ClientError)
 
 
 def request_for(obj: dict) -> Request:

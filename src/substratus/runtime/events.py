@@ -20,7 +20,7 @@ import zlib
 import attrs
 
 from substratus.runtime import metrics
-from substratus.runtime.client import ApiError, Client, NotFound
+from substratus.runtime.client import ApiError, Client, NotFound, NotLeader
 from substratus.runtime.resource import EVENTS
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,26 @@ _AGGREGATE_WINDOW = 600.0
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event_body(obj: dict, type_: str, reason: str, message: str, *, component: str, host: str) -> dict:
+    """A new core/v1 Event about ``obj`` (count 1, both timestamps now), as client-go's recorder
+    writes it; the name is the object's name plus a unique hex suffix."""
+    meta = obj.get("metadata") or {}
+    ts = _now()
+    return {
+        "metadata": {"name": f"{meta.get('name', 'unknown')}.{time.time_ns():x}",
+                     "namespace": meta.get("namespace") or "default"},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name"),
+            "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "reason": reason, "message": message, "type": type_, "count": 1,
+        "firstTimestamp": ts, "lastTimestamp": ts,
+        "source": {"component": component, "host": host},
+        "reportingComponent": component, "reportingInstance": host,
+    }
 
 
 @attrs.define
@@ -134,6 +154,8 @@ class EventRecorder:
                 await self._write(obj, type_, reason, message)
             except (ApiError, OSError, TimeoutError) as exc:
                 log.warning("could not record event reason=%s error=%r", reason, exc)
+            except NotLeader:
+                log.info("event not recorded: not the leader", extra={"reason": reason})
             except Exception:
                 log.exception("event recorder failed reason=%s", reason)
             finally:
@@ -157,19 +179,6 @@ class EventRecorder:
                 return
             except NotFound:
                 pass
-        ts = _now()
-        name = f"{meta.get('name', 'unknown')}.{time.time_ns():x}"
-        body = {
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name"),
-                "namespace": meta.get("namespace"), "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "reason": reason, "message": message, "type": type_, "count": 1,
-            "firstTimestamp": ts, "lastTimestamp": ts,
-            "source": {"component": self.component, "host": self.host},
-            "reportingComponent": self.component, "reportingInstance": self.host,
-        }
+        body = event_body(obj, type_, reason, message, component=self.component, host=self.host)
         await self.client.create(EVENTS, body, namespace)
-        self._seen[key] = _Seen(name, namespace, 1, now)
+        self._seen[key] = _Seen(body["metadata"]["name"], namespace, 1, now)

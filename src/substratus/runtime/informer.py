@@ -5,7 +5,9 @@ after that version, so nothing between list and watch is lost. Bookmarks only ad
 version. A 410 Gone (the version was compacted) forces a relist whose diff against the cache
 becomes synthetic add/update/delete events, so a delete that happened in the gap still
 reaches handlers, with the last object we knew. Any other error reconnects with a jittered
-exponential backoff (0.8 s → 30 s) from the last version we saw.
+exponential backoff (0.8 s → 30 s) from the last version we saw — including a connection that
+went silent past the client's ``watch_idle_timeout`` (SPEC §7: a dead watch is noticed within
+60 s, not when its timeout ends).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from sys import intern
 from typing import Protocol
 
 from substratus.runtime.client import Client, Gone
@@ -29,9 +32,15 @@ _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 def strip_bulk(obj: dict) -> dict:
-    """Drop what no reconciler reads but costs most of an object's memory.
+    """Drop what no reconciler reads but costs most of an object's memory, and share the strings
+    that every object of a kind repeats.
 
     ``managedFields`` is often half an object; kubectl's last-applied annotation repeats the spec.
+    The JSON decoder gives each object its own copy of every string value; ``apiVersion``,
+    ``kind``, the namespace and each condition's ``type``, ``status`` and ``reason`` take a handful
+    of values across all objects, so they are interned: one copy each, about 0.5 KiB less per
+    cached object with three conditions (docs/benchmarks.md, memory). Only these: interning unique
+    values (names, uids, timestamps) would grow the interpreter's table with every object.
     """
     meta = obj.get("metadata")
     if meta:
@@ -41,7 +50,48 @@ def strip_bulk(obj: dict) -> dict:
             del ann[_LAST_APPLIED]
             if not ann:
                 meta.pop("annotations")
+        ns = meta.get("namespace")
+        if type(ns) is str:
+            meta["namespace"] = intern(ns)
+    for key in ("apiVersion", "kind"):
+        value = obj.get(key)
+        if type(value) is str:
+            obj[key] = intern(value)
+    status = obj.get("status")
+    conditions = status.get("conditions") if type(status) is dict else None
+    if type(conditions) is list:
+        for c in conditions:
+            if type(c) is dict:
+                for key in ("type", "status", "reason"):
+                    value = c.get(key)
+                    if type(value) is str:
+                        c[key] = intern(value)
     return obj
+
+
+_ALWAYS_KEPT = frozenset({"apiVersion", "kind", "metadata"})
+
+
+def keep_only(*fields: str) -> Transform:
+    """A transform for kinds read by only part of their body: :func:`strip_bulk`, then every
+    top-level field but ``apiVersion``, ``kind``, ``metadata`` and ``fields`` is dropped.
+
+    E.g. ``keep_only("status")`` for Jobs and Pods the operator created itself: it tells a
+    changed spec by the hash annotation (metadata) and reads only their status, while the spec
+    (the Pod template) is most of the object. The result is what the cache holds and what
+    handlers receive, so a reconciler must never need a dropped field (docs/operations.md lists
+    what is kept per kind).
+    """
+    keep = _ALWAYS_KEPT | set(fields)
+
+    def transform(obj: dict) -> dict:
+        strip_bulk(obj)
+        for key in [k for k in obj if k not in keep]:
+            del obj[key]
+        return obj
+
+    transform.__name__ = transform.__qualname__ = f"keep_only({', '.join(map(repr, fields))})"
+    return transform
 
 
 class EventHandler(Protocol):
@@ -76,7 +126,7 @@ class Informer:
     def __init__(self, client: Client, resource: Resource, *, namespace: str | None = None,
                  label_selector: str | None = None, transform: Transform | None = strip_bulk,
                  indexers: dict[str, IndexFunc] | None = None, resync_period: float | None = None,
-                 watch_timeout: tuple[int, int] = (300, 600), page_size: int = 500,
+                 watch_timeout: tuple[int, int] | None = None, page_size: int = 500,
                  backoff: Backoff | None = None) -> None:
         self.client = client
         self.resource = resource
@@ -204,7 +254,8 @@ class Informer:
             self.backoff.reset()
 
     async def _watch(self) -> None:
-        timeout = random.randint(*self.watch_timeout)
+        # None: the client draws it inside its idle window (a longer one would be capped anyway).
+        timeout = random.randint(*self.watch_timeout) if self.watch_timeout else None
         stream = self.client.watch(self.resource, self.namespace, resource_version=self.resource_version,
                                    timeout_seconds=timeout, label_selector=self.label_selector)
         async for event in stream:

@@ -7,13 +7,23 @@ Written here rather than taken from kubernetes-asyncio because its LeaseLock nev
   duration — never by comparing the holder's renewTime with our clock (clocks skew);
 * every write carries the resourceVersion we read; a 409 means someone else won this round;
 * taking over from another holder sets acquireTime and increments leaseTransitions;
-* a leader that cannot renew within ``renew_deadline`` steps down at once;
 * a graceful stop releases the lease (empty holder) so a standby takes over without waiting.
+
+And fencing, which client-go leaves to the caller (SPEC §7): the leader acts only while its last
+successful renewal is younger than ``renew_deadline`` by its own clock, measured from the moment
+that renewal's write was *sent*. A standby can take over no earlier than ``lease_duration`` after
+it saw that write, which was later still, so the old leader has stopped first
+(``renew_deadline < lease_duration``). ``check_write`` is the client's write fence: after a pause
+(SIGSTOP, a stalled VM) past the deadline, the first write attempted on waking is refused and
+leadership ends, whatever task runs first. Seeing another holder ends leadership at once too.
+The clock is CLOCK_BOOTTIME where there is one: monotonic, and unlike CLOCK_MONOTONIC it keeps
+counting while the machine is suspended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -26,10 +36,18 @@ from typing import Any
 import attrs
 
 from substratus.runtime import metrics
-from substratus.runtime.client import ApiError, Client, Conflict, NotFound
+from substratus.runtime.client import ApiError, Client, Conflict, NotFound, NotLeader
 from substratus.runtime.resource import LEASES
 
 log = logging.getLogger(__name__)
+
+
+_CLOCK_ID: int | None = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def fencing_clock() -> float:
+    """Seconds on a monotonic clock that also counts suspended time (Linux CLOCK_BOOTTIME)."""
+    return time.monotonic() if _CLOCK_ID is None else time.clock_gettime(_CLOCK_ID)
 
 
 def default_identity() -> str:
@@ -60,7 +78,9 @@ class LeaderElector:
     def __init__(self, client: Client, config: LeaderElectionConfig,
                  on_started_leading: Callable[[], Awaitable[None]] | None = None,
                  on_stopped_leading: Callable[[], Awaitable[None]] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = fencing_clock) -> None:
+        """``client`` must be unfenced (``Client.without_fence``): the elector writes the Lease
+        before it leads. ``clock`` gives seconds; tests pass one they can move."""
         self.client = client
         self.config = config
         self._on_started = on_started_leading
@@ -70,6 +90,9 @@ class LeaderElector:
         self._observed_time = 0.0
         self._observed_rv: str | None = None
         self._leader = False
+        self._renewed_at: float | None = None
+        """``clock()`` just before the write that last acquired or renewed the Lease was sent."""
+        self._stepped_down = asyncio.Event()
         self._gauge = metrics.LEADER_ELECTION_MASTER_STATUS.labels(config.name)
         self._gauge.set(0)
         self.leading = asyncio.Event()
@@ -86,9 +109,44 @@ class LeaderElector:
         self._leader = value
         self._gauge.set(1 if value else 0)
         if value:
+            self._stepped_down.clear()
             self.leading.set()
         else:
             self.leading.clear()
+
+    # --- fencing (SPEC §7) --------------------------------------------------------------------
+
+    def _remaining(self) -> float:
+        """Seconds of leadership left on our own clock (≤ 0: the renew deadline has passed)."""
+        if self._renewed_at is None:
+            return 0.0
+        return self._renewed_at + self.config.renew_deadline - self._clock()
+
+    def _step_down(self, reason: str) -> None:
+        if not self._leader:
+            return
+        self._set_leader(False)
+        self._stepped_down.set()
+        log.error("lost lease", extra={"lease": f"{self.config.namespace}/{self.config.name}",
+                                       "identity": self.config.identity, "reason": reason,
+                                       "holder": self.observed_holder})
+
+    def holds_lease(self) -> bool:
+        """True while we lead and our last renewal is younger than the renew deadline.
+
+        Finding the deadline passed (e.g. on waking from a pause) ends leadership there and then.
+        """
+        if not self._leader:
+            return False
+        if self._remaining() > 0:
+            return True
+        self._step_down("renew deadline passed since the last successful renewal")
+        return False
+
+    def check_write(self) -> None:
+        """The client's write fence: raise ``NotLeader`` unless ``holds_lease()``."""
+        if not self.holds_lease():
+            raise NotLeader(f"not the leader of lease {self.config.namespace}/{self.config.name}")
 
     # --- one round ----------------------------------------------------------------------------
 
@@ -97,7 +155,10 @@ class LeaderElector:
         return self._observed_time + duration > now
 
     async def try_acquire_or_renew(self) -> bool:
-        """One attempt; True when we hold the lease afterwards."""
+        """One attempt; True when we hold the lease afterwards.
+
+        Seeing another holder while we lead ends our leadership at once, whatever the deadline.
+        """
         cfg = self.config
         now_wall = dt.datetime.now(dt.UTC)
         try:
@@ -107,20 +168,29 @@ class LeaderElector:
                 "holderIdentity": cfg.identity, "leaseDurationSeconds": int(cfg.lease_duration),
                 "acquireTime": micro_time(now_wall), "renewTime": micro_time(now_wall), "leaseTransitions": 0,
             }
+            if self._leader and not self.holds_lease():
+                return False  # woke past the deadline: a late renewal must not revive us
+            sent = self._clock()
             try:
                 created = await self.client.create(LEASES, {
                     "metadata": {"name": cfg.name, "namespace": cfg.namespace}, "spec": spec})
             except Conflict:
                 return False
             self._observe(created, self._clock())
+            self._renewed_at = sent
             return True
         spec = lease.get("spec") or {}
         now = self._clock()
         if spec != self._observed_spec:
             self._observe(lease, now)
         holder = spec.get("holderIdentity") or ""
-        if holder and holder != cfg.identity and self._lease_valid(now):
-            return False
+        if holder and holder != cfg.identity:
+            if self._leader:
+                # Someone else holds it now: our lease expired in their eyes. Stop before any write.
+                self._step_down("another replica holds the lease")
+                return False
+            if self._lease_valid(now):
+                return False
         new_spec = dict(spec)
         new_spec["leaseDurationSeconds"] = int(cfg.lease_duration)
         new_spec["renewTime"] = micro_time(now_wall)
@@ -130,11 +200,15 @@ class LeaderElector:
             # A change of hands, whether the lease expired or was released.
             new_spec["leaseTransitions"] = int(str(spec.get("leaseTransitions") or 0)) + 1
         lease["spec"] = new_spec
+        if self._leader and not self.holds_lease():
+            return False  # woke past the deadline (e.g. paused between the GET and here)
+        sent = self._clock()
         try:
             updated = await self.client.replace(LEASES, lease)
         except Conflict:
             return False
         self._observe(updated, self._clock())
+        self._renewed_at = sent
         return True
 
     def _observe(self, lease: dict, now: float) -> None:
@@ -153,40 +227,44 @@ class LeaderElector:
             try:
                 if await self.try_acquire_or_renew():
                     self._set_leader(True)
-                    log.info("acquired lease lease=%s/%s identity=%s", self.config.namespace,
-                             self.config.name, self.config.identity)
+                    log.info("acquired lease", extra={"lease": f"{self.config.namespace}/{self.config.name}",
+                                                      "identity": self.config.identity})
                     return
             except (ApiError, OSError, TimeoutError) as exc:
-                log.warning("error acquiring lease lease=%s/%s error=%r", self.config.namespace,
-                            self.config.name, exc)
+                log.warning("error acquiring lease", extra={
+                    "lease": f"{self.config.namespace}/{self.config.name}", "error": repr(exc)})
             await asyncio.sleep(self._jittered_retry())
 
     async def renew_until_lost(self) -> None:
-        """Renew every retry period; return (no longer leader) when a renew deadline passes."""
+        """Renew every retry period; return once no longer the leader.
+
+        Leadership ends when the renew deadline passes since the last *successful* renewal (not
+        since the current round began: a round that starts late, after a pause, starts with the
+        time already spent), when another holder is seen, or when the write fence finds the
+        deadline passed first.
+        """
         cfg = self.config
         while True:
-            deadline = self._clock() + cfg.renew_deadline
-            renewed = False
-            while self._clock() < deadline:
-                try:
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
-                    # as the attempt completes, and a stopped elector would renew on forever.
-                    async with asyncio.timeout(max(deadline - self._clock(), 0.1)):
-                        renewed = await self.try_acquire_or_renew()
-                    if renewed:
-                        break
-                except (ApiError, OSError, TimeoutError) as exc:
-                    log.warning("error renewing lease lease=%s/%s error=%r", cfg.namespace, cfg.name, exc)
-                await asyncio.sleep(min(cfg.retry_period, max(deadline - self._clock(), 0)))
-            if not renewed:
-                self._set_leader(False)
-                log.error("lost lease: renew deadline exceeded lease=%s/%s identity=%s", cfg.namespace,
-                          cfg.name, cfg.identity)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(cfg.retry_period, max(self._remaining(), 0.0))):
+                    await self._stepped_down.wait()
+            if not self.holds_lease():
                 return
-            await asyncio.sleep(cfg.retry_period)
+            try:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
+                # as the attempt completes, and a stopped elector would renew on forever.
+                async with asyncio.timeout(max(self._remaining(), 0.0)):
+                    await self.try_acquire_or_renew()
+            except (ApiError, OSError, TimeoutError) as exc:
+                log.warning("error renewing lease", extra={
+                    "lease": f"{cfg.namespace}/{cfg.name}", "error": repr(exc)})
 
     async def run(self) -> None:
-        """Acquire, call on_started_leading, renew; on loss call on_stopped_leading and return."""
+        """Acquire, call on_started_leading, renew; on loss call on_stopped_leading and return.
+
+        On a graceful stop (cancel) the lease is still renewed while on_stopped_leading drains
+        the work, as controller-runtime does, so draining writes are not fenced; then released.
+        """
         started = False
         try:
             await self.acquire()
@@ -197,8 +275,14 @@ class LeaderElector:
         finally:
             # Stop the work first, then hand the lease over: no write after release.
             if started and self._on_stopped is not None:
-                await asyncio.shield(self._on_stopped())
-            if self._leader and self.config.release_on_cancel:
+                keep = asyncio.create_task(self.renew_until_lost()) if self.holds_lease() else None
+                try:
+                    await asyncio.shield(self._on_stopped())
+                finally:
+                    if keep is not None:
+                        keep.cancel()
+                        await asyncio.gather(keep, return_exceptions=True)
+            if self.holds_lease() and self.config.release_on_cancel:
                 await asyncio.shield(self.release())
             self._set_leader(False)
 
@@ -216,10 +300,11 @@ class LeaderElector:
             lease["spec"] = {"holderIdentity": None, "leaseDurationSeconds": 1, "acquireTime": now,
                              "renewTime": now, "leaseTransitions": spec.get("leaseTransitions", 0)}
             await self.client.replace(LEASES, lease)
-            log.info("released lease lease=%s/%s identity=%s", cfg.namespace, cfg.name, cfg.identity)
+            log.info("released lease", extra={"lease": f"{cfg.namespace}/{cfg.name}", "identity": cfg.identity})
             return True
         except (ApiError, OSError, TimeoutError) as exc:
-            log.warning("could not release lease lease=%s/%s error=%r", cfg.namespace, cfg.name, exc)
+            log.warning("could not release lease", extra={"lease": f"{cfg.namespace}/{cfg.name}",
+                                                          "error": repr(exc)})
             return False
         finally:
             self._set_leader(False)

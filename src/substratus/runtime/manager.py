@@ -5,12 +5,16 @@ so a standby that wins the lease reconciles at once) → wait for sync (``/ready
 → leader election → controllers. Shutdown (SIGTERM) runs it backwards: stop taking work,
 drain in-flight reconciles, release the lease, stop informers, close endpoints, exit 0.
 Losing the lease stops the controllers immediately and makes ``run`` return non-zero, so the
-Pod restarts clean rather than carrying on with a stale view of who leads.
+Pod restarts clean rather than carrying on with a stale view of who leads. With leader election
+``Manager.client`` — the client to give controllers, like controller-runtime's ``GetClient()`` —
+is fenced by the elector (SPEC §7): no write leaves through it unless this process holds the
+Lease with a renewal younger than the renew deadline, from before the first election on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable, Coroutine
@@ -22,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from substratus.runtime import metrics
 from substratus.runtime.cache import Cache
-from substratus.runtime.client import Client
+from substratus.runtime.client import Client, NotLeader
 from substratus.runtime.controller import Controller
 from substratus.runtime.events import EventRecorder
 from substratus.runtime.informer import Transform
@@ -59,8 +63,8 @@ class ManagerOptions:
     graceful_shutdown_timeout: float = 30.0
     resync_period: float | None = 10 * 3600.0
     label_selectors: dict[Resource, str] = attrs.field(factory=dict)
-    transforms: dict[Resource, Transform] = attrs.field(factory=dict)
-    """Per-resource cache transforms (keep only what is read), instead of the default."""
+    transforms: dict[Resource, Transform | None] = attrs.field(factory=dict)
+    """Per-kind cache transforms (see ``Cache.transforms``); other kinds get ``strip_bulk``."""
 
 
 Runnable = Callable[[], Coroutine[Any, Any, None]]
@@ -68,11 +72,13 @@ Runnable = Callable[[], Coroutine[Any, Any, None]]
 
 class Manager:
     def __init__(self, client: Client, options: ManagerOptions | None = None) -> None:
-        self.client = client
         self.options = options or ManagerOptions()
-        self.cache = Cache(client, namespace=self.options.namespace, resync_period=self.options.resync_period,
+        self._unfenced = client
+        self.client = client.fenced(self._check_write) if self.options.leader_election else client
+        """For controllers' writes: with leader election, fenced by the elector."""
+        self.cache = Cache(self.client, namespace=self.options.namespace, resync_period=self.options.resync_period,
                            label_selectors=self.options.label_selectors, transforms=self.options.transforms)
-        self.recorder = EventRecorder(client)
+        self.recorder = EventRecorder(self.client)
         self.controllers: list[Controller] = []
         self._leader_runnables: list[Runnable] = []
         self._runnables: list[Runnable] = []
@@ -98,6 +104,11 @@ class Manager:
     def stop(self) -> None:
         """Request a graceful stop (what SIGTERM does)."""
         self._stop.set()
+
+    def _check_write(self) -> None:
+        if self.elector is None:
+            raise NotLeader("leader election has not started")
+        self.elector.check_write()
 
     # --- endpoints ----------------------------------------------------------------------------
 
@@ -169,6 +180,11 @@ class Manager:
             self._lost_lease = True
             self._stop.set()
         await self._stop_controllers()
+        if not self._lost_lease:
+            # Graceful stop: post the drained reconciles' Events while the lease is still held
+            # (after the release the write fence refuses them).
+            with contextlib.suppress(TimeoutError):
+                await self.recorder.flush(5.0)
 
     def _install_signals(self) -> list[signal.Signals]:
         loop = asyncio.get_running_loop()
@@ -185,6 +201,13 @@ class Manager:
         """Run until stopped; returns the process exit code."""
         signals = self._install_signals() if handle_signals else []
         elector_task: asyncio.Task[None] | None = None
+        if self.options.leader_election:
+            # The elector writes the Lease unfenced; everything else goes through its fence.
+            self.elector = LeaderElector(self._unfenced, LeaderElectionConfig(
+                name=self.options.leader_election_id, namespace=self.options.leader_election_namespace,
+                lease_duration=self.options.lease_duration, renew_deadline=self.options.renew_deadline,
+                retry_period=self.options.retry_period),
+                on_started_leading=self._start_controllers, on_stopped_leading=self._on_lost)
         try:
             await self._serve("metrics", self.options.metrics_addr, self._metrics_app())
             await self._serve("health", self.options.health_addr, self._health_app())
@@ -205,12 +228,7 @@ class Manager:
             if not self._stop.is_set():
                 self.ready.set()
                 log.info("caches synced informers=%d", len(self.cache.informers))
-                if self.options.leader_election:
-                    self.elector = LeaderElector(self.client, LeaderElectionConfig(
-                        name=self.options.leader_election_id, namespace=self.options.leader_election_namespace,
-                        lease_duration=self.options.lease_duration, renew_deadline=self.options.renew_deadline,
-                        retry_period=self.options.retry_period),
-                        on_started_leading=self._start_controllers, on_stopped_leading=self._on_lost)
+                if self.elector is not None:
                     elector_task = asyncio.create_task(self.elector.run(), name="leader-election")
                 else:
                     await self._start_controllers()

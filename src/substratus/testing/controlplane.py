@@ -1,11 +1,13 @@
-"""A real local Kubernetes control plane (kube-apiserver 1.20.2 + etcd 3.4) for tests and dev mode.
+"""A real local Kubernetes control plane (kube-apiserver + etcd 3.4) for tests and dev mode.
 
 Like controller-runtime's envtest: no kubelet, no scheduler, no controller-manager — just the API
 server and its storage, so tests exercise real admission, validation, resourceVersions, watches,
 the status subresource and RBAC instead of mocks. The binaries come from
-``hack/install-controlplane.sh`` (built from Debian packages because nothing but package
-registries is reachable). Status changes that a kubelet or kube-controller-manager would make are
-faked by :mod:`substratus.testing.simulator`.
+``hack/install-controlplane.sh`` (1.20.2, built from Debian packages because nothing but package
+registries is reachable); ``$SUBSTRATUS_KUBE_APISERVER`` / ``$SUBSTRATUS_ETCD`` select any other
+binary, and the launcher reads the apiserver's ``--version`` to pass only the flags that version
+accepts (:func:`apiserver_version_flags`). Status changes that a kubelet or
+kube-controller-manager would make are faked by :mod:`substratus.testing.simulator`.
 
 Usage::
 
@@ -27,6 +29,7 @@ import json
 import logging
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -50,7 +53,12 @@ import yaml
 logger = logging.getLogger("substratus.testing.controlplane")  # not __main__ under -m
 
 KUBE_VERSION = "1.20.2"
+"""What ``hack/install-controlplane.sh`` builds (Debian's source); any other via the variables below."""
 ENV_DIR = "SUBSTRATUS_CONTROLPLANE_DIR"
+ENV_APISERVER = "SUBSTRATUS_KUBE_APISERVER"
+"""Path of a kube-apiserver binary to use instead of the installed 1.20.2 (any version >= 1.20)."""
+ENV_ETCD = "SUBSTRATUS_ETCD"
+"""Path of an etcd binary to use instead of the installed 3.4.23."""
 INSTALL_SCRIPT = "hack/install-controlplane.sh"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -72,22 +80,81 @@ def default_binary_dir() -> Path:
 
 
 def find_binaries(binary_dir: Path | None = None) -> dict[str, Path]:
-    """Locate kube-apiserver, etcd and (optional) etcdctl, or raise a message naming the installer."""
+    """Locate kube-apiserver, etcd and (optional) etcdctl, or raise a message naming the installer.
+
+    With ``binary_dir`` only that directory is searched. Without it, ``$SUBSTRATUS_KUBE_APISERVER``
+    and ``$SUBSTRATUS_ETCD`` (paths of binaries) win over :func:`default_binary_dir`; a variable
+    naming a missing or non-executable file is an error, never silently ignored.
+    """
     d = Path(binary_dir) if binary_dir else default_binary_dir()
+    overrides = {} if binary_dir else {name: os.environ.get(env) for name, env in
+                                       (("kube-apiserver", ENV_APISERVER), ("etcd", ENV_ETCD))}
     found: dict[str, Path] = {}
     missing = []
     for name in ("kube-apiserver", "etcd", "etcdctl"):
-        p = d / name
+        override = overrides.get(name)
+        p = Path(override).expanduser() if override else d / name
         if p.is_file() and os.access(p, os.X_OK):
             found[name] = p
+        elif override:
+            env = ENV_APISERVER if name == "kube-apiserver" else ENV_ETCD
+            raise ControlPlaneNotInstalled(f"{env}={override}: not an executable file")
         elif name != "etcdctl":
             missing.append(name)
     if missing:
         raise ControlPlaneNotInstalled(
             f"{', '.join(missing)} not found in {d}: run `{INSTALL_SCRIPT}` first (about 5 minutes the "
-            f"first time; set {ENV_DIR} to use another cache directory)"
+            f"first time; set {ENV_DIR} to use another cache directory, or {ENV_APISERVER}/{ENV_ETCD} "
+            "to use other binaries)"
         )
     return found
+
+
+@attrs.frozen(order=True)
+class KubeVersion:
+    """A Kubernetes release as ``kube-apiserver --version`` reports it (``Kubernetes v1.36.2``)."""
+
+    major: int
+    minor: int
+    patch: int = 0
+
+    def __str__(self) -> str:
+        return f"v{self.major}.{self.minor}.{self.patch}"
+
+    @classmethod
+    def parse(cls, text: str) -> KubeVersion:
+        """The first ``vMAJOR.MINOR[.PATCH]`` in ``text``; ValueError if there is none.
+
+        Pre-release and build suffixes (``-rc.1``, ``+k3s1``, ``-dirty``) are ignored: flags and
+        validation change at minor releases."""
+        m = re.search(r"v(\d+)\.(\d+)(?:\.(\d+))?", text)
+        if not m:
+            raise ValueError(f"no Kubernetes version in {text.strip()[:200]!r}")
+        return cls(int(m[1]), int(m[2]), int(m[3] or 0))
+
+
+def binary_version(path: Path, timeout: float = 30.0) -> KubeVersion:
+    """Run ``path --version`` and parse it; :class:`ControlPlaneError` if that fails."""
+    try:
+        proc = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=timeout)
+        return KubeVersion.parse(proc.stdout + proc.stderr)
+    except (OSError, subprocess.TimeoutExpired, ValueError) as e:
+        raise ControlPlaneError(f"cannot read the version of {path}: {e}") from e
+
+
+# kube-apiserver flags that exist only in some releases: (flag, first minor with it, first minor
+# without it). Every other flag the launcher passes is accepted by every release from 1.20 on.
+# Source: the kube-apiserver CHANGELOGs; docs/controlplane.md has the table for users.
+VERSIONED_APISERVER_FLAGS: tuple[tuple[str, KubeVersion | None, KubeVersion | None], ...] = (
+    # Insecure serving: 1.20 accepts only 0 (its default is already 0 but we say so); removed in 1.24.
+    ("--insecure-port=0", None, KubeVersion(1, 24)),
+)
+
+
+def apiserver_version_flags(version: KubeVersion) -> list[str]:
+    """The version-dependent flags the launcher passes to kube-apiserver ``version`` (pure)."""
+    return [flag for flag, since, until in VERSIONED_APISERVER_FLAGS
+            if (since is None or version >= since) and (until is None or version < until)]
 
 
 def _free_ports(n: int) -> list[int]:
@@ -285,6 +352,8 @@ class ControlPlane:
     keep_work_dir: bool = False
 
     token: str = attrs.field(init=False, factory=lambda: secrets.token_hex(24))
+    version: KubeVersion | None = attrs.field(init=False, default=None)
+    """The kube-apiserver binary's version, read by :meth:`start` (None before)."""
     _bins: dict[str, Path] = attrs.field(init=False, factory=dict)
     _own_work_dir: bool = attrs.field(init=False, default=False)
     _data_dir: Path | None = attrs.field(init=False, default=None)
@@ -338,6 +407,7 @@ class ControlPlane:
             return self
         t0 = time.monotonic()
         self._bins = find_binaries(self.binary_dir)
+        self.version = binary_version(self._bins["kube-apiserver"])
         if self.work_dir is None:
             self.work_dir = Path(tempfile.mkdtemp(prefix="substratus-controlplane-"))
             self._own_work_dir = True
@@ -357,8 +427,8 @@ class ControlPlane:
             self.stop()
             raise
         logger.info(
-            "control plane ready server=%s etcd=%s kubeconfig=%s elapsed=%.1fs",
-            self.server_url, self.etcd_url, self.kubeconfig_path, time.monotonic() - t0,
+            "control plane ready version=%s server=%s etcd=%s kubeconfig=%s elapsed=%.1fs",
+            self.version, self.server_url, self.etcd_url, self.kubeconfig_path, time.monotonic() - t0,
         )
         return self
 
@@ -461,11 +531,11 @@ class ControlPlane:
         raise ControlPlaneError(f"etcd failed to start after 3 attempts: {last_err}")
 
     def _apiserver_cmd(self) -> list[str]:
-        assert self._pki is not None
+        assert self._pki is not None and self.version is not None
         return [
             str(self._bins["kube-apiserver"]),
             f"--etcd-servers={self.etcd_url}",
-            "--insecure-port=0",
+            *apiserver_version_flags(self.version),
             f"--secure-port={self._apiserver_port}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",

@@ -24,6 +24,13 @@ statuses are kubelet-shaped: ``PodScheduled=False/Unschedulable``, ``state.waiti
 crash loop otherwise). A Job whose Pod cannot start stays active (its outcome waits for the Pod);
 a Job whose Pod failed fails; a Deployment is available only with its Pods ready.
 
+Status shapes follow the server's version (read from ``/version`` at start), because what the
+API server accepts changed: from 1.31 the Job controller writes ``SuccessCriteriaMet`` before
+``Complete`` and ``FailureTarget`` before ``Failed`` (terminal conditions wait until every Pod is
+terminal), and current servers reject a terminal condition without its forerunner
+(``validateJobStatus`` in ``pkg/apis/batch/validation``). :func:`job_running_status` and
+:func:`job_finish_patches` are the pure shapes, tested against the real server.
+
 Never point this at a production cluster: it fakes status on every Job, Deployment and Pod it sees.
 """
 
@@ -42,6 +49,8 @@ import aiohttp
 import attrs
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from substratus.testing.controlplane import KubeVersion
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +154,73 @@ def _condition_true(obj: dict[str, Any], ctype: str) -> bool:
     )
 
 
+# Job status fields and conditions by the first release whose Job controller writes them (its
+# feature on by default). Sources: the Job API reference and pkg/controller/job per release.
+JOB_READY_SINCE = KubeVersion(1, 24)
+"""``status.ready`` (JobReadyPods, beta and on by default in 1.24)."""
+JOB_UNCOUNTED_SINCE = KubeVersion(1, 26)
+"""``status.uncountedTerminatedPods`` (JobTrackingWithFinalizers, GA in 1.26)."""
+JOB_TERMINATING_SINCE = KubeVersion(1, 29)
+"""``status.terminating`` (JobPodReplacementPolicy, beta and on by default in 1.29)."""
+JOB_INTERIM_CONDITIONS_SINCE = KubeVersion(1, 31)
+"""``SuccessCriteriaMet`` before ``Complete`` and ``FailureTarget`` before ``Failed``, each written
+once the Pods are done and the terminal one a sync later; current servers reject ``Complete``
+without ``SuccessCriteriaMet`` and ``Failed`` without ``FailureTarget``."""
+POD_HOST_IPS_SINCE = KubeVersion(1, 28)
+"""Pod ``status.hostIPs`` (its first entry must equal ``hostIP``)."""
+OLDEST = KubeVersion(1, 20)
+
+
+def job_running_status(version: KubeVersion, start_time: str) -> dict[str, Any]:
+    """The status the Job controller writes when it creates the Job's one Pod (pure)."""
+    status: dict[str, Any] = {"startTime": start_time, "active": 1}
+    if version >= JOB_READY_SINCE:
+        status["ready"] = 0
+    if version >= JOB_TERMINATING_SINCE:
+        status["terminating"] = 0
+    if version >= JOB_UNCOUNTED_SINCE:
+        status["uncountedTerminatedPods"] = {}
+    return status
+
+
+def job_finish_patches(version: KubeVersion, job: dict[str, Any], succeed: bool, now: str) -> list[dict[str, Any]]:
+    """The ``/status`` merge patches, in order, that finish ``job`` as the Job controller of
+    ``version`` would (pure). Every patch is valid on its own for that version's validation:
+
+    - counters never decrease; ``active`` is dropped (0) and ``ready``/``terminating`` are 0 once
+      finished; ``startTime`` is kept, ``completionTime`` (>= startTime) only with ``Complete``;
+    - from :data:`JOB_INTERIM_CONDITIONS_SINCE`: first ``SuccessCriteriaMet`` (or ``FailureTarget``)
+      alone, then the same plus ``Complete`` (or ``Failed``), with the controller's reasons.
+    """
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    old = status.get("conditions") or []
+    start = status.get("startTime") or now
+    counters: dict[str, Any] = {"startTime": start, "active": None}
+    if version >= JOB_READY_SINCE:
+        counters["ready"] = 0
+    if version >= JOB_TERMINATING_SINCE:
+        counters["terminating"] = 0
+    if succeed:
+        counters["succeeded"] = spec.get("completions") or 1
+        reason = "CompletionsReached" if version >= JOB_INTERIM_CONDITIONS_SINCE else None
+        message = "Reached expected number of succeeded pods" if reason else None
+        interim, terminal = "SuccessCriteriaMet", "Complete"
+        final_extra: dict[str, Any] = {"completionTime": max(now, start)}
+    else:
+        counters["failed"] = int(6 if spec.get("backoffLimit") is None else spec["backoffLimit"]) + 1
+        reason, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+        interim, terminal = "FailureTarget", "Failed"
+        final_extra = {}
+    if version < JOB_INTERIM_CONDITIONS_SINCE:
+        return [{**counters, **final_extra, "conditions": [_cond(old, terminal, "True", reason, message, probe=True)]}]
+    first = _cond(old, interim, "True", reason, message, probe=True)
+    return [
+        {**counters, "conditions": [first]},
+        {**counters, **final_extra, "conditions": [first, _cond([first], terminal, "True", reason, message,
+                                                                  probe=True)]},
+    ]
+
+
 def _cond(old: list[dict[str, Any]], ctype: str, status: str, reason: str | None = None,
           message: str | None = None, *, probe: bool = False, update: bool = False) -> dict[str, Any]:
     """A condition keeping its lastTransitionTime when its status did not change (like the real ones)."""
@@ -197,12 +273,15 @@ class ClusterSimulator:
     _discovery: dict[str, dict[str, tuple[str, bool]]] = attrs.field(init=False, factory=dict)
     _finalizing_owners: dict[str, tuple[str, str]] = attrs.field(init=False, factory=dict)
     _running: bool = attrs.field(init=False, default=False)
+    server_version: KubeVersion = attrs.field(init=False, default=OLDEST)
+    """The API server's version (``/version``), read by :meth:`start`; it selects status shapes."""
 
     # ----------------------------------------------------------------------------------- public
     async def start(self, sync_timeout: float = 30.0) -> ClusterSimulator:
         """Start the watch loops (and the GC loop) and wait until each has listed once."""
         if self._running:
             return self
+        self.server_version = KubeVersion.parse(str((await self._request("GET", "/version")).get("gitVersion")))
         self._running = True
         informers: list[tuple[str, str, Callable[[dict[str, Any]], Awaitable[None]]]] = [
             ("jobs", self._path("/apis/batch/v1", "jobs"), self._on_job),
@@ -220,7 +299,7 @@ class ClusterSimulator:
         except TimeoutError:
             await self.stop()
             raise TimeoutError(f"cluster simulator did not list Jobs/Deployments/Pods within {sync_timeout}s") from None
-        logger.info("cluster simulator started namespace=%s", self.namespace or "*")
+        logger.info("cluster simulator started namespace=%s server=%s", self.namespace or "*", self.server_version)
         return self
 
     async def stop(self) -> None:
@@ -429,7 +508,7 @@ class ClusterSimulator:
         if not status.get("startTime"):
             # What the Job controller does first: create the Pod, then count it active.
             await self._create_job_pod(job)
-            await self._patch_status(path, {"status": {"startTime": _now(), "active": 1}})
+            await self._patch_status(path, {"status": job_running_status(self.server_version, _now())})
         if self._outcome(job, self.job_outcome) == "hold":
             return
         self._schedule("job", job, path, self.job_delay, self._finish_job)
@@ -482,7 +561,7 @@ class ClusterSimulator:
                 return
             pod = await self._get_or_none(pod_path)
             phase = ((pod or {}).get("status") or {}).get("phase")
-            if pod is None or phase == "Failed" or (phase == "Running" and _condition_true(pod, "Ready")):
+            if pod is None or phase in ("Failed", "Succeeded") or (phase == "Running" and _condition_true(pod, "Ready")):
                 break
             await asyncio.sleep(self.pod_retry)
             fresh = await self._get_or_none(path)
@@ -490,30 +569,19 @@ class ClusterSimulator:
                 return
             job = fresh
         outcome = self._outcome(job, self.job_outcome)
-        if phase == "Failed":
+        # Once the controller has declared the outcome (the interim condition), it sticks; a Pod
+        # that failed fails the Job whatever was asked.
+        if _condition_true(job, "SuccessCriteriaMet"):
+            outcome = "succeed"
+        elif _condition_true(job, "FailureTarget") or phase == "Failed":
             outcome = "fail"
-        elif outcome == "hold":
+        if outcome == "hold":
             return
         if pod is not None and phase == "Running":
             # The container ends (exit 0, or 1 for a failing Job) before the Job controller sees it.
             await self._end_pod(pod, pod_path, succeeded=outcome == "succeed")
-        spec, status = job.get("spec") or {}, job.get("status") or {}
-        now = _now()
-        old = status.get("conditions") or []
-        patch: dict[str, Any] = {"startTime": status.get("startTime") or now, "active": None}
-        if outcome == "succeed":
-            patch |= {
-                "succeeded": spec.get("completions") or 1,
-                "completionTime": now,
-                "conditions": [_cond(old, "Complete", "True", probe=True)],
-            }
-        else:
-            patch |= {
-                "failed": int(6 if spec.get("backoffLimit") is None else spec["backoffLimit"]) + 1,
-                "conditions": [_cond(old, "Failed", "True", "BackoffLimitExceeded",
-                                     "Job has reached the specified backoff limit", probe=True)],
-            }
-        await self._patch_status(path, {"status": patch})
+        for patch in job_finish_patches(self.server_version, job, outcome == "succeed", _now()):
+            await self._patch_status(path, {"status": patch})
         logger.info("simulator: job finished object=%s outcome=%s", _ref(job), outcome)
 
     # ------------------------------------------------------------------------------- Deployments
@@ -776,6 +844,7 @@ class ClusterSimulator:
             ],
             "containerStatuses": statuses,
             "hostIP": "127.0.0.1",
+            **({"hostIPs": [{"ip": "127.0.0.1"}]} if self.server_version >= POD_HOST_IPS_SINCE else {}),
             "podIP": "127.0.0.1",
             "podIPs": [{"ip": "127.0.0.1"}],
             "startTime": status.get("startTime") or now,
