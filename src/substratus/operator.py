@@ -17,6 +17,7 @@ from substratus.controllers.notebook import NotebookReconciler
 from substratus.controllers.pods import (
     POD_PARENT_INDEX,
     pod_parent_index,
+    pod_problem_changed,
     pod_status_changed,
     pod_transform,
     pods_to_parent,
@@ -88,17 +89,17 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
     mgr.add_controller(
         Controller("dataset", DatasetReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(DATASETS).owns(JOBS).owns(CONFIGMAPS)
-        .watches(PODS, pods_to_parent(DATASETS.kind), pod_status_changed))
+        .watches(PODS, pods_to_parent(DATASETS.kind), pod_problem_changed))
     mgr.add_controller(
         Controller("model", ModelReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(MODELS).owns(JOBS).owns(CONFIGMAPS)
-        .watches(PODS, pods_to_parent(MODELS.kind), pod_status_changed)
+        .watches(PODS, pods_to_parent(MODELS.kind), pod_problem_changed)
         .watches(MODELS, dependents_of(mgr.cache, MODELS))
         .watches(DATASETS, dependents_of(mgr.cache, MODELS)))
     mgr.add_controller(
         Controller("server", ServerReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(SERVERS).owns(DEPLOYMENTS).owns(SERVICES).owns(CONFIGMAPS).owns(JOBS)
-        .watches(PODS, pods_to_parent(SERVERS.kind), pod_status_changed)
+        .watches(PODS, pods_to_parent(SERVERS.kind), pod_problem_changed)
         .watches(MODELS, dependents_of(mgr.cache, SERVERS)))
     mgr.add_controller(
         Controller("notebook", NotebookReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)

@@ -9,6 +9,7 @@ from substratus.controllers.pods import (
     PodProblem,
     pod_parent_index,
     pod_problem,
+    pod_problem_changed,
     pod_status_changed,
     pod_transform,
     pods_to_parent,
@@ -87,3 +88,8 @@ def test_a_pod_maps_to_its_parent_by_label_and_wakes_it_only_on_a_visible_change
     assert not pod_status_changed(p, p)
     assert pod_status_changed(p, {**p, "status": {"phase": "Failed"}})
     assert not pod_status_changed(p, {**p, "metadata": {**p["metadata"], "resourceVersion": "9"}})
+    # Job and Deployment Pods wake their parent only when what is wrong changes.
+    running = {**p, "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+    assert pod_status_changed(p, running) and not pod_problem_changed(p, running)
+    stuck = pod("p", "Pending", containers=[waiting("ImagePullBackOff")])
+    assert pod_problem_changed(p, stuck) and pod_problem_changed(stuck, running)

@@ -168,13 +168,22 @@ def pods_to_parent(kind: str) -> Callable[[dict[str, Any]], Iterable[Request]]:
     return mapper
 
 
-def pod_status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Update predicate: only a change a parent could see (status, deletion, labels) wakes it."""
-    def view(p: dict[str, Any]) -> tuple[Any, ...]:
-        meta = p.get("metadata") or {}
-        return p.get("status"), meta.get("deletionTimestamp"), meta.get("labels")
+def _view(p: dict[str, Any], *, readiness: bool) -> tuple[Any, ...]:
+    meta, status = p.get("metadata") or {}, p.get("status") or {}
+    ready = [c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+    return (pod_problem_of(p), meta.get("deletionTimestamp"), meta.get("labels"),
+            (status.get("phase"), ready) if readiness else None)
 
-    return old is not new and view(old) != view(new)
+
+def pod_problem_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Update predicate for parents that read only a Pod's problem (Job and Deployment Pods: the
+    Job's or Deployment's own status says when they run or finish)."""
+    return old is not new and _view(old, readiness=False) != _view(new, readiness=False)
+
+
+def pod_status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Update predicate for parents that also read a Pod's phase and readiness (a Notebook's Pod)."""
+    return old is not new and _view(old, readiness=True) != _view(new, readiness=True)
 
 
 def pods_of(cache: Cache, kind: str, namespace: str, name: str, role: str) -> list[dict[str, Any]]:

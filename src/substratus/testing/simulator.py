@@ -965,20 +965,27 @@ class ClusterSimulator:
         """``present`` | ``absent`` | ``foreground`` | ``orphan`` | ``unknown`` (can't tell: keep)."""
         key = (ref.get("apiVersion", ""), ref.get("kind", ""), ns, ref.get("name", ""))
         if key not in cache:
-            try:
-                resolved = await self._resolve(key[0], key[1])
-            except ApiException:
-                resolved = None
-            if resolved is None:
-                cache[key] = None
-            else:
-                plural, namespaced = resolved
-                prefix = "/api/v1" if key[0] == "v1" else f"/apis/{key[0]}"
-                path = f"{prefix}{f'/namespaces/{ns}' if namespaced else ''}/{plural}/{key[3]}"
+            # One LIST per owner kind and namespace per pass, not a GET per dependent: hundreds of
+            # Jobs and their Pods would otherwise cost hundreds of requests every pass.
+            coll_key = ("list", key[0], key[1], ns)
+            if coll_key not in cache:
                 try:
-                    cache[key] = (await self._request("GET", path), path)
-                except ApiException as e:
-                    cache[key] = ({}, path) if e.status == 404 else None
+                    resolved = await self._resolve(key[0], key[1])
+                except ApiException:
+                    resolved = None
+                if resolved is None:
+                    cache[coll_key] = None
+                else:
+                    plural, namespaced = resolved
+                    prefix = "/api/v1" if key[0] == "v1" else f"/apis/{key[0]}"
+                    list_path = f"{prefix}{f'/namespaces/{ns}' if namespaced else ''}/{plural}"
+                    try:
+                        items = (await self._request("GET", list_path)).get("items") or []
+                        cache[coll_key] = ({_meta(i).get("name"): i for i in items}, list_path)
+                    except ApiException:
+                        cache[coll_key] = None
+            coll = cache[coll_key]
+            cache[key] = None if coll is None else (coll[0].get(key[3], {}), f"{coll[1]}/{key[3]}")
         if cache[key] is None:
             return "unknown"
         owner, path = cache[key]
