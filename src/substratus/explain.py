@@ -9,16 +9,19 @@ events along it, ending with the first thing that blocks.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from typing import Any, TextIO
 
 import attrs
 
 from substratus.api import parse_time
+from substratus.api.conditions import Reason
+from substratus.cli import CliError, ExitCode
 from substratus.controllers.dependencies import REFERENCE_FIELDS
 from substratus.controllers.pods import pod_problem_of
 from substratus.controllers.resources import BY_KIND
-from substratus.runtime.client import ApiError, Client
+from substratus.runtime.client import ApiError, Client, Forbidden
 from substratus.runtime.resource import DEPLOYMENTS, EVENTS, JOBS, PODS, Resource
 
 ALIASES = {
@@ -34,11 +37,14 @@ CHILDREN: dict[str, list[tuple[Resource, str]]] = {
     "Notebook": [(JOBS, "{name}-notebook-bld"), (PODS, "{name}-notebook")],
 }
 MAX_DEPTH = 8
+# Reasons an object gives for itself, whatever its dependencies do (reported first).
+ROOT_CAUSES = frozenset({Reason.INVALID_SPEC, Reason.RECONCILE_ERROR, Reason.REFERENCE_NOT_PERMITTED})
 
 
-def parse_target(target: str) -> tuple[str, str]:
+def parse_target(target: str, *, name_optional: bool = False) -> tuple[str, str]:
+    """``KIND/NAME`` → (Kind, name); with ``name_optional`` a bare ``KIND`` gives (Kind, "")."""
     kind, sep, name = target.partition("/")
-    if not sep or not name:
+    if (not sep or not name) and not (name_optional and not sep):
         raise ValueError(f"expected KIND/NAME (e.g. model/falcon-7b), got {target!r}")
     resolved = ALIASES.get(kind.lower().split(".")[0])
     if resolved is None:
@@ -59,6 +65,8 @@ class Node:
     """Every Pod labelled with this object (its Jobs', ReplicaSets' and its own)."""
     warnings: list[dict[str, Any]] = attrs.field(factory=list)
     dependencies: list[Node] = attrs.field(factory=list)
+    forbidden: str = ""
+    """Why the object could not be read (e.g. another tenant's namespace); empty if it was."""
 
     @property
     def ready(self) -> bool:
@@ -115,6 +123,9 @@ def render(node: Node, now: dt.datetime | None = None, out: list[str] | None = N
     out = [] if out is None else out
     pad = "  " * depth
     head = f"{pad}{node.kind} {node.namespace}/{node.name}"
+    if node.forbidden:
+        out.append(f"{head}: cannot be read with your credentials ({node.forbidden})")
+        return out
     if node.obj is None:
         out.append(f"{head}: NOT FOUND")
         return out
@@ -134,9 +145,10 @@ def render(node: Node, now: dt.datetime | None = None, out: list[str] | None = N
                 out.append(f"{pad}    Pod {(pod.get('metadata') or {}).get('name')}: {child_state('Pod', pod)}")
     for ev in node.warnings[-5:]:
         out.append(f"{pad}  warning {ev.get('reason')}: {ev.get('message')} (x{ev.get('count', 1)})")
-    for dep in node.dependencies:
+    if node.dependencies:
         out.append(f"{pad}  depends on:")
-        render(dep, now, out, depth + 2)
+        for dep in node.dependencies:
+            render(dep, now, out, depth + 2)
     if depth == 0:
         out.append("")
         out.append("why: " + summary(node))
@@ -149,10 +161,16 @@ def summary(node: Node) -> str:
         return f"{node.kind} {node.namespace}/{node.name} does not exist"
     if node.ready:
         return f"{node.kind} {node.namespace}/{node.name} is ready"
-    for dep in node.dependencies:
-        if not dep.ready:
-            return summary(dep)
     conds = (node.obj.get("status") or {}).get("conditions") or []
+    # The object's own root cause comes before its dependencies' state: a spec to fix, a pass
+    # that keeps failing, or a reference it may not follow, whatever the dependency does.
+    own = [c for c in conds if c.get("type") != "Ready" and c.get("status") != "True"
+           and c.get("reason") in ROOT_CAUSES]
+    if own:
+        return _blocked(node, own[0])
+    for dep in node.dependencies:
+        if not dep.ready and not dep.forbidden:
+            return summary(dep)
     # Ready names the first condition holding the object back (SPEC §1); say which one it is.
     ready = next((c for c in conds if c.get("type") == "Ready" and c.get("status") != "True"), None)
     held = [c for c in conds if c.get("type") != "Ready" and c.get("status") != "True"]
@@ -161,26 +179,38 @@ def summary(node: Node) -> str:
                        and c.get("message") == ready.get("message")), ready)
         held = [source]
     if held:
-        c = held[-1]
-        return f"{node.kind} {node.namespace}/{node.name}: {c.get('type')} is {c.get('reason')}" + (
-            f" — {c['message']}" if c.get("message") else "")
+        return _blocked(node, held[-1])
     if not conds:
         return f"{node.kind} {node.namespace}/{node.name} has no status yet: is the operator running?"
     return f"{node.kind} {node.namespace}/{node.name} is not ready"
+
+
+def _blocked(node: Node, c: dict[str, Any]) -> str:
+    return f"{node.kind} {node.namespace}/{node.name}: {c.get('type')} is {c.get('reason')}" + (
+        f" — {c['message']}" if c.get("message") else "")
 
 
 async def gather(client: Client, kind: str, namespace: str, name: str, depth: int = 0,
                  seen: set[str] | None = None) -> Node:
     seen = set() if seen is None else seen
     key = f"{kind}/{namespace}/{name}"
-    obj = await client.get_or_none(BY_KIND[kind], name, namespace)
+    try:
+        obj = await client.get_or_none(BY_KIND[kind], name, namespace)
+    except Forbidden as exc:
+        if depth == 0:
+            raise
+        # A dependency in a namespace the user may not read: say so and go on with the rest.
+        return Node(kind, namespace, name, None, forbidden=exc.message or str(exc))
     node = Node(kind, namespace, name, obj)
     if obj is None or key in seen or depth >= MAX_DEPTH:
         return node
     seen.add(key)
     for res, pattern in CHILDREN[kind]:
         child_name = pattern.format(name=name)
-        node.children.append((res.kind, child_name, await client.get_or_none(res, child_name, namespace)))
+        try:
+            node.children.append((res.kind, child_name, await client.get_or_none(res, child_name, namespace)))
+        except Forbidden:
+            continue  # another tenant's workload: not shown rather than shown as "not created"
     try:
         node.pods = (await client.list(PODS, namespace, label_selector=f"substratus.ai/{kind.lower()}={name}"))["items"]
     except ApiError:
@@ -200,40 +230,82 @@ async def gather(client: Client, kind: str, namespace: str, name: str, depth: in
     return node
 
 
+def to_json(node: Node, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The report as data (``-o json``): the same facts as :func:`render`, for scripts."""
+    now = now or dt.datetime.now(dt.UTC)
+    status = (node.obj or {}).get("status") or {}
+    return {
+        "kind": node.kind, "namespace": node.namespace, "name": node.name,
+        "found": node.obj is not None, "ready": node.ready,
+        "conditions": status.get("conditions") or [],
+        "url": status.get("url"),
+        "children": [{"kind": kind, "name": name, "found": child is not None, "state": child_state(kind, child)}
+                     for kind, name, child in node.children],
+        "warnings": [{"reason": ev.get("reason"), "message": ev.get("message"), "count": ev.get("count", 1)}
+                     for ev in node.warnings[-5:]],
+        "dependsOn": [to_json(dep, now) for dep in node.dependencies],
+        "why": summary(node),
+    }
+
+
 async def explain(client: Client, target: str, namespace: str) -> str:
     kind, name = parse_target(target)
     node = await gather(client, kind, namespace, name)
     return "\n".join(render(node))
 
 
-async def main(target: str, namespace: str | None, kubeconfig: str | None, out: TextIO = sys.stdout) -> int:
+async def gather_all(client: Client, target: str, namespace: str | None) -> list[Node]:
+    """``KIND/NAME`` in ``namespace``, or every object of ``KIND`` (in ``namespace``, or all when None)."""
+    kind, name = parse_target(target, name_optional=True)
+    if name:
+        if namespace is None:
+            raise ValueError("-A/--all-namespaces needs a KIND without a name (e.g. models)")
+        return [await gather(client, kind, namespace, name)]
+    items = (await client.list(BY_KIND[kind], namespace))["items"]
+    keys = sorted((o["metadata"]["namespace"], o["metadata"]["name"]) for o in items)
+    return [await gather(client, kind, ns, n) for ns, n in keys]
+
+
+async def main(target: str, namespace: str | None, kubeconfig: str | None, out: TextIO = sys.stdout, *,
+               context: str | None = None, all_namespaces: bool = False, output: str = "text") -> int:
+    """Exit codes (substratus.cli.ExitCode): 0 all ready, 8 one not ready or missing, 2 bad target,
+    3 no cluster, 4 CRDs missing. Raises :class:`substratus.cli.CliError` for the failures."""
+    from substratus.plugins.upload import check_crd, connect
+
     try:
-        parse_target(target)
+        kind, _ = parse_target(target, name_optional=True)
+        if all_namespaces and "/" in target:
+            raise ValueError("-A/--all-namespaces needs a KIND without a name (e.g. models)")
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(ExitCode.USAGE, str(exc)) from None
+    client = await connect(kubeconfig, context)
     try:
-        client = await Client.auto(kubeconfig)
-    except Exception as exc:  # no kubeconfig, no in-cluster config
-        print(f"error: cannot load a Kubernetes configuration: {exc}", file=sys.stderr)
-        return 1
-    try:
-        text = await explain(client, target, namespace or _current_namespace(kubeconfig))
+        await check_crd(client, BY_KIND[kind])
+        ns = None if all_namespaces else namespace or _current_namespace(kubeconfig, context)
+        nodes = await gather_all(client, target, ns)
     except (ApiError, OSError) as exc:
-        print(f"error: talking to the API server at {client.host}: {exc}", file=sys.stderr)
-        return 1
+        raise CliError(ExitCode.NO_CLUSTER if isinstance(exc, OSError) or getattr(exc, "status", 0) in (401, 403)
+                       else ExitCode.ERROR, f"talking to the API server at {client.host}: {exc}") from None
     finally:
         await client.close()
-    print(text, file=out)
-    return 0 if "ready" in text.splitlines()[0] and "not ready" not in text.splitlines()[0] else 3
+    if output == "json":
+        doc: Any = [to_json(n) for n in nodes] if "/" not in target else to_json(nodes[0])
+        print(json.dumps(doc, indent=2), file=out)
+    elif not nodes:
+        print(f"no {kind} objects found" + ("" if ns is None else f" in namespace {ns}"), file=out)
+    else:
+        print("\n\n".join("\n".join(render(n)) for n in nodes), file=out)
+    return ExitCode.OK if all(n.ready for n in nodes) else ExitCode.NOT_READY
 
 
-def _current_namespace(kubeconfig: str | None) -> str:
+def _current_namespace(kubeconfig: str | None, context: str | None = None) -> str:
     """The kubeconfig context's namespace, like kubectl; ``default`` otherwise."""
     try:
         from kubernetes_asyncio.config import list_kube_config_contexts
 
-        _, current = list_kube_config_contexts(config_file=kubeconfig)
+        contexts, current = list_kube_config_contexts(config_file=kubeconfig)
+        if context:
+            current = next((c for c in contexts if c.get("name") == context), current)
         return str(((current or {}).get("context") or {}).get("namespace") or "default")
     except Exception:
         return "default"

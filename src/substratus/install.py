@@ -47,5 +47,5 @@ async def install_crds(client: Client, timeout: float = 60.0) -> list[str]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"CRDs not established after {timeout}s: {', '.join(sorted(pending))}")
             await asyncio.sleep(0.2)
-    log.info("CRDs installed crds=%s", ",".join(names))
+    log.info("CRDs installed", extra={"crds": names})
     return names

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from kubernetes_asyncio.config import ConfigException
+
 from substratus import logs
+from substratus.cli import ExitCode
 from substratus.cloud import build_cloud
 from substratus.cloud.base import Cloud
 from substratus.config import OperatorConfig
 from substratus.controllers import metrics as domain_metrics
 from substratus.controllers.artifact import DatasetReconciler, ModelReconciler
 from substratus.controllers.base import Context
+from substratus.controllers.build import build_pods_of
 from substratus.controllers.dependencies import DEPENDS_ON_INDEX, dependents_of, depends_on_index
 from substratus.controllers.notebook import NotebookReconciler
 from substratus.controllers.pods import (
@@ -41,6 +45,8 @@ def manager_options(cfg: OperatorConfig) -> ManagerOptions:
     return ManagerOptions(
         namespace=cfg.namespace or None,
         metrics_addr=cfg.metrics_bind_address,
+        metrics_secure=cfg.metrics_secure,
+        metrics_cert_dir=cfg.metrics_cert_dir,
         health_addr=cfg.health_probe_bind_address,
         leader_election=cfg.leader_elect,
         leader_election_id=cfg.leader_election_id,
@@ -89,22 +95,26 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
     mgr.add_controller(
         Controller("dataset", DatasetReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(DATASETS).owns(JOBS).owns(CONFIGMAPS)
-        .watches(PODS, pods_to_parent(DATASETS.kind), pod_problem_changed))
+        .watches(PODS, pods_to_parent(DATASETS.kind), pod_problem_changed)
+        .watches(PODS, build_pods_of(DATASETS.kind)))
     mgr.add_controller(
         Controller("model", ModelReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(MODELS).owns(JOBS).owns(CONFIGMAPS)
         .watches(PODS, pods_to_parent(MODELS.kind), pod_problem_changed)
+        .watches(PODS, build_pods_of(MODELS.kind))
         .watches(MODELS, dependents_of(mgr.cache, MODELS))
         .watches(DATASETS, dependents_of(mgr.cache, MODELS)))
     mgr.add_controller(
         Controller("server", ServerReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(SERVERS).owns(DEPLOYMENTS).owns(SERVICES).owns(CONFIGMAPS).owns(JOBS)
         .watches(PODS, pods_to_parent(SERVERS.kind), pod_problem_changed)
+        .watches(PODS, build_pods_of(SERVERS.kind))
         .watches(MODELS, dependents_of(mgr.cache, SERVERS)))
     mgr.add_controller(
         Controller("notebook", NotebookReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(NOTEBOOKS).owns(CONFIGMAPS).owns(SECRETS).owns(JOBS)
         .watches(PODS, pods_to_parent(NOTEBOOKS.kind), pod_status_changed)
+        .watches(PODS, build_pods_of(NOTEBOOKS.kind))
         .watches(MODELS, dependents_of(mgr.cache, NOTEBOOKS))
         .watches(DATASETS, dependents_of(mgr.cache, NOTEBOOKS)))
 
@@ -136,8 +146,8 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
             use_port = getattr(cloud, "use_upload_port", None)
             if callable(use_port):
                 use_port(bound)
-            log.info("upload endpoint bound host=%s port=%d base_url=%s", host, bound,
-                     getattr(cloud, "upload_base_url", ""))
+            log.info("upload endpoint bound", extra={"host": host, "port": bound,
+                                                     "baseURL": getattr(cloud, "upload_base_url", "")})
 
         async def serve_uploads() -> None:
             if sock is None:
@@ -173,21 +183,26 @@ async def check_crds(client: Client) -> list[str]:
 
 async def run_operator(cfg: OperatorConfig) -> int:
     logs.setup(cfg.log_level, cfg.log_format)
-    client = await Client.auto(cfg.kubeconfig or None)
+    try:
+        client = await Client.auto(cfg.kubeconfig or None)
+    except (ConfigException, OSError, ValueError) as exc:  # no kubeconfig and not in a Pod, or a broken file
+        log.error("no usable Kubernetes configuration: pass --kubeconfig, set KUBECONFIG, or run in a Pod",
+                  extra={"error": str(exc)})
+        return ExitCode.NO_CLUSTER
     cloud = build_cloud(cfg)
     try:
         try:
             missing = await check_crds(client)
         except (ApiError, OSError) as exc:
-            log.error("cannot reach the Kubernetes API server at %s: %r", client.host, exc)
-            return 1
+            log.error("cannot reach the Kubernetes API server", extra={"server": client.host, "error": repr(exc)})
+            return ExitCode.NO_CLUSTER
         if missing:
-            log.error("CRDs not installed: %s; install them with `kubectl apply -k manifests/crd` "
-                      "(or `make run`, which does it)", ", ".join(missing))
-            return 1
+            log.error("CRDs not installed; install them with `kubectl apply -k manifests/crd` (or `make run`, "
+                      "which does it)", extra={"crds": missing})
+            return ExitCode.NO_CRDS
         mgr = build_manager(client, cloud, cfg)
-        log.info("starting operator cluster=%s cloud=%s bucket=%s namespace=%s", cfg.cluster_name, cfg.cloud,
-                 cloud.bucket_url, cfg.namespace or "<all>")
+        log.info("starting operator", extra={"cluster": cfg.cluster_name, "cloud": cfg.cloud, "bucket": cloud.bucket_url,
+                                             "watchNamespace": cfg.namespace or "<all>"})
         return await mgr.run()
     finally:
         await cloud.close()

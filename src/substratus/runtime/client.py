@@ -343,8 +343,8 @@ class Client:
                     resp.status == 429 or resp.status >= 500):
                 attempt += 1
                 delay = min(max(err.retry_after, 0.1), self.options.max_retry_after)
-                log.debug("retrying after Retry-After method=%s path=%s status=%s delay=%.1f",
-                          method, path, resp.status, delay)
+                log.debug("retrying after Retry-After",
+                          extra={"method": method, "path": path, "status": resp.status, "delay": delay})
                 await asyncio.sleep(delay)
                 continue
             raise err

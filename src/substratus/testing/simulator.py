@@ -24,6 +24,14 @@ statuses are kubelet-shaped: ``PodScheduled=False/Unschedulable``, ``state.waiti
 crash loop otherwise). A Job whose Pod cannot start stays active (its outcome waits for the Pod);
 a Job whose Pod failed fails; a Deployment is available only with its Pods ready.
 
+Build Jobs (a container running kaniko with ``--digest-file`` or ``--image-name-with-digest-file``
+pointed at its termination-message path) get the Pod the Job controller would create, finished
+the way the kubelet reports it: each container ``terminated`` with the message it wrote — the
+pushed digest (``sha256:<64 hex>``, as kaniko writes it) for kaniko, the resolved commit for a
+clone step that writes ``git rev-parse HEAD`` there — before the Job is marked complete. The
+digest defaults to a hash of the Pod spec (a reproducible build: same source, same digest);
+the annotations ``simulator.substratus.ai/digest`` / ``.../commit`` on the Job override it.
+
 Status shapes follow the server's version (read from ``/version`` at start), because what the
 API server accepts changed: from 1.31 the Job controller writes ``SuccessCriteriaMet`` before
 ``Complete`` and ``FailureTarget`` before ``Failed`` (terminal conditions wait until every Pod is
@@ -59,6 +67,10 @@ OutcomePolicy = Callable[[dict[str, Any]], Outcome]
 """Called with the object as the API returns it (a camelCase dict); returns what should happen."""
 
 OUTCOME_ANNOTATION = "simulator.substratus.ai/outcome"
+DIGEST_ANNOTATION = "simulator.substratus.ai/digest"
+COMMIT_ANNOTATION = "simulator.substratus.ai/commit"
+_DIGEST_FLAGS = ("--digest-file=", "--image-name-with-digest-file=")
+_TERMINATION_LOG = "/dev/termination-log"
 _OUTCOMES = ("succeed", "fail", "hold")
 
 FAULT_ANNOTATION = "simulator.substratus.ai/pod-fault"
@@ -152,6 +164,37 @@ def _condition_true(obj: dict[str, Any], ctype: str) -> bool:
         c.get("type") == ctype and c.get("status") == "True"
         for c in (obj.get("status") or {}).get("conditions") or []
     )
+
+
+def _args(c: dict[str, Any]) -> list[str]:
+    return [str(a) for a in (c.get("command") or []) + (c.get("args") or [])]
+
+
+def _is_build(job: dict[str, Any]) -> bool:
+    """A Job with a kaniko container that reports its digest through a file."""
+    spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return any(a.startswith(_DIGEST_FLAGS) for c in spec.get("containers") or [] for a in _args(c))
+
+
+def _termination_message(job: dict[str, Any], c: dict[str, Any]) -> str | None:
+    """What a container of a build Pod writes to its termination-message path, if anything."""
+    path = c.get("terminationMessagePath") or _TERMINATION_LOG
+    args = _args(c)
+    annotations = _meta(job).get("annotations") or {}
+    # The Pod spec only: the API server labels each Job's template with its own controller-uid.
+    pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    if any(a in (f"--digest-file={path}", f"--image-name-with-digest-file={path}") for a in args):
+        digest = annotations.get(DIGEST_ANNOTATION) or "sha256:" + hashlib.sha256(
+            json.dumps(pod_spec, sort_keys=True).encode()).hexdigest()
+        if f"--digest-file={path}" in args:
+            return str(digest)
+        dest = next((a.split("=", 1)[1] for a in args if a.startswith("--destination=")), "")
+        return f"{dest}@{digest}"
+    script = " ".join(args)
+    if "rev-parse HEAD" in script and path in script:
+        return str(annotations.get(COMMIT_ANNOTATION) or hashlib.sha1(  # a fake commit id
+            " ".join(args).encode(), usedforsecurity=False).hexdigest())
+    return None
 
 
 # Job status fields and conditions by the first release whose Job controller writes them (its
@@ -299,7 +342,7 @@ class ClusterSimulator:
         except TimeoutError:
             await self.stop()
             raise TimeoutError(f"cluster simulator did not list Jobs/Deployments/Pods within {sync_timeout}s") from None
-        logger.info("cluster simulator started namespace=%s server=%s", self.namespace or "*", self.server_version)
+        logger.info("cluster simulator started", extra={"watchNamespace": self.namespace or "*", "server": self.server_version})
         return self
 
     async def stop(self) -> None:
@@ -337,7 +380,7 @@ class ClusterSimulator:
             try:
                 items = (await self._request("GET", self._path(res.api_prefix, res.plural))).get("items") or []
             except ApiException as e:
-                logger.warning("gc: list failed resource=%s status=%s", res.plural, e.status)
+                logger.warning("gc: list failed", extra={"resource": res.plural, "status": e.status})
                 continue
             for obj in items:
                 meta = _meta(obj)
@@ -354,7 +397,7 @@ class ClusterSimulator:
                 if all(s in ("absent", "foreground") for s in states):
                     if await self._delete(f"{self._item_path(res, ns)}/{meta['name']}"):
                         deleted += 1
-                        logger.info("gc: deleted dependent resource=%s object=%s/%s", res.plural, ns, meta["name"])
+                        logger.info("gc: deleted dependent", extra={"resource": res.plural, "object": f"{ns}/{meta['name']}"})
                     continue
                 # Some owners orphan their dependents: drop those references and keep the object.
                 keep = [r for r, s in zip(refs, states, strict=True) if s != "orphan"]
@@ -365,7 +408,7 @@ class ClusterSimulator:
                                            "resourceVersion": meta.get("resourceVersion")}},
                         content_type=_MERGE,
                     )
-                    logger.info("gc: orphaned dependent resource=%s object=%s/%s", res.plural, ns, meta["name"])
+                    logger.info("gc: orphaned dependent", extra={"resource": res.plural, "object": f"{ns}/{meta['name']}"})
         # Owners waiting for their dependents: once none refers to them any more, let them go.
         for uid, (path, finalizer) in list(self._finalizing_owners.items()):
             if uid in referenced:
@@ -406,10 +449,10 @@ class ClusterSimulator:
                 raise
             except ApiException as e:
                 if e.status != 404:
-                    logger.warning("simulator: %s update failed object=%s status=%s reason=%s",
-                                   kind, _ref(obj), e.status, e.reason)
+                    logger.warning("simulator: update failed",
+                                   extra={"object": f"{kind} {_ref(obj)}", "status": e.status, "reason": e.reason})
             except Exception:
-                logger.exception("simulator: %s update failed object=%s", kind, _ref(obj))
+                logger.exception("simulator: update failed", extra={"object": f"{kind} {_ref(obj)}"})
             finally:
                 self._pending.pop(key, None)
 
@@ -429,13 +472,13 @@ class ClusterSimulator:
                 while self._running:
                     rv, gone = await self._watch(path, rv, handler)
                     if gone:
-                        logger.info("simulator: watch expired, re-listing resource=%s", name)
+                        logger.info("simulator: watch expired, re-listing", extra={"resource": name})
                         break
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                logger.warning("simulator: watch failed, re-listing resource=%s error=%s: %s backoff=%.1fs",
-                               name, type(e).__name__, e, backoff)
+                logger.warning("simulator: watch failed, re-listing",
+                               extra={"resource": name, "error": f"{type(e).__name__}: {e}", "backoff": backoff})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -481,21 +524,22 @@ class ClusterSimulator:
             await handler(obj)
         except ApiException as e:
             if e.status != 404:
-                logger.warning("simulator: handler failed object=%s status=%s reason=%s", _ref(obj), e.status, e.reason)
+                logger.warning("simulator: handler failed", extra={"object": _ref(obj), "status": e.status, "reason": e.reason})
         except Exception:
-            logger.exception("simulator: handler failed object=%s", _ref(obj))
+            logger.exception("simulator: handler failed", extra={"object": _ref(obj)})
 
     def _outcome(self, obj: dict[str, Any], policy: OutcomePolicy | None) -> Outcome:
         ann = (_meta(obj).get("annotations") or {}).get(OUTCOME_ANNOTATION)
         if ann in _OUTCOMES:
             return ann  # type: ignore[return-value]
         if ann is not None:
-            logger.warning("simulator: ignoring invalid %s=%r object=%s", OUTCOME_ANNOTATION, ann, _ref(obj))
+            logger.warning("simulator: ignoring an invalid outcome annotation",
+                           extra={"annotation": OUTCOME_ANNOTATION, "value": ann, "object": _ref(obj)})
         if policy is not None:
             out = policy(obj)
             if out in _OUTCOMES:
                 return out
-            logger.warning("simulator: policy returned invalid outcome %r object=%s", out, _ref(obj))
+            logger.warning("simulator: policy returned an invalid outcome", extra={"outcome": out, "object": _ref(obj)})
         return "succeed"
 
     # -------------------------------------------------------------------------------------- Jobs
@@ -536,7 +580,8 @@ class ClusterSimulator:
         body = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": template.get("spec") or {}}
         try:
             await self._request("POST", f"/api/v1/namespaces/{ns}/pods", body=body)
-            logger.info("simulator: created pod object=%s/%s owner=%s/%s", ns, name, owner["kind"], owner["name"])
+            logger.info("simulator: created pod", extra={"object": f"{ns}/{name}",
+                                                          "owner": f"{owner['kind']}/{owner['name']}"})
         except ApiException as e:
             if e.status != 409:
                 raise
@@ -578,11 +623,64 @@ class ClusterSimulator:
         if outcome == "hold":
             return
         if pod is not None and phase == "Running":
-            # The container ends (exit 0, or 1 for a failing Job) before the Job controller sees it.
-            await self._end_pod(pod, pod_path, succeeded=outcome == "succeed")
+            # The containers end (exit 0, or 1 for a failing Job) before the Job controller sees
+            # it — a build's with the termination messages its steps write (digest, commit).
+            await self._end_pod(job, pod, pod_path, succeeded=outcome == "succeed")
+        elif pod is None and _is_build(job):
+            # A build Job from before this simulator ran: its Pod, finished, as the kubelet reports it.
+            await self._finished_build_pod(job, outcome)
         for patch in job_finish_patches(self.server_version, job, outcome == "succeed", _now()):
             await self._patch_status(path, {"status": patch})
-        logger.info("simulator: job finished object=%s outcome=%s", _ref(job), outcome)
+        logger.info("simulator: job finished", extra={"object": _ref(job), "outcome": outcome})
+
+    async def _finished_build_pod(self, job: dict[str, Any], outcome: Outcome) -> None:
+        """Create the build Job's Pod as the Job controller would, then finish it as a kubelet
+        would: every container terminated, with its termination message."""
+        meta = _meta(job)
+        ns, template = meta["namespace"], (job.get("spec") or {}).get("template") or {}
+        uid = meta.get("uid", "")
+        pod_spec = dict(template.get("spec") or {}, nodeName="simulated-node")
+        name = f"{meta['name']}-{hashlib.sha256(uid.encode()).hexdigest()[:5]}"
+        labels = {**((template.get("metadata") or {}).get("labels") or {}),
+                  "controller-uid": uid, "job-name": meta["name"]}
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": ns, "labels": labels,
+                            "annotations": (template.get("metadata") or {}).get("annotations") or {},
+                            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
+                                                 "uid": uid, "controller": True, "blockOwnerDeletion": True}]},
+               "spec": pod_spec}
+        pods = f"/api/v1/namespaces/{ns}/pods"
+        try:
+            await self._request("POST", pods, body=pod)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        now = _now()
+        ok = outcome == "succeed"
+
+        def terminated(c: dict[str, Any], exit_code: int) -> dict[str, Any]:
+            term: dict[str, Any] = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                                    "startedAt": now, "finishedAt": now,
+                                    "containerID": f"simulator://{uid}/{c['name']}"}
+            message = _termination_message(job, c) if exit_code == 0 else None
+            if message:
+                term["message"] = message
+            return {"name": c["name"], "ready": False, "restartCount": 0, "image": c.get("image", ""),
+                    "imageID": "", "containerID": term["containerID"], "state": {"terminated": term}}
+
+        status = {
+            "phase": "Succeeded" if ok else "Failed",
+            "conditions": [_cond([], "Initialized", "True"), _cond([], "PodScheduled", "True"),
+                           _cond([], "Ready", "False", "PodCompleted" if ok else "ContainersNotReady"),
+                           _cond([], "ContainersReady", "False", "PodCompleted" if ok else "ContainersNotReady")],
+            "initContainerStatuses": [terminated(c, 0) for c in pod_spec.get("initContainers") or []],
+            "containerStatuses": [terminated(c, 0 if ok else 1) for c in pod_spec.get("containers") or []],
+            "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+            **({"hostIPs": [{"ip": "127.0.0.1"}]} if self.server_version >= POD_HOST_IPS_SINCE else {}),
+            "startTime": now, "qosClass": "BestEffort",
+        }
+        await self._patch_status(f"{pods}/{name}", {"status": status})
+        logger.info("simulator: build pod finished", extra={"object": f"{ns}/{name}", "outcome": outcome})
 
     # ------------------------------------------------------------------------------- Deployments
     def _deployment_status(self, d: dict[str, Any], outcome: Outcome, pods_ready: int | None = None
@@ -701,8 +799,8 @@ class ClusterSimulator:
         if self._deployment_matches(d.get("status") or {}, want):
             return
         await self._patch_status(path, {"status": want})
-        logger.info("simulator: deployment updated object=%s outcome=%s generation=%s",
-                    _ref(d), outcome, want["observedGeneration"])
+        logger.info("simulator: deployment updated",
+                    extra={"object": _ref(d), "outcome": outcome, "generation": want["observedGeneration"]})
 
     # -------------------------------------------------------------------------------------- Pods
     async def _on_pod(self, pod: dict[str, Any]) -> None:
@@ -726,7 +824,7 @@ class ClusterSimulator:
         ann = (_meta(pod).get("annotations") or {}).get(FAULT_ANNOTATION)
         name = ann if ann is not None else (self.pod_fault(pod) if self.pod_fault is not None else None)
         if name is not None and name not in POD_FAULTS:
-            logger.warning("simulator: ignoring unknown pod fault %r object=%s", name, _ref(pod))
+            logger.warning("simulator: ignoring unknown pod fault", extra={"fault": name, "object": _ref(pod)})
             return None
         return name
 
@@ -884,7 +982,8 @@ class ClusterSimulator:
                 if want.get("containerStatuses") is None:
                     want["containerStatuses"] = None  # an unscheduled Pod has none
                 await self._patch_status(path, {"status": want})
-                logger.info("simulator: pod updated object=%s outcome=%s phase=%s", _ref(pod), outcome, want["phase"])
+                logger.info("simulator: pod updated",
+                            extra={"object": _ref(pod), "outcome": outcome, "phase": want["phase"]})
                 await self._poke_deployment(pod)
             if not retry:
                 return
@@ -894,25 +993,41 @@ class ClusterSimulator:
                 return
             pod = fresh
 
-    async def _end_pod(self, pod: dict[str, Any], path: str, *, succeeded: bool) -> None:
-        """A Job's container exits: the Pod ends Succeeded (exit 0) or Failed (exit 1)."""
-        status = pod.get("status") or {}
+    async def _end_pod(self, job: dict[str, Any], pod: dict[str, Any], path: str, *, succeeded: bool) -> None:
+        """A Job's containers exit: the Pod ends Succeeded (exit 0) or Failed (exit 1), each
+        container ``terminated`` with the message it wrote to its termination-message path (a
+        build's digest and commit, see :func:`_termination_message`)."""
+        status, spec = pod.get("status") or {}, pod.get("spec") or {}
         now, uid = _now(), _meta(pod).get("uid", "")
-        statuses = []
-        for cs in status.get("containerStatuses") or []:
+
+        def ended(cs: dict[str, Any], c: dict[str, Any], exit_code: int) -> dict[str, Any]:
             cid = cs.get("containerID") or f"simulator://{uid}/{cs.get('name')}"
-            term = {"exitCode": 0 if succeeded else 1, "reason": "Completed" if succeeded else "Error",
-                    "startedAt": ((cs.get("state") or {}).get("running") or {}).get("startedAt") or now,
-                    "finishedAt": now, "containerID": cid}
-            statuses.append({**cs, "ready": False, "started": False, "state": {"terminated": term}})
+            state = cs.get("state") or {}
+            if "terminated" in state and exit_code == 0:
+                term = dict(state["terminated"])  # an init step that already completed
+            else:
+                term = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                        "startedAt": (state.get("running") or {}).get("startedAt") or now,
+                        "finishedAt": now, "containerID": cid}
+            message = _termination_message(job, c) if exit_code == 0 else None
+            if message:
+                term["message"] = message
+            return {**cs, "ready": False, "started": False, "state": {"terminated": term}}
+
+        specs = {c["name"]: c for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])}
         old = status.get("conditions") or []
         reason = "PodCompleted" if succeeded else "ContainersNotReady"
-        await self._patch_status(path, {"status": {
+        patch: dict[str, Any] = {
             "phase": "Succeeded" if succeeded else "Failed",
             "conditions": [_cond(old, "Initialized", "True", "PodCompleted" if succeeded else None),
                            _cond(old, "Ready", "False", reason), _cond(old, "ContainersReady", "False", reason),
                            _cond(old, "PodScheduled", "True")],
-            "containerStatuses": statuses}})
+            "containerStatuses": [ended(cs, specs.get(cs.get("name"), {}), 0 if succeeded else 1)
+                                  for cs in status.get("containerStatuses") or []]}
+        if status.get("initContainerStatuses"):
+            patch["initContainerStatuses"] = [ended(cs, specs.get(cs.get("name"), {}), 0)
+                                              for cs in status["initContainerStatuses"]]
+        await self._patch_status(path, {"status": patch})
 
     async def _poke_deployment(self, pod: dict[str, Any]) -> None:
         """A Pod of a ReplicaSet changed: its Deployment's availability may have (what the
@@ -936,7 +1051,7 @@ class ClusterSimulator:
             except asyncio.CancelledError:
                 raise
             except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as e:
-                logger.warning("simulator: gc pass failed error=%s: %s", type(e).__name__, e)
+                logger.warning("simulator: gc pass failed", extra={"error": f"{type(e).__name__}: {e}"})
             except Exception:
                 logger.exception("simulator: gc pass failed")
             await asyncio.sleep(self.gc_interval)
@@ -1013,7 +1128,7 @@ class ClusterSimulator:
             await self._request("PATCH", path, body={"metadata": {"finalizers": rest or None,
                                                                   "resourceVersion": meta["resourceVersion"]}},
                                 content_type=_MERGE)
-            logger.info("gc: removed finalizer=%s owner=%s", finalizer, path)
+            logger.info("gc: removed finalizer", extra={"finalizer": finalizer, "owner": path})
 
     # ----------------------------------------------------------------------------------- HTTP
     def _path(self, prefix: str, plural: str) -> str:
