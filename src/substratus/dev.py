@@ -57,7 +57,7 @@ SIMULATED_BANNER = """\
 |    every Pod and Deployment turns Ready, builds push no image (the digest is made up);     |
 |  - so artifact directories stay empty, Models report diskSize "0", Servers serve nothing;  |
 |  - etcd keeps its data in memory: every object is gone when this process stops.            |
-| For real workloads use a real cluster: make run ARGS=--kubeconfig=FILE (docs/quickstart.md) |
+| For real workloads use a real cluster: make run ARGS=--kubeconfig=FILE (docs/quickstart.md)|
 +--------------------------------------------------------------------------------------------+"""
 
 

@@ -107,6 +107,8 @@ class _TextRenderer:
 
 
 def _text(value: Any) -> Any:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ",".join(str(v) for v in value)
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 

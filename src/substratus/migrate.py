@@ -29,7 +29,7 @@ from substratus.api.common import GPU_TYPES
 from substratus.api.meta import GROUP
 from substratus.api.openapi_validate import validate_openapi
 from substratus.api.schema import kind_schema
-from substratus.cloud.base import Cloud
+from substratus.cloud.base import Cloud, CloudError
 
 GPU_TYPE_RENAMES: dict[str, str] = {"nvidia-a100": "nvidia-tesla-a100", "nvidia-t4": "nvidia-tesla-t4"}
 """Upstream ``GPUType`` values (api/v1/common_types.go) → GKE accelerator names (SPEC §5);
@@ -40,6 +40,10 @@ SERVER_SET_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generatio
 
 REFERENCE_RENAMES: dict[str, dict[str, str]] = {"Model": {"model": "baseModel", "dataset": "trainingDataset"}}
 MODEL_NAME_TARGET: dict[str, str] = {"Model": "baseModel", "Server": "model", "Notebook": "model"}
+UPSTREAM_GCP_RESOURCES: dict[str, int] = {"cpu": 2, "memory": 4, "disk": 100}
+"""What upstream requested on GCP for an object with no ``spec.resources`` at all
+(internal/resources/resources.go ``Apply``: CPU 2, Memory 4 GB, Disk 100 GB). Its CRD defaults
+(2/10/10, the same as ours) applied only inside a ``resources`` object that was written."""
 UPSTREAM_ARTIFACTS_DIR = "artifacts"
 """Where the original Substratus stored an object's artifacts: ``{bucket}/{hash}/artifacts``."""
 
@@ -68,7 +72,11 @@ def is_substratus(obj: Any) -> bool:
 
 def convert_object(obj: Mapping[str, Any], *, default_gpu_type: str | None = None) -> Converted:
     """This product's manifest for one upstream substratus object (any other object is returned
-    unchanged with no changes). Raises NotConvertible with every problem found."""
+    unchanged with no changes). Raises NotConvertible with every problem found, or for a YAML
+    document that is not a mapping (no Kubernetes object; ``kubectl apply`` would reject it)."""
+    if not isinstance(obj, Mapping):
+        raise NotConvertible(f"a YAML {type(obj).__name__}, not a Kubernetes object (a mapping with apiVersion "
+                             "and kind)")
     if not is_substratus(obj):
         return Converted(dict(obj), [])
     kind = obj.get("kind")
@@ -105,9 +113,14 @@ def convert_object(obj: Mapping[str, Any], *, default_gpu_type: str | None = Non
         problems.append("spec: missing or not an object")
         raise NotConvertible("; ".join(problems))
     order = list(spec)
+    upstream_shaped = _is_upstream_shaped(kind, spec)
     _convert_image(spec, changes, problems)
     _convert_references(kind, spec, changes, problems)
     _convert_gpu(spec, default_gpu_type, changes, problems)
+    if upstream_shaped and spec.get("resources") is None:
+        spec["resources"] = dict(UPSTREAM_GCP_RESOURCES)
+        changes.append("spec.resources: omitted → cpu 2, memory 4, disk 100 (what upstream requested on GCP "
+                       "without spec.resources; omitted here it would be cpu 2, memory 10, disk 10)")
     out["spec"] = _in_original_order(spec, order, {"build": "image", "modelName": MODEL_NAME_TARGET.get(kind, ""),
                                                    **REFERENCE_RENAMES.get(kind, {})})
     if problems:
@@ -116,6 +129,15 @@ def convert_object(obj: Mapping[str, Any], *, default_gpu_type: str | None = Non
     if problems:
         raise NotConvertible("; ".join(problems))
     return Converted(out, changes)
+
+
+def _is_upstream_shaped(kind: str, spec: Mapping[str, Any]) -> bool:
+    """Whether ``spec`` is written in upstream's shape: every upstream object named its image as
+    a string ``spec.image`` or a ``spec.build`` (here ``spec.image`` is an object), and
+    ``modelName`` or a Model's ``model``/``dataset`` exist only upstream. A manifest already in
+    this product's shape is left as it is (``convert`` is idempotent)."""
+    return (isinstance(spec.get("image"), str) or "build" in spec or "modelName" in spec
+            or any(k in spec for k in REFERENCE_RENAMES.get(kind, {})))
 
 
 def _in_original_order(spec: dict[str, Any], order: list[str], renames: dict[str, str]) -> dict[str, Any]:
@@ -144,8 +166,10 @@ def _convert_image(spec: dict[str, Any], changes: list[str], problems: list[str]
         if build.get("git"):
             git = dict(build["git"])
             if git.get("branch") and git.get("tag"):
-                problems.append("spec.build.git: both branch and tag are set; keep one")
-                return
+                # Upstream cloned --branch TAG when both were set (build_reconciler.go) and tagged
+                # the image with it (cloud/common.go ObjectBuiltImageURL): the tag is what it built.
+                changes.append(f"spec.build.git.branch: {git.pop('branch')!r} removed (tag {git['tag']!r} "
+                               "is set too; upstream built the tag, here they are exclusive)")
             spec["image"] = {"git": {k: v for k, v in git.items() if v not in (None, "")}}
             changes.append("spec.build.git → spec.image.git")
         else:
@@ -207,7 +231,11 @@ def _convert_gpu(spec: dict[str, Any], default_gpu_type: str | None, changes: li
     elif gpu_type in GPU_TYPE_RENAMES:
         gpu["type"] = GPU_TYPE_RENAMES[gpu_type]
         changes.append(f"spec.resources.gpu.type: {gpu_type} → {gpu['type']}")
-    if not gpu.get("count"):
+    if "count" in gpu and gpu["count"] is not None and not gpu["count"]:
+        # Upstream asked for 0 GPUs on a GPU node (resources.go Apply); here count is 1 or more.
+        problems.append("spec.resources.gpu.count: 0 (upstream: no GPU, scheduled on a GPU node) has no "
+                        "equivalent: remove spec.resources.gpu for no GPU, or set a count of 1 or more")
+    elif gpu.get("count") is None:
         gpu["count"] = 1
         changes.append("spec.resources.gpu.count: omitted → 1")
 
@@ -249,7 +277,9 @@ def read_documents(paths: Iterable[str], stdin: IO[str]) -> Iterator[tuple[str, 
                 if doc is None:
                     continue
                 where = f"{source}#{i + 1}" if i else source
-                if isinstance(doc, Mapping) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+                # kubectl get prints kind: List; the API itself ModelList, DatasetList, ...
+                if (isinstance(doc, Mapping) and str(doc.get("kind", "")).endswith("List")
+                        and isinstance(doc.get("items"), list)):
                     for j, item in enumerate(doc["items"]):
                         yield f"{where}[{j}]", item
                 else:
@@ -394,13 +424,20 @@ async def adopt(target: str, namespace: str, *, cloud_name: str, cluster_name: s
 
 async def adopt_at(cloud: Cloud, kind: str, namespace: str, name: str, url: str, generation: int | None,
                    out: IO[str], err: IO[str]) -> int:
-    """Adopt the upstream artifacts under ``url`` (``{bucket}/{hash}``) through ``cloud``; see :func:`adopt`."""
+    """Adopt the upstream artifacts under ``url`` (``{bucket}/{hash}``) through ``cloud``; see
+    :func:`adopt`. A bucket that cannot be read or written (missing, mistyped, no permission,
+    unreachable) is one error line and exit 1, never a traceback."""
     marker = naming.completed_marker_url(url)
-    if await cloud.exists(marker):
-        out.write(f"{kind} {namespace}/{name} is already complete: {marker} exists; nothing written\n")
-        return 0
     upstream = f"{url}/{UPSTREAM_ARTIFACTS_DIR}"
-    listing = await cloud.list(upstream)
+    try:
+        if await cloud.exists(marker):
+            out.write(f"{kind} {namespace}/{name} is already complete: {marker} exists; nothing written\n")
+            return 0
+        listing = await cloud.list(upstream)
+    except (CloudError, OSError) as exc:  # aiohttp's connection errors and gcsfs' 404/403 are OSErrors
+        err.write(f"error: cannot read {url}/: {type(exc).__name__}: {exc} (check --bucket-url, --cloud and the "
+                  "credentials); nothing written\n")
+        return 1
     if not listing:
         err.write(
             f"error: no artifacts of the original Substratus at {upstream}/ (hash = md5 of "
@@ -408,7 +445,11 @@ async def adopt_at(cloud: Cloud, kind: str, namespace: str, name: str, url: str,
             "check the cluster name, namespace and bucket); nothing written\n")
         return 1
     body = completed_marker_for_adoption(kind, namespace, name, generation, dt.datetime.now(dt.UTC))
-    await cloud.write(marker, _json(body))
+    try:
+        await cloud.write(marker, _json(body))
+    except (CloudError, OSError) as exc:
+        err.write(f"error: cannot write {marker}: {type(exc).__name__}: {exc}; nothing adopted\n")
+        return 1
     size = sum(o.size for o in listing)
     out.write(f"adopted {len(listing)} files ({size} bytes) at {upstream}/ in place; wrote {marker}\n"
               f"{kind} {namespace}/{name} completes without running a Job (status.artifactsURL = {upstream})\n")

@@ -78,6 +78,10 @@ and Deployments field by field to notice drift."""
 def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
     """Everything wired, nothing started: tests drive the returned manager directly."""
     mgr = Manager(client, manager_options(cfg))
+    # Storage writes (completed.json) are fenced like API writes (SPEC §7). The upload endpoint
+    # writes through its own server, unfenced: it stores what a user sends with a signed URL,
+    # on whichever replica the upload Service picks, and is not an act of the leader.
+    cloud.write_fence = mgr.write_fence
     ctx = Context(
         client=mgr.client, cache=mgr.cache, recorder=mgr.recorder, cloud=cloud,
         cluster_name=cfg.cluster_name, registry=cfg.registry,

@@ -58,3 +58,47 @@ async def test_frozen_connections_are_noticed_and_work_created_meanwhile_converg
     print(f"\nRELIABILITY dead connections: froze {frozen} connections; watch idle timeout "
           f"{options.watch_idle_timeout:.0f}s; watches replaced after (s) {noticed}; max "
           f"{max(noticed.values()):.1f}s; Dataset created while frozen ready after {ready_s:.1f}s")
+
+
+async def test_watches_that_trickle_bytes_but_carry_nothing_are_noticed(
+        start_operator, make_proxy, sim, admin, namespace, tmp_path) -> None:
+    """A dead watch that still shows bytes: the proxy turns every open watch into a trickle of one
+    space every 5 s — no event, not the end of the watch the server closed. A read-idle timeout
+    alone never fires on it (every byte restarts it); the watch's own deadline must. Unfixed, the
+    informers never replaced these watches and the Dataset never became ready."""
+    proxy = await make_proxy("op")
+    options = ClientOptions()  # the shipped watch idle timeout
+    op = await start_operator(kubeconfig_path=proxy.write_kubeconfig(tmp_path / "kubeconfig"),
+                              client_options=options)
+    paths = {inf.resource.path(inf.namespace) for inf in op.manager.cache.informers}
+
+    def watched_paths() -> set[str]:
+        return {r.path for r in proxy.records if r.watch and r.status == 200}
+
+    await eventually(lambda: paths <= watched_paths(), timeout=30, message="every informer watching")
+    trickling = proxy.trickle(interval=5.0)
+    t0 = proxy.trickled_at
+    assert t0 is not None
+    assert trickling >= len(paths), f"{trickling} watches trickle for {len(paths)} informers"
+    await admin.create(DATASETS, dataset("created-while-trickling", namespace))
+
+    await wait_ready(admin, DATASETS, namespace, ["created-while-trickling"], timeout=BOUND + 20)
+    ready_s = time.monotonic() - t0
+
+    def rewatched() -> set[str]:
+        return {r.path for r in proxy.records if r.watch and r.started > t0}
+
+    # The other informers' watches started at other times: wait for each one's replacement.
+    await eventually(lambda: paths <= rewatched(), timeout=max(1.0, BOUND + 5 - (time.monotonic() - t0)),
+                     message="every trickling watch replaced")
+
+    rewatch: dict[str, float] = defaultdict(lambda: float("inf"))
+    for r in proxy.records:
+        if r.watch and r.started > t0 and r.path in paths:
+            rewatch[r.path] = min(rewatch[r.path], r.started - t0)
+    noticed = {p.rsplit("/", 1)[-1]: round(rewatch[p], 1) for p in sorted(paths)}
+    late = {k: v for k, v in noticed.items() if v > BOUND}
+    assert not late, f"trickling watches replaced later than {BOUND}s: {late}"
+    assert ready_s <= BOUND, f"the Dataset created meanwhile was ready {ready_s:.1f}s after the trickle began"
+    print(f"\nRELIABILITY trickling watches: {trickling} watches trickled a byte every 5 s; watches "
+          f"replaced after (s) {noticed}; max {max(noticed.values()):.1f}s; Dataset ready after {ready_s:.1f}s")

@@ -51,9 +51,9 @@ def test_json_lines_carry_fields_and_the_reconcile_context(capture: io.StringIO)
 
 def test_text_is_key_value(capture: io.StringIO) -> None:
     logs.setup("info", "text", capture)
-    logging.getLogger("x").info("created child", extra={"childKind": "Job", "childName": "a b"})
+    logging.getLogger("x").info("created child", extra={"childKind": "Job", "childName": "a b", "crds": ["m", "d"]})
     line = capture.getvalue().strip()
-    assert line.endswith('level=info logger=x msg="created child" childKind=Job childName="a b"'), line
+    assert line.endswith('level=info logger=x msg="created child" childKind=Job childName="a b" crds=m,d'), line
     assert line.startswith("ts=")
 
 

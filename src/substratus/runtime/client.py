@@ -445,8 +445,10 @@ class Client:
         """Stream watch events until the server closes the watch or the connection goes silent.
 
         An ``ERROR`` event is raised as the matching ApiError (410 → ``Gone``). A connection that
-        carries no byte for ``options.watch_idle_timeout`` seconds is dropped with
-        ``aiohttp.ServerTimeoutError`` (a ``TimeoutError``): the caller re-watches from its last
+        carries no byte for ``options.watch_idle_timeout`` seconds, or is still open
+        ``watch_deadline_slack`` seconds after the server should have ended it (bytes trickling
+        in, but never a whole event or the end), is dropped with a ``TimeoutError``
+        (``aiohttp.ServerTimeoutError`` for the former): the caller re-watches from its last
         resourceVersion. ``timeout_seconds`` (the server-side end of the watch) is drawn inside
         the idle window when not given and capped to it when larger, so only a dead connection is
         ever silent that long (see ``ClientOptions.watch_idle_timeout``).
@@ -458,7 +460,11 @@ class Client:
             "allowWatchBookmarks": "true" if allow_bookmarks else None,
             "labelSelector": label_selector, "fieldSelector": field_selector,
         }
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.options.connect_timeout,
+        # The whole watch has a deadline too: the server ends it after timeout_seconds, so one
+        # still open a fifth of the idle window later is dead even if bytes trickle in (every
+        # byte restarts the read-idle timer; a stuck intermediary or a server stuck mid-write).
+        timeout = aiohttp.ClientTimeout(total=timeout_seconds + watch_deadline_slack(self.options.watch_idle_timeout),
+                                        connect=self.options.connect_timeout,
                                         sock_connect=self.options.connect_timeout,
                                         sock_read=self.options.watch_idle_timeout)
         resp = await self._send("GET", res.path(namespace), query=query, timeout=timeout)
@@ -491,6 +497,13 @@ def watch_timeout_range(idle_timeout: float) -> tuple[int, int]:
     connection, with a fifth of the window as slack for a late server or a busy event loop.
     """
     return max(1, int(idle_timeout * 0.5)), max(1, int(idle_timeout * 0.8))
+
+
+def watch_deadline_slack(idle_timeout: float) -> float:
+    """Seconds a watch may stay open past its server-side ``timeoutSeconds`` before it is dropped
+    as dead, whatever bytes it carries: what ``watch_timeout_range`` leaves of the idle window
+    (a fifth), so a watch never outlives ``idle_timeout`` (SPEC §7: dead within 60 s)."""
+    return max(1.0, idle_timeout - watch_timeout_range(idle_timeout)[1])
 
 
 def _resolve_env_once(api: k8s_client.ApiClient) -> None:

@@ -8,7 +8,8 @@ Losing the lease stops the controllers immediately and makes ``run`` return non-
 Pod restarts clean rather than carrying on with a stale view of who leads. With leader election
 ``Manager.client`` — the client to give controllers, like controller-runtime's ``GetClient()`` —
 is fenced by the elector (SPEC §7): no write leaves through it unless this process holds the
-Lease with a renewal younger than the renew deadline, from before the first election on.
+Lease with a renewal younger than the renew deadline, from before the first election on;
+``Manager.write_fence`` is the same check for writers that are not API clients (bucket writes).
 """
 
 from __future__ import annotations
@@ -110,6 +111,13 @@ class Manager:
     def stop(self) -> None:
         """Request a graceful stop (what SIGTERM does)."""
         self._stop.set()
+
+    @property
+    def write_fence(self) -> Callable[[], None] | None:
+        """The check every write this process makes on the leader's behalf must pass first (raises
+        ``NotLeader``), or None without leader election. ``client`` is already behind it; give it
+        to any other writer the controllers use (the cloud's storage writes)."""
+        return self._check_write if self.options.leader_election else None
 
     def _check_write(self) -> None:
         if self.elector is None:
