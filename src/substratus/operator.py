@@ -99,19 +99,19 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
     mgr.add_controller(
         Controller("dataset", DatasetReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(DATASETS).owns(JOBS).owns(CONFIGMAPS)
-        .watches(PODS, pods_to_parent(DATASETS.kind), pod_problem_changed)
+        .watches(PODS, pods_to_parent(DATASETS.kind, problems_only=True), pod_problem_changed)
         .watches(PODS, build_pods_of(DATASETS.kind)))
     mgr.add_controller(
         Controller("model", ModelReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(MODELS).owns(JOBS).owns(CONFIGMAPS)
-        .watches(PODS, pods_to_parent(MODELS.kind), pod_problem_changed)
+        .watches(PODS, pods_to_parent(MODELS.kind, problems_only=True), pod_problem_changed)
         .watches(PODS, build_pods_of(MODELS.kind))
         .watches(MODELS, dependents_of(mgr.cache, MODELS))
         .watches(DATASETS, dependents_of(mgr.cache, MODELS)))
     mgr.add_controller(
         Controller("server", ServerReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(SERVERS).owns(DEPLOYMENTS).owns(SERVICES).owns(CONFIGMAPS).owns(JOBS)
-        .watches(PODS, pods_to_parent(SERVERS.kind), pod_problem_changed)
+        .watches(PODS, pods_to_parent(SERVERS.kind, problems_only=True), pod_problem_changed)
         .watches(PODS, build_pods_of(SERVERS.kind))
         .watches(MODELS, dependents_of(mgr.cache, SERVERS)))
     mgr.add_controller(

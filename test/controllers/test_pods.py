@@ -83,6 +83,9 @@ def test_a_pod_maps_to_its_parent_by_label_and_wakes_it_only_on_a_visible_change
     assert pod_parent_index(p) == ["model:ns/m/workload"]
     assert list(pods_to_parent("Model")(p)) == [Request("ns", "m")]
     assert list(pods_to_parent("Server")(p)) == []
+    assert list(pods_to_parent("Model", problems_only=True)(p)) == []  # healthy: the Job's status speaks
+    stuck_pod = pod("p", "Pending", containers=[waiting("ImagePullBackOff")])
+    assert list(pods_to_parent("Model", problems_only=True)(stuck_pod)) == [Request("ns", "m")]
     foreign = {**p, "metadata": {**p["metadata"], "labels": {"substratus.ai/model": "m"}}}
     assert pod_parent_index(foreign) == [] and list(pods_to_parent("Model")(foreign)) == []
     assert not pod_status_changed(p, p)

@@ -158,11 +158,18 @@ def pod_parent_index(pod: dict[str, Any]) -> list[str]:
     return [pod_parent_key(*k) for k in _parent_keys(pod)]
 
 
-def pods_to_parent(kind: str) -> Callable[[dict[str, Any]], Iterable[Request]]:
-    """Map a Pod event to a request for its parent of ``kind`` (by the parent label)."""
+def pods_to_parent(kind: str, *, problems_only: bool = False) -> Callable[[dict[str, Any]], Iterable[Request]]:
+    """Map a Pod event to a request for its parent of ``kind`` (by the parent label).
+
+    ``problems_only``: only a Pod that shows a problem wakes the parent (an update wakes it when
+    either side does, so a problem that clears is seen too). For Job and Deployment Pods, whose
+    parents learn everything else from the Job's or Deployment's own status, this keeps hundreds
+    of healthy Pods from costing a reconcile each."""
     label = kind.lower()
 
     def mapper(pod: dict[str, Any]) -> Iterable[Request]:
+        if problems_only and pod_problem_of(pod) is None:
+            return []
         return [Request(ns, name) for k, ns, name, _ in _parent_keys(pod) if k == label]
 
     return mapper

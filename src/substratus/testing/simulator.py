@@ -316,6 +316,8 @@ class ClusterSimulator:
     _discovery: dict[str, dict[str, tuple[str, bool]]] = attrs.field(init=False, factory=dict)
     _finalizing_owners: dict[str, tuple[str, str]] = attrs.field(init=False, factory=dict)
     _running: bool = attrs.field(init=False, default=False)
+    _seen_pods: dict[str, dict[str, Any]] = attrs.field(init=False, factory=dict)
+    """Each Pod's latest state from the pod watch, by path (dropped when it is deleted)."""
     server_version: KubeVersion = attrs.field(init=False, default=OLDEST)
     """The API server's version (``/version``), read by :meth:`start`; it selects status shapes."""
 
@@ -513,7 +515,9 @@ class ClusterSimulator:
                 if etype in ("ADDED", "MODIFIED"):
                     await self._dispatch(handler, obj)
                 elif etype == "DELETED":
-                    uid = _meta(obj).get("uid", "")
+                    m = _meta(obj)
+                    self._seen_pods.pop(f"/api/v1/namespaces/{m.get('namespace')}/pods/{m.get('name')}", None)
+                    uid = m.get("uid", "")
                     for key in [k for k in self._pending if k[1] == uid]:
                         self._pending.pop(key).cancel()
         finally:
@@ -604,7 +608,8 @@ class ClusterSimulator:
             if _condition_true(job, "Complete") or _condition_true(job, "Failed") or \
                     _meta(job).get("deletionTimestamp"):
                 return
-            pod = await self._get_or_none(pod_path)
+            # What the pod watch last delivered (the Job controller's informer), else the server's.
+            pod = self._seen_pods.get(pod_path) or await self._get_or_none(pod_path)
             phase = ((pod or {}).get("status") or {}).get("phase")
             if pod is None or phase in ("Failed", "Succeeded") or (phase == "Running" and _condition_true(pod, "Ready")):
                 break
@@ -806,6 +811,7 @@ class ClusterSimulator:
     async def _on_pod(self, pod: dict[str, Any]) -> None:
         meta, spec = _meta(pod), pod.get("spec") or {}
         path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+        self._seen_pods[path] = pod
         if meta.get("deletionTimestamp"):
             # Bound pods wait for their kubelet to confirm deletion; be that kubelet.
             if spec.get("nodeName"):
