@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=_ints,
                    help="convergence rounds per size (one value, or one per size), medians reported (5,3; quick: 1)")
     p.add_argument("--concurrency", type=int, default=20, help="creates in flight (20)")
-    p.add_argument("--contenders", default="ceiling,ceiling-same-writes,substratus,substratus-w20,kopf,kopf-same-job",
+    p.add_argument("--contenders", default="ceiling,ceiling-same-writes,substratus,substratus-w4,kopf,kopf-same-job",
                    help="convergence contenders (ceiling,ceiling-same-writes,substratus,substratus-w20,kopf,"
                         "kopf-same-job)")
     p.add_argument("--scale-sizes", type=_ints,
