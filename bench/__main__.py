@@ -30,7 +30,7 @@ SECTIONS = ("convergence", "scale", "memory", "workqueue", "leader")
 FULL: dict[str, Any] = {"sizes": [100, 1000], "repeats": [5, 3], "scale_sizes": [100, 1000, 10000],
                         "memory_counts": [1000, 10000],
                         "workqueue_cycles": 200_000, "workqueue_rounds": 3, "leader_rounds": 2}
-QUICK: dict[str, Any] = {"sizes": [20], "repeats": [1], "scale_sizes": [20, 60], "memory_counts": [200, 1000],
+QUICK: dict[str, Any] = {"sizes": [20], "repeats": [1], "scale_sizes": [20, 40], "memory_counts": [200, 1000],
                          "workqueue_cycles": 20_000,
                          "workqueue_rounds": 1, "leader_rounds": 1}
 
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="convergence contenders (ceiling,ceiling-same-writes,substratus,substratus-w20,kopf,"
                         "kopf-same-job)")
     p.add_argument("--scale-sizes", type=_ints,
-                   help="Dataset counts for substratus's scale curve (100,1000,10000; quick: 20,60); sizes "
+                   help="Dataset counts for substratus's scale curve (100,1000,10000; quick: 20,40); sizes "
                         "the convergence section measured reuse its rounds")
     p.add_argument("--memory-counts", type=_ints,
                    help="objects per cache; the smallest is created on the API server, all are synthesised "

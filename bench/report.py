@@ -417,6 +417,64 @@ def _memory(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
     return out
 
 
+BASELINE_CPU_MS_PER_OBJECT = 12.54
+"""Operator CPU per converged Dataset at N = 1,000 before issue 18 (12.54 s for 1,000, the
+benchmark at 431d200): the CPU target is half of it."""
+
+
+def _targets(results: dict[str, Any]) -> list[str]:
+    """Issue 18's targets against this run's numbers: met or missed, and by how much."""
+    rows: list[list[str]] = []
+    conv = results.get("convergence") or {}
+    n = 1000 if 1000 in (conv.get("sizes") or []) else max(conv.get("sizes") or [0])
+
+    def add(what: str, target: str, value: float | None, ok: bool | None, unit: str = "x") -> None:
+        shown = "—" if value is None else (f"{value:.2f}{unit}" if unit == "x" else f"{value:,.0f}{unit}")
+        rows.append([what, target, shown, "—" if ok is None else ("met" if ok else "**missed**")])
+
+    if conv:
+        r = _med(conv, n, "substratus")
+        def ratio(a: str, b: str) -> float | None:
+            x, y = _med(conv, n, a), _med(conv, n, b)
+            return x / y if x and y else None
+        v = ratio("substratus", "ceiling-same-writes")
+        add(f"substratus / ceiling, same writes (N={n:,})", "≤ 1.15x", v, None if v is None else v <= 1.15)
+        v = ratio("kopf-same-job", "substratus")
+        add(f"kopf, same job / substratus (N={n:,})", "≥ 1.50x", v, None if v is None else v >= 1.5)
+        v = ratio("kopf", "substratus")
+        add(f"kopf / substratus (N={n:,})", "≥ 1.00x", v, None if v is None else v >= 1.0)
+        cpu = _median_of([x for x in conv["runs"] if x["n"] == n and x["contender"] == "substratus"],
+                         lambda x: x.get("operator_cpu_seconds"))
+        ms = 1000 * cpu / n if cpu is not None and r else None
+        add(f"operator CPU per converged object (N={n:,})",
+            f"≤ {BASELINE_CPU_MS_PER_OBJECT / 2:.2f} ms (half of {BASELINE_CPU_MS_PER_OBJECT} ms at 431d200)",
+            ms, None if ms is None else ms <= BASELINE_CPU_MS_PER_OBJECT / 2)
+        if ms is not None:
+            rows[-1][2] = f"{ms:.2f} ms"
+    mem = results.get("memory")
+    if mem:
+        top = max(mem["counts"])
+        for kind in ("jobs", "datasets"):
+            cell = next((x for x in mem["results"] if x["kind"] == kind and x["count"] == top and x["strip"]
+                         and x.get("strip_mode") == "per-page" and x["method"] == "rss"), None)
+            v = cell["bytes_per_object"] if cell else None
+            add(f"RSS per cached {'Job' if kind == 'jobs' else 'Dataset'} at {top:,}", "≤ 4,096 B", v,
+                None if v is None else v <= 4096, " B")
+    wq = (results.get("workqueue") or {}).get("results") or []
+    on = [x for x in wq if x["metrics"] and x.get("cycles_per_cpu_second")]
+    if on:
+        for x in on:
+            add(f"work queue, metrics on, {x.get('loop', 'asyncio')}, {x['workers']} worker(s)",
+                "≥ 300,000 cycles per CPU second", x["cycles_per_cpu_second"], x["cycles_per_cpu_second"] >= 300_000,
+                "/s")
+    if not rows:
+        return []
+    return ["## Targets (issue 18)", "",
+            "Each target against this run (medians as in the sections below). Where one is missed, the "
+            "section's notes say what bounds it.", "", *_table(["target", "wanted", "this run", ""], rows),
+            "", env_line(results), ""]
+
+
 def _scale(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
     sc = results["scale"]
     out = ["## 6. Scale curve", "",
@@ -725,6 +783,7 @@ def write(results: dict[str, Any], md_path: Path, plot_dir: Path) -> dict[str, P
              "re-renders this file and the plots from them without measuring.", ""]
     lines += _environment(results)
     lines += _reading(results)
+    lines += _targets(results)
     if results.get("convergence"):
         lines += _convergence(results, plots)
         lines += _steady(results)
