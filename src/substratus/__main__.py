@@ -2,7 +2,8 @@
 
 ``substratus run`` is the operator (the container's entry point); ``manifests`` regenerates
 the CRDs; ``dev`` starts a local control plane for development; ``explain`` says why an
-object is or is not ready; ``convert`` and ``adopt`` move users of the original Substratus over.
+object is or is not ready; ``rerun`` runs a complete Model's or Dataset's Job again; ``convert``
+and ``adopt`` move users of the original Substratus over.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b")
     ex.add_argument("-n", "--namespace", default=None)
     ex.add_argument("--kubeconfig", default=None)
+    rr = sub.add_parser("rerun", help="run a complete Model's or Dataset's Job again "
+                                      "(moves completed.json to {status.url}/history/)")
+    rr.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b")
+    rr.add_argument("-n", "--namespace", default=None)
+    rr.add_argument("--kubeconfig", default=None)
 
     from substratus.migrate import add_arguments as add_migrate_arguments
 
@@ -86,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         from substratus.explain import main as explain_main
 
         return asyncio.run(explain_main(args.target, args.namespace, args.kubeconfig))
+    if args.command == "rerun":
+        from substratus.rerun import main as rerun_main
+
+        return asyncio.run(rerun_main(args.target, args.namespace, args.kubeconfig))
     if args.command == "convert":
         from substratus.migrate import convert_main
 

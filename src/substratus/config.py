@@ -12,8 +12,10 @@ from typing import Any
 
 import attrs
 
-# Google archived kaniko in 2025; Chainguard maintains the fork most clusters moved to.
-DEFAULT_KANIKO_IMAGE = "ghcr.io/chainguard-dev/kaniko/executor:latest"
+# Google archived kaniko in 2025; Chainguard maintains the fork most clusters moved to. The
+# debug variant: a git build's tag is the commit its clone step resolved, so the executor is
+# started by the image's busybox shell (/busybox/sh) once that commit is known (SPEC §6).
+DEFAULT_KANIKO_IMAGE = "ghcr.io/chainguard-dev/kaniko/executor:debug"
 DEFAULT_GIT_IMAGE = "alpine/git:2.45.2"
 
 
@@ -39,7 +41,7 @@ class OperatorConfig:
     object_count_interval: int = attrs.field(default=15, metadata={"help": "Seconds between refreshes of the substratus_objects metric."})
     log_level: str = attrs.field(default="info", metadata={"help": "debug, info, warning or error.", "choices": ("debug", "info", "warning", "error")})
     log_format: str = attrs.field(default="text", metadata={"help": "text (key=value) or json.", "choices": ("text", "json")})
-    kaniko_image: str = attrs.field(default=DEFAULT_KANIKO_IMAGE, metadata={"help": "Image of the kaniko executor used by build Jobs."})
+    kaniko_image: str = attrs.field(default=DEFAULT_KANIKO_IMAGE, metadata={"help": "Image of the kaniko executor used by build Jobs (a debug variant: git builds need /busybox/sh)."})
     git_image: str = attrs.field(default=DEFAULT_GIT_IMAGE, metadata={"help": "Image used to clone git sources for builds."})
     runtime_class: str = attrs.field(default="", metadata={"help": "RuntimeClass for workloads (e.g. gvisor); empty for none."})
     gcp_project: str = attrs.field(default="", metadata={"help": "gcp cloud: project id (Workload Identity, signing)."})

@@ -15,9 +15,10 @@ from typing import Any, TextIO
 import attrs
 
 from substratus.api import parse_time
+from substratus.api.conditions import Reason
 from substratus.controllers.dependencies import REFERENCE_FIELDS
 from substratus.controllers.resources import BY_KIND
-from substratus.runtime.client import ApiError, Client
+from substratus.runtime.client import ApiError, Client, Forbidden
 from substratus.runtime.resource import DEPLOYMENTS, EVENTS, JOBS, PODS, Resource
 
 ALIASES = {
@@ -33,6 +34,8 @@ CHILDREN: dict[str, list[tuple[Resource, str]]] = {
     "Notebook": [(JOBS, "{name}-notebook-bld"), (PODS, "{name}-notebook")],
 }
 MAX_DEPTH = 8
+# Reasons an object gives for itself, whatever its dependencies do (reported first).
+ROOT_CAUSES = frozenset({Reason.INVALID_SPEC, Reason.RECONCILE_ERROR, Reason.REFERENCE_NOT_PERMITTED})
 
 
 def parse_target(target: str) -> tuple[str, str]:
@@ -56,6 +59,8 @@ class Node:
     children: list[tuple[str, str, dict[str, Any] | None]] = attrs.field(factory=list)
     warnings: list[dict[str, Any]] = attrs.field(factory=list)
     dependencies: list[Node] = attrs.field(factory=list)
+    forbidden: str = ""
+    """Why the object could not be read (e.g. another tenant's namespace); empty if it was."""
 
     @property
     def ready(self) -> bool:
@@ -101,6 +106,9 @@ def render(node: Node, now: dt.datetime | None = None, out: list[str] | None = N
     out = [] if out is None else out
     pad = "  " * depth
     head = f"{pad}{node.kind} {node.namespace}/{node.name}"
+    if node.forbidden:
+        out.append(f"{head}: cannot be read with your credentials ({node.forbidden})")
+        return out
     if node.obj is None:
         out.append(f"{head}: NOT FOUND")
         return out
@@ -132,10 +140,16 @@ def summary(node: Node) -> str:
         return f"{node.kind} {node.namespace}/{node.name} does not exist"
     if node.ready:
         return f"{node.kind} {node.namespace}/{node.name} is ready"
-    for dep in node.dependencies:
-        if not dep.ready:
-            return summary(dep)
     conds = (node.obj.get("status") or {}).get("conditions") or []
+    # The object's own root cause comes before its dependencies' state: a spec to fix, a pass
+    # that keeps failing, or a reference it may not follow, whatever the dependency does.
+    own = [c for c in conds if c.get("type") != "Ready" and c.get("status") != "True"
+           and c.get("reason") in ROOT_CAUSES]
+    if own:
+        return _blocked(node, own[0])
+    for dep in node.dependencies:
+        if not dep.ready and not dep.forbidden:
+            return summary(dep)
     # Ready names the first condition holding the object back (SPEC §1); say which one it is.
     ready = next((c for c in conds if c.get("type") == "Ready" and c.get("status") != "True"), None)
     held = [c for c in conds if c.get("type") != "Ready" and c.get("status") != "True"]
@@ -144,26 +158,38 @@ def summary(node: Node) -> str:
                        and c.get("message") == ready.get("message")), ready)
         held = [source]
     if held:
-        c = held[-1]
-        return f"{node.kind} {node.namespace}/{node.name}: {c.get('type')} is {c.get('reason')}" + (
-            f" — {c['message']}" if c.get("message") else "")
+        return _blocked(node, held[-1])
     if not conds:
         return f"{node.kind} {node.namespace}/{node.name} has no status yet: is the operator running?"
     return f"{node.kind} {node.namespace}/{node.name} is not ready"
+
+
+def _blocked(node: Node, c: dict[str, Any]) -> str:
+    return f"{node.kind} {node.namespace}/{node.name}: {c.get('type')} is {c.get('reason')}" + (
+        f" — {c['message']}" if c.get("message") else "")
 
 
 async def gather(client: Client, kind: str, namespace: str, name: str, depth: int = 0,
                  seen: set[str] | None = None) -> Node:
     seen = set() if seen is None else seen
     key = f"{kind}/{namespace}/{name}"
-    obj = await client.get_or_none(BY_KIND[kind], name, namespace)
+    try:
+        obj = await client.get_or_none(BY_KIND[kind], name, namespace)
+    except Forbidden as exc:
+        if depth == 0:
+            raise
+        # A dependency in a namespace the user may not read: say so and go on with the rest.
+        return Node(kind, namespace, name, None, forbidden=exc.message or str(exc))
     node = Node(kind, namespace, name, obj)
     if obj is None or key in seen or depth >= MAX_DEPTH:
         return node
     seen.add(key)
     for res, pattern in CHILDREN[kind]:
         child_name = pattern.format(name=name)
-        node.children.append((res.kind, child_name, await client.get_or_none(res, child_name, namespace)))
+        try:
+            node.children.append((res.kind, child_name, await client.get_or_none(res, child_name, namespace)))
+        except Forbidden:
+            continue  # another tenant's workload: not shown rather than shown as "not created"
     try:
         events = (await client.list(EVENTS, namespace,
                                     field_selector=f"involvedObject.name={name},type=Warning"))["items"]

@@ -19,6 +19,10 @@ DNS1035_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+REBUILD_ANNOTATION = "substratus.ai/rebuild"
+"""On a parent: any new value builds the image again (SPEC §6; ``kubectl applybuild --rebuild``)."""
+RERUN_ANNOTATION = "substratus.ai/rerun"
+"""On a parent: set by ``substratus rerun`` beside moving ``completed.json``; a new value is a new workload Job."""
 MANAGED_BY = "substratus"
 
 Role = Literal["workload", "build", "params"]
@@ -61,6 +65,11 @@ def child_name(parent_name: str, kind: str, role: Role = WORKLOAD) -> str:
     return f"{parent_name}-{kind.lower()}{_ROLE_SUFFIX[role]}"
 
 
+def image_repo(registry: str, cluster: str, kind: str, namespace: str, name: str) -> str:
+    """``{registry}/{cluster}-{lower(kind)}-{namespace}-{name}``: the repository builds push to (SPEC §2)."""
+    return f"{registry.rstrip('/')}/{cluster}-{kind.lower()}-{namespace}-{name}"
+
+
 def image_name(registry: str, cluster: str, kind: str, namespace: str, name: str, tag: str) -> str:
     """``{registry}/{cluster}-{lower(kind)}-{namespace}-{name}:{tag}`` (SPEC §2).
 
@@ -70,7 +79,7 @@ def image_name(registry: str, cluster: str, kind: str, namespace: str, name: str
     clean_tag = _TAG_INVALID.sub("-", tag)[:128]
     if not clean_tag or clean_tag[0] in ".-":
         clean_tag = "_" + clean_tag[:127]
-    return f"{registry.rstrip('/')}/{cluster}-{kind.lower()}-{namespace}-{name}:{clean_tag}"
+    return f"{image_repo(registry, cluster, kind, namespace, name)}:{clean_tag}"
 
 
 def storage_hash(cluster: str, namespace: str, plural: str, name: str) -> str:
@@ -108,6 +117,11 @@ def completed_marker_url(url: str) -> str:
     """``{url}/completed.json``: written when a workload Job succeeds; the bucket is the source
     of truth for completion (SPEC §3)."""
     return f"{url.rstrip('/')}/completed.json"
+
+
+def history_url(url: str, name: str) -> str:
+    """``{url}/history/{name}``: where ``substratus rerun`` moves a completion marker (SPEC §3)."""
+    return f"{url.rstrip('/')}/history/{name}"
 
 
 def child_labels(kind: str, name: str) -> dict[str, str]:

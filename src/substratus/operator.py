@@ -12,6 +12,7 @@ from substratus.config import OperatorConfig
 from substratus.controllers import metrics as domain_metrics
 from substratus.controllers.artifact import DatasetReconciler, ModelReconciler
 from substratus.controllers.base import Context
+from substratus.controllers.build import build_pods_of
 from substratus.controllers.dependencies import DEPENDS_ON_INDEX, dependents_of, depends_on_index
 from substratus.controllers.notebook import NotebookReconciler
 from substratus.controllers.render import BuildImages, RenderOptions
@@ -75,19 +76,23 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
 
     mgr.add_controller(
         Controller("dataset", DatasetReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
-        .for_(DATASETS).owns(JOBS).owns(CONFIGMAPS))
+        .for_(DATASETS).owns(JOBS).owns(CONFIGMAPS)
+        .watches(PODS, build_pods_of(DATASETS.kind)))
     mgr.add_controller(
         Controller("model", ModelReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(MODELS).owns(JOBS).owns(CONFIGMAPS)
+        .watches(PODS, build_pods_of(MODELS.kind))
         .watches(MODELS, dependents_of(mgr.cache, MODELS))
         .watches(DATASETS, dependents_of(mgr.cache, MODELS)))
     mgr.add_controller(
         Controller("server", ServerReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(SERVERS).owns(DEPLOYMENTS).owns(SERVICES).owns(CONFIGMAPS).owns(JOBS)
+        .watches(PODS, build_pods_of(SERVERS.kind))
         .watches(MODELS, dependents_of(mgr.cache, SERVERS)))
     mgr.add_controller(
         Controller("notebook", NotebookReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(NOTEBOOKS).owns(PODS).owns(CONFIGMAPS).owns(SECRETS).owns(JOBS)
+        .watches(PODS, build_pods_of(NOTEBOOKS.kind))
         .watches(MODELS, dependents_of(mgr.cache, NOTEBOOKS))
         .watches(DATASETS, dependents_of(mgr.cache, NOTEBOOKS)))
 

@@ -91,9 +91,10 @@ class Rule:
 _CRD_NAMES = tuple(sorted(cls.crd_name() for cls in KINDS.values()))
 
 CLUSTER_RULES: tuple[Rule, ...] = (
-    Rule(GROUP, ("datasets", "models", "notebooks", "servers"), ("list", "patch", "watch"),
-         "informers of the four controllers and their dependency indexes; Builder writes the built image "
-         "into spec.image.name, the idle check sets a Notebook's spec.suspend"),
+    Rule(GROUP, ("datasets", "models", "notebooks", "servers"), ("list", "watch"),
+         "informers of the four controllers and their dependency indexes (the built image goes to "
+         "status.image: the controller never writes a spec, SPEC §1)"),
+    Rule(GROUP, ("notebooks",), ("patch",), "the idle check sets a Notebook's spec.suspend"),
     Rule(GROUP, ("datasets/status", "models/status", "notebooks/status", "servers/status"), ("patch",),
          "write_status merge-patches /status (conditions, ready, url, upload)"),
     Rule("batch", ("jobs",), ("create", "delete", "get", "list", "watch"),

@@ -229,13 +229,15 @@ def test_server_requires_model() -> None:
     assert validate(s) == ["spec.model: required: the Model to serve"]
 
 
-def test_image_name_with_build_source_is_valid() -> None:
-    # The controller sets image.name after a build; git/upload stay set.
+def test_image_name_with_build_source_is_invalid() -> None:
+    # SPEC §1: the spec is the user's, so exactly one of git / upload / name (the built image is in status).
     nb = obj(NOTEBOOK)
-    nb.spec.image.name = "registry/c-notebook-default-nb:abc"
-    assert validate(nb) == []
     nb.spec.image = Image(upload=UploadSource(checksum="0" * 32), name="registry/x:y")
-    assert validate(nb) == []
+    (err,) = validate(nb)
+    assert err.startswith("spec.image.name:") and "spec.image.upload" in err and "status.image" in err
+    nb.spec.image = Image(git=GitSource(url="https://x", tag="v1"), name="registry/x:y")
+    (err,) = validate(nb)
+    assert err.startswith("spec.image.name:") and "spec.image.git" in err
     nb.spec.image = Image(git=GitSource(url="https://x", tag="v1"))
     assert validate(nb) == []
 

@@ -62,6 +62,17 @@ async def test_round_trip(cloud: GcpCloud, prefix: str) -> None:
         await cloud.read(cloud.object_url(prefix, "missing.json"))
 
 
+async def test_move_keeps_content_and_never_replaces(cloud: GcpCloud, prefix: str) -> None:
+    src, dst = cloud.object_url(prefix, "completed.json"), cloud.object_url(prefix, "history", "completed-1.json")
+    await cloud.write(src, b'{"generation": 1}')
+    await cloud.move(src, dst)
+    assert await cloud.read(dst) == b'{"generation": 1}' and not await cloud.exists(src)
+    await cloud.write(src, b"{}")
+    with pytest.raises(FileExistsError):
+        await cloud.move(src, dst)
+    assert await cloud.read(dst) == b'{"generation": 1}' and await cloud.exists(src)
+
+
 async def test_list_size_md5(cloud: GcpCloud, prefix: str) -> None:
     base = cloud.object_url(prefix, "model")
     files = {"config.json": b"{}", "b/weights-2.bin": b"x" * 300, "a.bin": b"y" * 10,

@@ -371,3 +371,17 @@ async def test_signed_url_validation(cloud: LocalCloud) -> None:
         await cloud.signed_upload_url(url, 60, md5="not-hex")
     with pytest.raises(ValueError):
         await cloud.signed_upload_url("file:///elsewhere/x", 60)
+
+
+async def test_move_keeps_content_and_never_replaces(cloud: LocalCloud) -> None:
+    """``substratus rerun`` moves completed.json aside: the content lands first, nothing is lost."""
+    src, dst = cloud.object_url("h", "completed.json"), cloud.object_url("h", "history", "completed-1.json")
+    await cloud.write(src, b'{"generation": 1}')
+    await cloud.move(src, dst)
+    assert await cloud.read(dst) == b'{"generation": 1}' and not await cloud.exists(src)
+    await cloud.write(src, b"{}")
+    with pytest.raises(FileExistsError):
+        await cloud.move(src, dst)
+    assert await cloud.read(dst) == b'{"generation": 1}' and await cloud.exists(src)
+    with pytest.raises(FileNotFoundError):
+        await cloud.move(cloud.object_url("h", "missing.json"), cloud.object_url("h", "history", "x.json"))

@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import hashlib
 import io
+import json
 import tarfile
 import time
 from collections.abc import AsyncIterator
@@ -30,8 +31,13 @@ from substratus.cloud.local import LocalCloud
 from substratus.controllers import build
 from substratus.controllers.resources import DATASETS, MODELS
 from substratus.controllers.status import StatusUpdate
-from substratus.runtime.resource import JOBS, Resource
-from substratus.testing.simulator import OUTCOME_ANNOTATION, ClusterSimulator
+from substratus.runtime.resource import JOBS, PODS, Resource
+from substratus.testing.simulator import (
+    COMMIT_ANNOTATION,
+    DIGEST_ANNOTATION,
+    OUTCOME_ANNOTATION,
+    ClusterSimulator,
+)
 from substratus.testing.wait import eventually
 
 REGISTRY = "registry.test:5000"
@@ -142,6 +148,28 @@ def kaniko_arg(job: dict[str, Any], flag: str) -> str:
     return next(a.split("=", 1)[1] for a in args if a.startswith(flag + "="))
 
 
+async def build_pod_messages(client: Any, job_name: str, ns: str) -> dict[str, str]:
+    """The termination messages of the (finished) build Pod of ``job_name``, by container —
+    what kaniko and the clone step wrote, as the kubelet reports it."""
+    job = await client.get(JOBS, job_name, ns)
+    pods = [p for p in (await client.list(PODS, ns))["items"]
+            if any(r["uid"] == job["metadata"]["uid"] for r in p["metadata"].get("ownerReferences") or [])]
+    assert len(pods) == 1, pods
+    status = pods[0]["status"]
+    return {cs["name"]: cs["state"]["terminated"].get("message", "")
+            for cs in status.get("initContainerStatuses", []) + status["containerStatuses"]}
+
+
+async def built_image(client: Any, res: Resource, name: str, ns: str, image: str | None = None) -> dict[str, Any] | None:
+    """The object once Built=True records ``image`` (any image when None) in status.image."""
+    obj = await get_obj(client, res, name, ns)
+    c = condition(obj, "Built")
+    st = (obj or {}).get("status") or {}
+    if not c or c["reason"] != "BuildSucceeded" or not st.get("image"):
+        return None
+    return obj if image is None or st["image"] == image else None
+
+
 # --- uploads -------------------------------------------------------------------------------------
 
 
@@ -167,8 +195,9 @@ async def test_upload_build_then_workload(operator: Any, namespace: str) -> None
 
     bjob = await eventually(lambda: get_obj(client, JOBS, "web-dataset-bld", namespace), timeout=20)
     assert kaniko_arg(bjob, "--context") == f"tar:///build/{md5}.tar.gz"
-    expected = f"{REGISTRY}/test-cluster-dataset-{namespace}-web:{md5}"
-    assert kaniko_arg(bjob, "--destination") == expected
+    repo = f"{REGISTRY}/test-cluster-dataset-{namespace}-web"
+    assert kaniko_arg(bjob, "--destination") == f"{repo}:{md5}", "the checksum is the tag"
+    assert kaniko_arg(bjob, "--digest-file") == "/dev/termination-log"
     pod = bjob["spec"]["template"]["spec"]
     assert pod["containers"][0]["volumeMounts"] == [{"name": "build", "mountPath": "/build", "readOnly": True}]
     assert pod["volumes"][0]["hostPath"]["path"] == f"{operator.cloud.root}/{url.rsplit('/', 1)[1]}/build"
@@ -184,16 +213,27 @@ async def test_upload_build_then_workload(operator: Any, namespace: str) -> None
     # Held build: the workload must not start on an image that does not exist yet.
     await asyncio.sleep(1.0)
     assert cache.get(JOBS, "web-dataset", namespace) is None
-    assert (await get_obj(client, DATASETS, "web", namespace))["spec"]["image"].get("name") is None
+    assert "image" not in ((await get_obj(client, DATASETS, "web", namespace))["status"])
 
     await annotate(client, "web-dataset-bld", namespace, "succeed")
     obj = await eventually(lambda: ready(client, DATASETS, "web", namespace), timeout=30)
-    assert obj["spec"]["image"]["name"] == expected
-    assert obj["spec"]["image"]["upload"] == {"checksum": md5, "requestID": "r1"}, "the source stays"
+    # SPEC §1: the spec is the user's — untouched by the build; the image is in status, pinned
+    # by the digest the build Pod's termination message carried.
+    assert obj["spec"]["image"] == {"upload": {"checksum": md5, "requestID": "r1"}}
+    assert obj["metadata"]["generation"] == 1
+    digest = (await build_pod_messages(client, "web-dataset-bld", namespace))["build"]
+    assert digest.startswith("sha256:") and len(digest) == 71
+    expected = f"{repo}@{digest}"
+    assert obj["status"]["image"] == expected
+    assert obj["status"]["build"]["checksum"] == md5 and obj["status"]["build"]["job"] == "web-dataset-bld"
     assert condition(obj, "Built")["status"] == "True" and condition(obj, "Built")["reason"] == "BuildSucceeded"
     assert condition(obj, "Complete")["reason"] == "JobSucceeded"
     wjob = await client.get(JOBS, "web-dataset", namespace)
-    assert wjob["spec"]["template"]["spec"]["containers"][0]["image"] == expected
+    container = wjob["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == expected
+    assert container["imagePullPolicy"] == "IfNotPresent", "Kubernetes' default for a digest reference"
+    marker = json.loads(await operator.cloud.read(f"{url}/completed.json"))
+    assert marker["image"] == expected and marker["generation"] == 1 and marker["specHash"]
 
     # A new requestID after the build still gets its URL (clients wait for it), and storedChecksum
     # tells them the context is already there; nothing is rebuilt.
@@ -257,9 +297,16 @@ async def test_new_checksum_gets_new_url_and_rebuilds(operator: Any, namespace: 
 
     job = await eventually(rebuilt, timeout=20)
     assert kaniko_arg(job, "--context") == f"tar:///build/{md5_2}.tar.gz"
+    first_image = (await get_obj(client, DATASETS, "iter", namespace))["status"]["image"]
     await annotate(client, "iter-dataset-bld", namespace, "succeed")
-    obj = await eventually(lambda: built_reason(client, DATASETS, "iter", namespace, "BuildSucceeded"), timeout=30)
-    assert obj["spec"]["image"]["name"].endswith(f":{md5_2}")
+
+    async def second_build() -> dict[str, Any] | None:
+        o = await built_image(client, DATASETS, "iter", namespace)
+        return o if o and o["status"]["build"]["checksum"] == md5_2 else None
+
+    obj = await eventually(second_build, timeout=30)
+    assert obj["status"]["image"] != first_image and "@sha256:" in obj["status"]["image"]
+    assert "name" not in obj["spec"]["image"]
 
 
 async def test_stored_object_with_wrong_md5_is_reported_not_built(operator: Any, namespace: str) -> None:
@@ -308,17 +355,23 @@ async def test_put_with_mismatching_body_is_rejected(operator: Any, namespace: s
 
 async def test_git_build_then_workload(operator: Any, namespace: str) -> None:
     client, cache = operator.client, operator.manager.cache
-    await client.create(MODELS, git_model("llm", namespace, branch="main", path="src"))
+    created = await client.create(MODELS, git_model("llm", namespace, branch="main", path="src"))
     job = await eventually(lambda: get_obj(client, JOBS, "llm-model-bld", namespace), timeout=20)
     pod = job["spec"]["template"]["spec"]
+    # The clone step resolves the branch to its full commit SHA and reports it...
     clone = pod["initContainers"][0]
-    assert clone["command"] == ["git", "clone", "--depth", "1", "--branch", "main",
-                                "https://github.com/substratusai/model-loader-huggingface", "/workspace"]
+    assert clone["command"][:2] == ["sh", "-c"] and "rev-parse HEAD" in clone["command"][2]
+    assert clone["command"][3:] == ["clone", "https://github.com/substratusai/model-loader-huggingface", "main",
+                                    "/workspace/src"]
     assert {"name": "workspace", "emptyDir": {}} in pod["volumes"]
-    expected = f"{REGISTRY}/test-cluster-model-{namespace}-llm:main"
-    assert kaniko_arg(job, "--context") == "dir:///workspace/src"
-    assert kaniko_arg(job, "--destination") == expected
-    assert "--insecure" in pod["containers"][0]["args"], "the local cloud's registry is plain HTTP"
+    # ...kaniko is tagged with that commit and writes the pushed digest to its termination message.
+    repo = f"{REGISTRY}/test-cluster-model-{namespace}-llm"
+    kaniko = pod["containers"][0]
+    assert '"--destination=$IMAGE_REPO:$(cat /workspace/commit)"' in kaniko["command"][2]
+    assert {"name": "IMAGE_REPO", "value": repo} in kaniko["env"]
+    assert kaniko_arg(job, "--context") == "dir:///workspace/src/src"
+    assert kaniko_arg(job, "--digest-file") == "/dev/termination-log"
+    assert "--insecure" in kaniko["args"], "the local cloud's registry is plain HTTP"
     assert job["metadata"]["labels"]["substratus.ai/model"] == "llm"
 
     obj = await eventually(lambda: built_reason(client, MODELS, "llm", namespace, "Building"), timeout=20)
@@ -327,13 +380,18 @@ async def test_git_build_then_workload(operator: Any, namespace: str) -> None:
     assert cache.get(JOBS, "llm-model", namespace) is None, "no workload before Built=True"
     assert condition(await get_obj(client, MODELS, "llm", namespace), "Complete")["reason"] == "WaitingForDependency"
 
-    await annotate(client, "llm-model-bld", namespace, "succeed")
+    commit, digest = "9f" * 20, "sha256:" + "1d" * 32
+    await client.patch(JOBS, "llm-model-bld", {"metadata": {"annotations": {
+        COMMIT_ANNOTATION: commit, DIGEST_ANNOTATION: digest, OUTCOME_ANNOTATION: "succeed"}}}, namespace)
     obj = await eventually(lambda: ready(client, MODELS, "llm", namespace), timeout=30)
-    assert obj["spec"]["image"]["name"] == expected
-    assert condition(obj, "Built")["reason"] == "BuildSucceeded"
+    assert await build_pod_messages(client, "llm-model-bld", namespace) == {"clone": commit, "build": digest}
+    assert obj["spec"] == created["spec"] and obj["metadata"]["generation"] == 1, "the spec is the user's"
+    assert obj["status"]["image"] == f"{repo}@{digest}"
+    assert obj["status"]["build"]["commit"] == commit
+    assert condition(obj, "Built")["reason"] == "BuildSucceeded" and commit in condition(obj, "Built")["message"]
     assert condition(obj, "Built")["observedGeneration"] == obj["metadata"]["generation"]
     wjob = await client.get(JOBS, "llm-model", namespace)
-    assert wjob["spec"]["template"]["spec"]["containers"][0]["image"] == expected
+    assert wjob["spec"]["template"]["spec"]["containers"][0]["image"] == f"{repo}@{digest}"
 
 
 async def test_git_build_failure_then_new_branch_rebuilds(operator: Any, namespace: str) -> None:
@@ -347,6 +405,7 @@ async def test_git_build_failure_then_new_branch_rebuilds(operator: Any, namespa
     assert "gf-model-bld" in message and "kubectl logs job/gf-model-bld" in message
     assert "BackoffLimitExceeded" in message
     assert obj["status"]["ready"] is False and "name" not in obj["spec"]["image"]
+    assert "image" not in obj["status"]
     await eventually(lambda: _has_event(client, namespace, "gf", "BuildFailed"), timeout=10)
     assert cache.get(JOBS, "gf-model", namespace) is None
     old_uid = (await client.get(JOBS, "gf-model-bld", namespace))["metadata"]["uid"]
@@ -362,17 +421,59 @@ async def test_git_build_failure_then_new_branch_rebuilds(operator: Any, namespa
     await eventually(lambda: built_reason(client, MODELS, "gf", namespace, "Building"), timeout=20)
     await annotate(client, "gf-model-bld", namespace, "succeed")
     obj = await eventually(lambda: ready(client, MODELS, "gf", namespace), timeout=30)
-    assert obj["spec"]["image"]["name"] == f"{REGISTRY}/test-cluster-model-{namespace}-gf:fixed"
+    messages = await build_pod_messages(client, "gf-model-bld", namespace)
+    assert obj["status"]["image"] == f"{REGISTRY}/test-cluster-model-{namespace}-gf@{messages['build']}"
+    assert obj["status"]["build"]["commit"] == messages["clone"]
+    assert obj["metadata"]["generation"] == 2, "only the user's patch changed the spec"
 
 
 async def test_git_tag_builds_tag(operator: Any, namespace: str) -> None:
     client = operator.client
     await client.create(MODELS, git_model("tagged", namespace, tag="v1.0.0"))
     job = await eventually(lambda: get_obj(client, JOBS, "tagged-model-bld", namespace), timeout=20)
-    assert job["spec"]["template"]["spec"]["initContainers"][0]["command"][4:6] == ["--branch", "v1.0.0"]
+    assert job["spec"]["template"]["spec"]["initContainers"][0]["command"][5] == "v1.0.0"
     await annotate(client, "tagged-model-bld", namespace, "succeed")
     obj = await eventually(lambda: ready(client, MODELS, "tagged", namespace), timeout=30)
-    assert obj["spec"]["image"]["name"] == f"{REGISTRY}/test-cluster-model-{namespace}-tagged:v1.0.0"
+    assert obj["status"]["image"].startswith(f"{REGISTRY}/test-cluster-model-{namespace}-tagged@sha256:")
+    assert len(obj["status"]["build"]["commit"]) == 40
+
+
+async def test_image_name_beside_git_is_invalid_spec(operator: Any, namespace: str) -> None:
+    """SPEC §1: exactly one of git / upload / name — on servers without CEL the controller says so."""
+    client = operator.client
+    manifest = git_model("both", namespace, branch="main")
+    manifest["spec"]["image"]["name"] = "docker.io/me/trainer:1"
+    await client.create(MODELS, manifest)
+
+    async def invalid() -> dict[str, Any] | None:
+        o = await get_obj(client, MODELS, "both", namespace)
+        c = condition(o, "Complete")
+        return o if c and c["reason"] == "InvalidSpec" else None
+
+    obj = await eventually(invalid, timeout=20)
+    message = condition(obj, "Complete")["message"]
+    assert "spec.image.name" in message and "spec.image.git" in message
+    await asyncio.sleep(1.0)
+    assert await client.get_or_none(JOBS, "both-model-bld", namespace) is None, "no build"
+    assert await client.get_or_none(JOBS, "both-model", namespace) is None
+
+
+async def test_legacy_controller_written_name_is_adopted_not_rebuilt(operator: Any, namespace: str) -> None:
+    """SPEC §1 migration: an object an older version built (and wrote spec.image.name into) keeps
+    working: the name is read as a past build, moved to status once, and nothing is rebuilt."""
+    client, cache = operator.client, operator.manager.cache
+    legacy = f"{REGISTRY}/test-cluster-model-{namespace}-old:main"
+    manifest = git_model("old", namespace, branch="main")
+    manifest["spec"]["image"]["name"] = legacy
+    created = await client.create(MODELS, manifest)
+    obj = await eventually(lambda: ready(client, MODELS, "old", namespace), timeout=30)
+    assert obj["status"]["image"] == legacy
+    assert condition(obj, "Built")["reason"] == "BuildSucceeded"
+    assert obj["spec"] == created["spec"], "read, never rewritten"
+    assert await client.get_or_none(JOBS, "old-model-bld", namespace) is None, "not rebuilt"
+    assert (await client.get(JOBS, "old-model", namespace))["spec"]["template"]["spec"]["containers"][0][
+        "image"] == legacy
+    assert cache.get(JOBS, "old-model-bld", namespace) is None
 
 
 # --- upload URL bookkeeping, without a cluster ----------------------------------------------------

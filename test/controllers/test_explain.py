@@ -49,3 +49,21 @@ async def test_explain_walks_the_waiting_chain_to_the_blocker(operator, namespac
     code = await ex.main("model/tuned", namespace, str(kubeconfig), out)
     assert code == 3 and "why:" in out.getvalue()
 
+
+
+def test_summary_puts_the_objects_own_root_cause_before_its_dependencies() -> None:
+    """A reference the object may not follow (or a spec to fix, a pass that keeps failing) is
+    why it is stuck, whatever state the dependency is in."""
+    def node(kind: str, name: str, *conds: tuple[str, str, str]) -> ex.Node:
+        status = {"ready": False, "conditions": [{"type": t, "status": s, "reason": r, "message": r.lower()}
+                                                 for t, s, r in conds]}
+        return ex.Node(kind, "ns", name, {"status": status})
+
+    dep = node("Model", "base", ("Complete", "False", "JobRunning"))
+    for reason in ("ReferenceNotPermitted", "ReconcileError", "InvalidSpec"):
+        srv = node("Server", "srv", ("Serving", "False", reason))
+        srv.dependencies.append(dep)
+        assert ex.summary(srv) == f"Server ns/srv: Serving is {reason} — {reason.lower()}"
+    waiting = node("Server", "srv", ("Serving", "False", "WaitingForDependency"))
+    waiting.dependencies.append(dep)
+    assert ex.summary(waiting) == "Model ns/base: Complete is JobRunning — jobrunning"

@@ -180,10 +180,11 @@ async def test_server_image_from_git_build(operator, namespace: str) -> None:
                                   "spec": {"image": {"git": {"url": "https://github.com/org/serve", "tag": "v2"}},
                                            "model": {"name": "opt"}}})
     job = await eventually(lambda: operator.manager.cache.get(JOBS, "built-server-bld", namespace), timeout=30)
-    expected = f"registry.test:5000/test-cluster-server-{namespace}-built:v2"
-    assert job["metadata"]["annotations"]["substratus.ai/image"] == expected
+    repo = f"registry.test:5000/test-cluster-server-{namespace}-built"
+    assert job["metadata"]["annotations"]["substratus.ai/image"] == repo
     obj = await eventually(lambda: _serving_reason(client, "built", namespace, "Available"), timeout=30)
-    assert obj["spec"]["image"]["name"] == expected
+    expected = obj["status"]["image"]
+    assert expected.startswith(f"{repo}@sha256:") and "name" not in obj["spec"]["image"]
     assert condition(obj, "Built")["reason"] == "BuildSucceeded"
     dep = await client.get(DEPLOYMENTS, "built-server", namespace)
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == expected

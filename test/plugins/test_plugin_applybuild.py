@@ -15,7 +15,9 @@ from substratus.controllers.resources import DATASETS, MODELS
 from substratus.plugins import ExitCode, PluginError, applybuild
 from substratus.plugins.tarball import build_tarball
 from substratus.plugins.upload import check_crd, put_file
+from substratus.rerun import rerun
 from substratus.runtime.resource import JOBS, Resource
+from substratus.testing.wait import eventually
 
 
 def opts(kubeconfig: Path, file: Path, directory: Path, timeout: float = 60) -> applybuild.Options:
@@ -31,11 +33,13 @@ async def test_applybuild_dataset_end_to_end(operator: Any, namespace: str, kube
 
     assert await applybuild.run(opts(kubeconfig, file, ctx), out=out) == ExitCode.OK
 
-    image = f"{REGISTRY}/{CLUSTER}-dataset-{namespace}-squad:{expected_md5}"
-    assert out.getvalue().strip() == f"dataset/squad built {image}"
+    repo = f"{REGISTRY}/{CLUSTER}-dataset-{namespace}-squad"
     obj = await operator.client.get(DATASETS, "squad", namespace)
+    image = obj["status"]["image"]
+    assert image.startswith(f"{repo}@sha256:"), "pinned by digest"
+    assert out.getvalue().strip() == f"dataset/squad built {image}"
     assert obj["spec"]["image"]["upload"]["checksum"] == expected_md5
-    assert "git" not in obj["spec"]["image"] and obj["spec"]["image"]["name"] == image
+    assert "git" not in obj["spec"]["image"] and "name" not in obj["spec"]["image"]
     assert obj["spec"]["params"] == {"limit": 5}
     built = condition(obj, "Built")
     assert built and built["status"] == "True" and built["reason"] == "BuildSucceeded"
@@ -45,7 +49,7 @@ async def test_applybuild_dataset_end_to_end(operator: Any, namespace: str, kube
     assert obj["status"]["upload"]["storedChecksum"] == expected_md5
     job = await operator.client.get(JOBS, "squad-dataset-bld", namespace)
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert f"--context=tar:///build/{expected_md5}.tar.gz" in args and f"--destination={image}" in args
+    assert f"--context=tar:///build/{expected_md5}.tar.gz" in args and f"--destination={repo}:{expected_md5}" in args
 
     # Unchanged directory, new invocation: fresh requestID, nothing uploaded, nothing rebuilt.
     out2 = io.StringIO()
@@ -56,11 +60,34 @@ async def test_applybuild_dataset_end_to_end(operator: Any, namespace: str, kube
     assert again["spec"]["image"]["upload"]["requestID"] != obj["spec"]["image"]["upload"]["requestID"]
     assert (await operator.client.get(JOBS, "squad-dataset-bld", namespace))["metadata"]["uid"] == job["metadata"]["uid"]
 
-    # A code change: new checksum, new upload, new build.
+    # A code change on a complete Dataset: uploaded, but a complete object is never rebuilt or
+    # rerun silently (SPEC §3) — the command says so and how, instead of waiting forever.
+    async def complete() -> bool:
+        c = condition(await operator.client.get(DATASETS, "squad", namespace), "Complete")
+        return bool(c and c["status"] == "True")
+
+    await eventually(complete, timeout=30)
     (ctx / "train.py").write_text("print('v2')\n")
+    with pytest.raises(PluginError) as err:
+        await applybuild.run(opts(kubeconfig, file, ctx), out=io.StringIO())
+    assert err.value.code == ExitCode.USAGE and "substratus rerun dataset/squad" in err.value.message
+    assert (await operator.client.get(JOBS, "squad-dataset-bld", namespace))["metadata"]["uid"] == job["metadata"]["uid"]
+
+    # After `substratus rerun`: the new context is built and the Job runs again.
+    await rerun(operator.client, "Dataset", "squad", namespace, cloud=operator.cloud)
     assert await applybuild.run(opts(kubeconfig, file, ctx), out=io.StringIO()) == ExitCode.OK
     v2 = await operator.client.get(DATASETS, "squad", namespace)
-    assert v2["spec"]["image"]["name"] != image and v2["spec"]["image"]["name"].startswith(image.rsplit(":", 1)[0])
+    assert v2["status"]["image"] != image and v2["status"]["image"].startswith(f"{repo}@sha256:")
+
+    # --rebuild: the same directory is built again (the annotation substratus.ai/rebuild).
+    await rerun(operator.client, "Dataset", "squad", namespace, cloud=operator.cloud)
+    uid = (await operator.client.get(JOBS, "squad-dataset-bld", namespace))["metadata"]["uid"]
+    rebuild_opts = opts(kubeconfig, file, ctx)
+    rebuild_opts.rebuild = True
+    assert await applybuild.run(rebuild_opts, out=io.StringIO()) == ExitCode.OK
+    v3 = await operator.client.get(DATASETS, "squad", namespace)
+    assert v3["metadata"]["annotations"][naming.REBUILD_ANNOTATION] == v3["status"]["build"]["rebuild"]
+    assert (await operator.client.get(JOBS, "squad-dataset-bld", namespace))["metadata"]["uid"] != uid
 
 
 async def test_applybuild_replaces_git_source_of_existing_model(operator: Any, namespace: str, kubeconfig: Path,

@@ -126,11 +126,12 @@ async def test_notebook_build_ready_url_then_suspend_on_exit(operator: Any, name
     url = await _url(task, out)
     assert url == f"http://localhost:8888/?token={await _token(client, 'dev', namespace)}"
     nb = await client.get(NOTEBOOKS, "dev", namespace)
-    assert nb["spec"]["image"]["name"] == f"{REGISTRY}/{CLUSTER}-notebook-{namespace}-dev:{md5}"
+    assert nb["status"]["image"].startswith(f"{REGISTRY}/{CLUSTER}-notebook-{namespace}-dev@sha256:")
+    assert nb["status"]["build"]["checksum"] == md5 and "name" not in nb["spec"]["image"]
     assert nb["spec"]["suspend"] is False and nb["status"]["ready"] is True
     assert condition(nb, "Serving")["reason"] == "Available"
     pod = await client.get(PODS, "dev-notebook", namespace)
-    assert pod["spec"]["containers"][0]["image"] == nb["spec"]["image"]["name"]
+    assert pod["spec"]["containers"][0]["image"] == nb["status"]["image"]
 
     stop.set()  # what Ctrl-C does in the interactive phase
     assert await asyncio.wait_for(task, 30) == ExitCode.OK

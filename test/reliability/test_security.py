@@ -77,7 +77,7 @@ def operator_sa(kubectl, namespace: str):
 # (verb, resource, extra kubectl args): what the operator does, and what it must not be able to.
 NEEDED = [
     ("list", "datasets.substratus.ai", ()), ("watch", "models.substratus.ai", ()),
-    ("patch", "models.substratus.ai", ()), ("patch", "datasets.substratus.ai", ("--subresource=status",)),
+    ("patch", "datasets.substratus.ai", ("--subresource=status",)),
     ("create", "jobs.batch", ()), ("delete", "jobs.batch", ()), ("create", "configmaps", ()),
     ("create", "events", ()), ("patch", "events", ()), ("create", "deployments.apps", ()),
     ("get", "customresourcedefinitions.apiextensions.k8s.io/models.substratus.ai", ()),
@@ -89,6 +89,9 @@ NEEDED = [
 ]
 DENIED = [
     ("delete", "datasets.substratus.ai", ()), ("delete", "models.substratus.ai", ()),
+    # The spec is the user's (SPEC §1): only a Notebook's spec.suspend is ever patched (idle check).
+    ("patch", "models.substratus.ai", ()), ("patch", "datasets.substratus.ai", ()),
+    ("patch", "servers.substratus.ai", ()),
     ("create", "models.substratus.ai", ()), ("update", "models.substratus.ai", ()),
     ("delete", "namespaces", ()), ("create", "clusterrolebindings.rbac.authorization.k8s.io", ()),
     ("escalate", "clusterroles.rbac.authorization.k8s.io", ()), ("bind", "clusterroles.rbac.authorization.k8s.io", ()),
@@ -134,7 +137,7 @@ async def test_operator_converges_as_its_serviceaccount(operator_sa, make_proxy,
     proxy.impersonate = operator_sa
     op = await start_operator(kubeconfig_path=proxy.write_kubeconfig(tmp_path / "kubeconfig"))
     await admin.create(MODELS, model("base", ns))
-    # A git build: a build Job, then the built image patched into spec.image.name.
+    # A git build: a build Job, then the built image (pinned by digest) recorded in status.image.
     await admin.create(DATASETS, dataset("data", ns, env={"HF_TOKEN": "${{ secrets.hf.token }}"},
                                          image={"git": {"url": "https://github.com/org/loader", "branch": "main"}}))
     await admin.create(MODELS, model("tuned", ns, baseModel={"name": "base"}, trainingDataset={"name": "data"}))
@@ -144,7 +147,8 @@ async def test_operator_converges_as_its_serviceaccount(operator_sa, make_proxy,
     await wait_ready(admin, SERVERS, ns, ["srv"], timeout=60)
     await wait_ready(admin, NOTEBOOKS, ns, ["nb"], timeout=60)
     data = await admin.get(DATASETS, "data", ns)
-    assert condition(data, "Built")["reason"] == "BuildSucceeded" and data["spec"]["image"].get("name")
+    assert condition(data, "Built")["reason"] == "BuildSucceeded" and "@sha256:" in data["status"]["image"]
+    assert "name" not in data["spec"]["image"]
     for res, name in ((DEPLOYMENTS, "srv-server"), (SERVICES, "srv-server"), (PODS, "nb-notebook")):
         assert await admin.get_or_none(res, name, ns) is not None, f"{res.plural}/{name}"
     # Suspending the Notebook deletes its Pod.
@@ -161,7 +165,7 @@ async def test_operator_converges_as_its_serviceaccount(operator_sa, make_proxy,
     writes = {write_kind(r.method, r.path) for r in proxy.records if r.is_write and r.ok}
     for want in [("POST", "jobs"), ("PATCH", "configmaps"), ("PATCH", "deployments"), ("PATCH", "services"),
                  ("POST", "pods"), ("DELETE", "pods"), ("POST", "secrets"), ("POST", "events"),
-                 ("PATCH", "datasets"), *(("PATCH", f"{k}/status") for k in ("datasets", "models", "servers",
+                 *(("PATCH", f"{k}/status") for k in ("datasets", "models", "servers",
                                                                               "notebooks"))]:
         assert want in writes, f"{want} was never exercised: {sorted(writes)}"
     assert not op.task.done()
@@ -297,6 +301,6 @@ async def test_operator_upload_endpoint_end_to_end(start_operator, sim, admin, n
             assert r.status == 200, await r.text()
     obj = (await wait_ready(admin, DATASETS, ns, ["uploaded"], timeout=60))["uploaded"]
     assert condition(obj, "Built")["reason"] == "BuildSucceeded"
-    assert obj["spec"]["image"]["name"].endswith(f":{md5}")
+    assert "@sha256:" in obj["status"]["image"] and obj["status"]["build"]["checksum"] == md5
     assert obj["status"]["upload"]["storedChecksum"] == md5
     assert not op.task.done()

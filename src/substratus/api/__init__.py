@@ -7,6 +7,7 @@ from substratus.api.base import CommonSpec, Status
 from substratus.api.common import (
     GPU,
     GPU_TYPES,
+    BuildStatus,
     GitSource,
     Image,
     ObjectRef,
@@ -62,6 +63,7 @@ __all__ = [
     "SERVING",
     "VERSION",
     "AnyKind",
+    "BuildStatus",
     "CommonSpec",
     "Condition",
     "Dataset",

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import attrs
 
-from substratus.api.common import Image, ParamValue, Resources, UploadStatus
+from substratus.api.common import BuildStatus, Image, ParamValue, Resources, UploadStatus
 from substratus.api.conditions import Condition
 from substratus.api.fields import api_field
 from substratus.api.meta import GROUP
@@ -20,7 +20,7 @@ class CommonSpec:
     """Spec fields shared by all kinds (SPEC §1)."""
 
     image: Image = api_field(
-        "Container image: exactly one of git, upload or name is set by the user; the controller sets name after a build."
+        "Container image: exactly one of git, upload or name; the controller never changes it (see status.image)."
     )
     command: list[str] = api_field("Overrides the image's command.", factory=list)
     params: dict[str, ParamValue] = api_field(
@@ -52,6 +52,13 @@ class Status:
         "Storage URL of the object's artifacts (bucket/hash), or its HTTP URL.", default=None
     )
     upload: UploadStatus | None = api_field("Upload instructions for spec.image.upload.", default=None)
+    image: str | None = api_field(
+        "The image the workloads run: spec.image.name, or the built image pinned by digest (repo@sha256:...).",
+        default=None,
+    )
+    build: BuildStatus | None = api_field(
+        "What produced status.image when it was built from spec.image.git or spec.image.upload.", default=None
+    )
 
 
 @attrs.define(kw_only=True)

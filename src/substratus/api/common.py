@@ -84,13 +84,14 @@ class UploadSource:
 
 @attrs.define(kw_only=True)
 class Image:
-    """The container that does the work. The user sets exactly one of git, upload or name;
-    after building from git/upload the controller sets name to the built image."""
+    """The container that does the work. The user sets exactly one of git, upload or name
+    (SPEC §1 "The spec is the user's": the controller never writes it; a built image is
+    reported in status.image)."""
 
     git: GitSource | None = api_field("Build the image from a git repository.", default=None)
     upload: UploadSource | None = api_field("Build the image from an uploaded directory.", default=None)
     name: str | None = api_field(
-        "A prebuilt image reference (registry/repo:tag). Set by the controller after a build from git or upload.",
+        "A prebuilt image reference (registry/repo:tag or registry/repo@sha256:...); not together with git or upload.",
         default=None,
     )
 
@@ -150,3 +151,24 @@ class UploadStatus:
     stored_checksum: str | None = api_field(
         "MD5 of the upload found in storage, once verified.", default=None
     )
+
+
+@attrs.define(kw_only=True)
+class BuildStatus:
+    """What produced ``status.image`` when the image is built from git or an upload (SPEC §6).
+
+    ``source`` and ``rebuild`` are what the controller compares with the spec to decide whether
+    the recorded image is still the one to run: a different source or rebuild request builds again.
+    """
+
+    source: str = api_field(
+        "Fingerprint (sha256, 16 hex) of spec.image.git or spec.image.upload (requestID excluded) that was built."
+    )
+    commit: str | None = api_field(
+        "Full commit SHA the git branch or tag resolved to in the build's clone step (the image tag).", default=None
+    )
+    checksum: str | None = api_field("MD5 of the uploaded build context (the image tag).", default=None)
+    rebuild: str | None = api_field(
+        "Value of the annotation substratus.ai/rebuild when this build was started.", default=None
+    )
+    job: str | None = api_field("Name of the build Job that pushed the image.", default=None)

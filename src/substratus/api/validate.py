@@ -85,6 +85,14 @@ def _validate_common(spec: CommonSpec, errors: list[str]) -> None:
             errors.append("spec.image: " + IMAGE_RULES[0][1])
         if image.git is not None and image.upload is not None:
             errors.append("spec.image: " + IMAGE_RULES[1][1] + "; remove one of them")
+        if image.name and (image.git is not None or image.upload is not None):
+            # SPEC §1 "The spec is the user's": a built image goes to status.image, so a name
+            # beside a build source is the user's contradiction, never something we wrote.
+            source = "spec.image.git" if image.git is not None else "spec.image.upload"
+            errors.append(
+                f"spec.image.name: cannot be set together with {source}; set exactly one of git, upload "
+                "or name (the image built from git or upload is reported in status.image)"
+            )
         if image.git is not None:
             if not image.git.url:
                 errors.append("spec.image.git.url: must not be empty")

@@ -145,6 +145,22 @@ class Cloud(abc.ABC):
         """Total bytes of the objects under ``url/`` (e.g. for ``status.diskSize``)."""
         return sum(o.size for o in await self.list(url))
 
+    async def move(self, src: str, dst: str) -> None:
+        """Move one object (``substratus rerun`` moving ``completed.json`` into ``history/``).
+
+        The content is written at ``dst`` before ``src`` goes away, and an existing ``dst`` is
+        never replaced (``FileExistsError``): nothing is lost. The controller never calls this
+        — it never removes bucket data (SPEC §3). ``FileNotFoundError`` if ``src`` is missing.
+        """
+        if await self.exists(dst):
+            raise FileExistsError(dst)
+        await self.write(dst, await self.read(src))
+        await self._remove_moved(src)
+
+    async def _remove_moved(self, url: str) -> None:
+        """Remove the source of a :meth:`move` whose content is already at its destination."""
+        raise NotImplementedError(f"{type(self).__name__} cannot move objects")
+
     @abc.abstractmethod
     async def md5(self, url: str) -> str | None:
         """Hex md5 of the object at ``url``, or None if there is no such object."""

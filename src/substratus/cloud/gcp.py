@@ -169,6 +169,10 @@ class GcpCloud(Cloud):
         fs = await self._filesystem()
         return bool(await fs._exists(self._path(url)))
 
+    async def _remove_moved(self, url: str) -> None:
+        fs = await self._filesystem()
+        await fs._rm_file(self._path(url))
+
     async def read(self, url: str) -> bytes:
         fs = await self._filesystem()
         data: bytes = await fs._cat_file(self._path(url))

@@ -122,6 +122,9 @@ class LocalCloud(Cloud):
         items = await asyncio.to_thread(_walk, path)
         return items if limit is None else items[:limit]
 
+    async def _remove_moved(self, url: str) -> None:
+        await asyncio.to_thread(self._path(url).unlink)
+
     async def md5(self, url: str) -> str | None:
         path = self._path(url)
         return await asyncio.to_thread(_file_md5, path)

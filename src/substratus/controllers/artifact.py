@@ -8,12 +8,13 @@ without running anything, and nothing here ever deletes bucket data.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 from typing import Any, ClassVar
 
 from substratus import naming
-from substratus.api import COMPLETE, AnyKind, Model, Reason, format_time, from_dict
+from substratus.api import COMPLETE, AnyKind, Model, Reason, format_time, from_dict, to_dict
 from substratus.api.base import ArtifactStatus
 from substratus.cloud.base import CloudError, Mount
 from substratus.controllers import render
@@ -28,12 +29,44 @@ from substratus.controllers.dependencies import (
 from substratus.controllers.jobs import job_state
 from substratus.controllers.resources import DATASETS, MODELS
 from substratus.controllers.status import StatusUpdate
+from substratus.runtime.events import NORMAL
 from substratus.runtime.reconcile import Result
 from substratus.runtime.resource import CONFIGMAPS, JOBS
 
 log = logging.getLogger(__name__)
 
 MAX_CYCLE_DEPTH = 64
+SPEC_CHANGED_AFTER_COMPLETION = "SpecChangedAfterCompletion"
+"""Event reason: the spec changed after the artifacts were completed (SPEC §3)."""
+
+
+def workload_spec_hash(obj: AnyKind) -> str:
+    """16 hex of sha256 over what shapes the artifacts: the whole spec except the upload's
+    ``requestID`` (which only asks for a fresh upload URL). Recorded in ``completed.json``."""
+    spec = to_dict(obj.spec)
+    upload = (spec.get("image") or {}).get("upload")
+    if isinstance(upload, dict):
+        upload.pop("requestID", None)
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def outdated_message(obj: AnyKind, marker: dict[str, Any]) -> str | None:
+    """What to tell the user when the spec changed after completion (SPEC §3), or None.
+
+    Compared by the recorded spec hash, not generations: a re-applied object starts at
+    generation 1 whatever generation produced its artifacts. A marker without a hash (older
+    versions) cannot tell, and says nothing.
+    """
+    recorded = marker.get("specHash")
+    if not isinstance(recorded, str) or recorded == workload_spec_hash(obj):
+        return None
+    generation = marker.get("generation")
+    produced = f"generation {generation}" if generation is not None else "an earlier spec"
+    where = f" of {marker['object']}" if isinstance(marker.get("object"), str) else ""
+    return (f"they were produced by {produced}{where} (completed.json) and the spec has changed since "
+            f"(now generation {obj.metadata.generation}); finished artifacts are never redone silently: "
+            f"to produce new ones create an object with a new name, or run "
+            f"`substratus rerun {obj.KIND.lower()}/{obj.metadata.name}`")
 
 
 def human_size(n: int) -> str:
@@ -64,20 +97,29 @@ class ArtifactReconciler(KindReconciler):
         cloud = self.ctx.cloud
         job_name = self.child_name(obj)
 
-        image = await self.builder.resolve(obj, raw, url, update)
-
-        # The bucket decides completion before anything runs.
-        if await cloud.exists(naming.completed_marker_url(url)):
+        # The bucket decides completion before anything runs — no build Job, no workload Job.
+        marker = await self._read_marker(url)
+        if marker is not None:
+            await self.builder.restored(obj, url, update, marker)
             previous = next((c for c in obj.status.conditions if c.type == COMPLETE), None)
             ran_here = (previous is not None and previous.reason == Reason.JOB_SUCCEEDED) \
                 or self._own_job_succeeded(obj, job_name)
             reason = Reason.JOB_SUCCEEDED if ran_here else Reason.FOUND_IN_STORAGE
-            artifacts = await self._stored_artifacts_url(obj, url)
-            update.set(COMPLETE, True, reason, f"artifacts at {artifacts}")
+            artifacts = await self._stored_artifacts_url(obj, url, marker)
+            message = f"artifacts at {artifacts}"
+            outdated = outdated_message(obj, marker)
+            if outdated:
+                message = f"{message}; {outdated}"
+            update.set(COMPLETE, True, reason, message)
+            if outdated and (previous is None or previous.message != message):
+                self.ctx.recorder.event(raw, NORMAL, SPEC_CHANGED_AFTER_COMPLETION, message)
+                log.info("spec changed after completion", extra={"generation": obj.metadata.generation,
+                                                                 "marker_generation": marker.get("generation")})
             await self._describe_artifacts(obj, artifacts)
-            return image.result
+            return Result()
 
-        if image.image is None:
+        image = await self.builder.resolve(obj, raw, url, update)
+        if image.image is None or not image.current:
             update.set(COMPLETE, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
             return image.result
 
@@ -97,7 +139,8 @@ class ArtifactReconciler(KindReconciler):
         mounts = self.mounts(obj, url)
         sa = await self.service_account(ns)
         desired = render.job(obj, name=job_name, image=image.image, mounts=mounts, cloud=cloud,
-                             options=self.ctx.render, role_label="workload", service_account=sa)
+                             options=self.ctx.render, role_label="workload", service_account=sa,
+                             run=obj.metadata.annotations.get(naming.RERUN_ANNOTATION))
         # Independent writes, in flight together: the Job's Pod waits for the ConfigMap it mounts.
         _, (job, _) = await self.ctx.applier.ensure_all(
             (CONFIGMAPS, render.params_configmap(obj), False), (JOBS, desired, True))
@@ -114,6 +157,21 @@ class ArtifactReconciler(KindReconciler):
         else:
             update.set(COMPLETE, False, Reason.JOB_RUNNING, f"Job {job_name} is running")
         return Result()
+
+    async def _read_marker(self, url: str) -> dict[str, Any] | None:
+        """``completed.json`` as a dict; None if absent. An unreadable or garbled marker still
+        means complete (it exists, and the bucket is the source of truth) — as ``{}``."""
+        marker_url = naming.completed_marker_url(url)
+        try:
+            data = await self.ctx.cloud.read(marker_url)
+        except FileNotFoundError:
+            return None
+        try:
+            body = json.loads(data)
+        except ValueError:
+            log.warning("completion marker is not JSON", extra={"url": marker_url})
+            return {}
+        return body if isinstance(body, dict) else {}
 
     # --- pieces -------------------------------------------------------------------------------
 
@@ -136,23 +194,26 @@ class ArtifactReconciler(KindReconciler):
         if await self.ctx.cloud.exists(marker):
             return
         completion = ((job or {}).get("status") or {}).get("completionTime") or format_time(dt.datetime.now(dt.UTC))
-        body = {"job": job_name, "image": image, "generation": obj.metadata.generation,
-                "completionTime": completion, "kind": obj.KIND,
-                "object": f"{obj.metadata.namespace}/{obj.metadata.name}"}
+        body: dict[str, Any] = {"job": job_name, "image": image, "generation": obj.metadata.generation,
+                                "specHash": workload_spec_hash(obj), "completionTime": completion,
+                                "kind": obj.KIND, "object": f"{obj.metadata.namespace}/{obj.metadata.name}"}
+        if obj.status.build is not None:
+            body["build"] = to_dict(obj.status.build)
         await self.ctx.cloud.write(marker, (json.dumps(body, indent=2) + "\n").encode())
         log.info("wrote completion marker url=%s", marker)
 
-    async def _stored_artifacts_url(self, obj: AnyKind, url: str) -> str:
+    async def _stored_artifacts_url(self, obj: AnyKind, url: str, marker: dict[str, Any] | None = None) -> str:
         """Where the completed artifacts are, recorded in ``status.artifactsURL`` for dependents:
         ``{url}/model`` or ``{url}/data``, unless ``completed.json`` names another directory
         under ``url`` (``artifacts`` for the original Substratus' layout, adopted in place by
         ``substratus adopt``; SPEC §9). An unreadable marker means the default."""
         artifacts = naming.artifacts_url(url, obj.KIND)
-        try:
-            marker = json.loads(await self.ctx.cloud.read(naming.completed_marker_url(url)))
-        except (OSError, ValueError, CloudError) as exc:
-            log.warning("unreadable completion marker", extra={"url": url, "error": str(exc)})
-            marker = None
+        if marker is None:
+            try:
+                marker = json.loads(await self.ctx.cloud.read(naming.completed_marker_url(url)))
+            except (OSError, ValueError, CloudError) as exc:
+                log.warning("unreadable completion marker", extra={"url": url, "error": str(exc)})
+                marker = None
         sub = marker.get("artifacts") if isinstance(marker, dict) else None
         if isinstance(sub, str) and naming.is_plain_segment(sub):
             artifacts = f"{url.rstrip('/')}/{sub}"

@@ -33,6 +33,7 @@ from substratus.cloud.base import Cloud
 from substratus.config import DEFAULT_GIT_IMAGE, DEFAULT_KANIKO_IMAGE
 from substratus.controllers import metrics as domain_metrics
 from substratus.controllers.apply import Applier
+from substratus.controllers.build import adopt_legacy_image
 from substratus.controllers.render import BuildImages, RenderOptions
 from substratus.controllers.status import StatusUpdate, now, record_transitions, status_dict, write_status
 from substratus.runtime.cache import Cache
@@ -103,6 +104,8 @@ class KindReconciler(abc.ABC):
             obj = from_dict(raw)
         except StructureError as exc:
             return await self._invalid(raw, None, spec_errors(exc))
+        # Objects from versions that wrote spec.image.name after a build (SPEC §1 migration).
+        adopt_legacy_image(obj, self.ctx.registry, self.ctx.cluster_name)
         errors = validate(obj)
         if errors:
             return await self._invalid(raw, obj, errors)

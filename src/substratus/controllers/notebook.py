@@ -181,7 +181,8 @@ class NotebookReconciler(KindReconciler):
         if obj.spec.suspend:
             await self._suspend(obj, pod_name, update)
             return image.result
-        if image.image is None:
+        if image.image is None or not image.current:
+            # A rebuilt Notebook image means new code (`kubectl notebook`): no Ready on the old Pod.
             update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
             return image.result
         denied = forbidden_references(self.ctx.cache, obj)

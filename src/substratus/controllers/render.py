@@ -32,7 +32,9 @@ class RenderOptions:
     """Operator-wide settings that shape every workload."""
 
     runtime_class: str = ""
-    image_pull_policy: str = "IfNotPresent"
+    # Empty: Kubernetes' default for the reference (IfNotPresent for a digest or a fixed tag,
+    # Always for :latest or no tag) — built images are pinned by digest (SPEC §2).
+    image_pull_policy: str = ""
 
 
 @attrs.frozen
@@ -134,7 +136,6 @@ def pod_spec(obj: AnyKind, *, image: str, mounts: list[Mount], cloud: Cloud, opt
     container: dict[str, Any] = {
         "name": container_name,
         "image": image,
-        "imagePullPolicy": options.image_pull_policy,
         "workingDir": CONTENT_DIR,
         "env": env_vars(obj),
         "resources": container_resources(obj),
@@ -143,6 +144,8 @@ def pod_spec(obj: AnyKind, *, image: str, mounts: list[Mount], cloud: Cloud, opt
         # Seed 000 "User": root, like Colab, so notebooks and jobs can apt-get.
         "securityContext": {"runAsUser": 0},
     }
+    if options.image_pull_policy:
+        container["imagePullPolicy"] = options.image_pull_policy
     if obj.spec.command:
         container["command"] = list(obj.spec.command)
     if ports:
@@ -167,8 +170,9 @@ def pod_spec(obj: AnyKind, *, image: str, mounts: list[Mount], cloud: Cloud, opt
 
 
 def job(obj: AnyKind, *, name: str, image: str, mounts: list[Mount], cloud: Cloud, options: RenderOptions,
-        role_label: str, service_account: str | None = None) -> dict[str, Any]:
-    """A run-to-completion workload. The generation is part of the hash: a new spec retries."""
+        role_label: str, service_account: str | None = None, run: str | None = None) -> dict[str, Any]:
+    """A run-to-completion workload. The generation is part of the hash: a new spec retries;
+    so is ``run`` (``substratus rerun``'s annotation): a new value is a new Job."""
     spec, pod_annotations = pod_spec(obj, image=image, mounts=mounts, cloud=cloud, options=options,
                                      restart_policy="Never", container_name=kind_label(obj),
                                      service_account=service_account)
@@ -180,7 +184,8 @@ def job(obj: AnyKind, *, name: str, image: str, mounts: list[Mount], cloud: Clou
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": child_meta(obj, name, labels={"substratus.ai/role": role_label},
-                               annotations={GENERATION_ANNOTATION: str(obj.metadata.generation)}),
+                               annotations={GENERATION_ANNOTATION: str(obj.metadata.generation),
+                                            **({naming.RERUN_ANNOTATION: run} if run else {})}),
         "spec": {
             "backoffLimit": JOB_BACKOFF_LIMIT,
             "template": {"metadata": template_meta, "spec": spec},

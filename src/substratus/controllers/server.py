@@ -83,6 +83,7 @@ class ServerReconciler(KindReconciler):
         # storage location only holds upload-build contexts.
         obj.status.url = service_url(obj.metadata.name, ns)
         image = await self.builder.resolve(obj, raw, self.storage_url(obj), update)
+        # During a rebuild the previous digest keeps serving; the new one rolls the Deployment.
         if image.image is None:
             update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
             return image.result

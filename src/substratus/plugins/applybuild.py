@@ -4,11 +4,15 @@ The object's ``spec.image`` is replaced by ``upload`` (any ``git`` or ``name`` i
 is ignored: DIR is the source), the object is created or its spec made equal to the manifest,
 DIR is uploaded and the command waits for ``Built=True`` — the workload itself (a Job, a
 Deployment, a Pod) then starts as usual; follow it with ``kubectl get`` or ``substratus explain``.
+An unchanged DIR is not built again; ``--rebuild`` sets the annotation ``substratus.ai/rebuild``
+to a new value, which builds it again (SPEC §6). Prints the image the object now runs
+(``status.image``, pinned by digest).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -47,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds to wait for the upload URL and the build (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no upload progress bar")
+    p.add_argument("--rebuild", action="store_true",
+                   help="build again even if the directory is unchanged (sets the annotation substratus.ai/rebuild)")
     return p
 
 
@@ -59,12 +65,13 @@ class Options:
     context: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     progress: bool = True
+    rebuild: bool = False
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None = None) -> Options:
         a = parser().parse_args(argv)
         return cls(filename=a.filename, directory=a.directory, namespace=a.namespace, kubeconfig=a.kubeconfig,
-                   context=a.context, timeout=a.timeout, progress=not a.no_progress)
+                   context=a.context, timeout=a.timeout, progress=not a.no_progress, rebuild=a.rebuild)
 
 
 async def run(opts: Options, *, out: TextIO | None = None) -> int:
@@ -82,14 +89,16 @@ async def run(opts: Options, *, out: TextIO | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="kubectl-applybuild-") as tmp:
             tarball = make_tarball(Path(opts.directory), Path(tmp))
             request_id = new_request_id()
-            result = await upload_and_build(client, with_upload(obj, tarball.md5, request_id), tarball, request_id,
+            rebuild = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ") if opts.rebuild else None
+            result = await upload_and_build(client, with_upload(obj, tarball.md5, request_id, rebuild), tarball,
+                                            request_id,
                                             deadline, kubeconfig=opts.kubeconfig, context=opts.context,
                                             progress=opts.progress)
     finally:
         await client.close()
     meta = result.obj["metadata"]
     # stdout: the one result a script wants — the object and the image it now runs.
-    print(f"{result.obj['kind'].lower()}/{meta['name']} built {result.obj['spec']['image']['name']}",
+    print(f"{result.obj['kind'].lower()}/{meta['name']} built {result.obj['status']['image']}",
           file=out or sys.stdout, flush=True)
     if not result.uploaded:
         echo("(the build context was unchanged: nothing uploaded)")

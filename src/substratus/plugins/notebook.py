@@ -372,14 +372,17 @@ class Session:
         meta = obj["metadata"]
         live = await self.client.get_or_none(BY_KIND[obj["kind"]], meta["name"], meta["namespace"])
         live_image = ((live or {}).get("spec") or {}).get("image") or {}
+        live_status = (live or {}).get("status") or {}
+        built = live_status.get("image") if (live_status.get("build") or {}).get("checksum") else None
         out = copy.deepcopy(obj)
         if obj["kind"] == Notebook.KIND:
             same = (live_image.get("upload") or {}).get("checksum") == image["upload"].get("checksum")
-            if same and live_image.get("name"):
+            if same and built:
                 out["spec"]["image"] = live_image
                 return out
-        elif live_image.get("name"):
-            out["spec"]["image"] = {"name": live_image["name"]}
+        elif built:
+            # The workload's built image, pinned by digest (status.image; SPEC §1).
+            out["spec"]["image"] = {"name": built}
             return out
         raise PluginError(ExitCode.USAGE, f"{obj['kind']} {meta['name']} builds from an upload that has not been "
                                           "built in the cluster: pass --build DIR")

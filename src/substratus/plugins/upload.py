@@ -38,7 +38,7 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 
 from substratus import naming
 from substratus.api import KINDS, StructureError, from_dict, to_dict, validate
-from substratus.api.conditions import BUILT, TRUE
+from substratus.api.conditions import BUILT, COMPLETE, TRUE
 from substratus.cloud.base import UPLOAD_CONTENT_TYPE
 from substratus.controllers.diff import merge_patch
 from substratus.controllers.resources import BY_KIND
@@ -278,20 +278,23 @@ def parse_object(manifest: dict[str, Any], namespace: str, kinds: tuple[str, ...
     return to_dict(obj)
 
 
-def with_upload(obj: dict[str, Any], checksum: str, request_id: str) -> dict[str, Any]:
-    """``obj`` building from an upload: ``image = {upload}`` (git and a prebuilt name dropped)."""
+def with_upload(obj: dict[str, Any], checksum: str, request_id: str, rebuild: str | None = None) -> dict[str, Any]:
+    """``obj`` building from an upload: ``image = {upload}`` (git and a prebuilt name dropped);
+    with ``rebuild``, the annotation ``substratus.ai/rebuild`` that asks for a new build even of
+    an unchanged context (SPEC §6)."""
     out = copy.deepcopy(obj)
     out["spec"]["image"] = {"upload": {"checksum": checksum, "requestID": request_id}}
+    if rebuild:
+        out["metadata"].setdefault("annotations", {})[naming.REBUILD_ANNOTATION] = rebuild
     return out
 
 
 async def apply(client: Client, res: Resource, desired: dict[str, Any]) -> dict[str, Any]:
     """Create ``desired``, or make the live spec equal to it with one merge patch.
 
-    Fields missing from ``desired`` are cleared (like ``kubectl apply``), except the image the
-    controller recorded after a build (``spec.image.name``): keeping it when we build from an
-    upload means an unchanged checksum is recognised as built. Labels and annotations are
-    added, never removed (others' may be there).
+    Fields missing from ``desired`` are cleared (like ``kubectl apply``); the controller never
+    writes the spec (the built image is in ``status.image``), so the spec is entirely ours.
+    Labels and annotations are added, never removed (others' may be there).
     """
     meta = desired["metadata"]
     ns, name = meta["namespace"], meta["name"]
@@ -299,9 +302,6 @@ async def apply(client: Client, res: Resource, desired: dict[str, Any]) -> dict[
     if current is None:
         return await client.create(res, _creatable(desired), ns)
     want = copy.deepcopy(desired["spec"])
-    live_image = (current.get("spec") or {}).get("image") or {}
-    if "upload" in want.get("image", {}) and live_image.get("name"):
-        want["image"]["name"] = live_image["name"]
     patch: dict[str, Any] = {}
     spec_patch = merge_patch(current.get("spec") or {}, want)
     if spec_patch:
@@ -494,6 +494,7 @@ async def upload_and_build(client: Client, obj: dict[str, Any], tarball: Tarball
     generation = int(live["metadata"].get("generation") or 1)
     reporter.min_generation = generation
     checksum = tarball.md5
+    rebuild = ((obj.get("metadata") or {}).get("annotations") or {}).get(naming.REBUILD_ANNOTATION)
 
     def url_published(o: dict[str, Any]) -> dict[str, Any] | None:
         bad = invalid_spec(o, generation)
@@ -523,8 +524,22 @@ async def upload_and_build(client: Client, obj: dict[str, Any], tarball: Tarball
             return None
         if c.get("reason") == "BuildFailed":
             raise _BuildFailed(str(c.get("message") or ""))
-        image = ((o.get("spec") or {}).get("image") or {}).get("name") or ""
-        return o if c.get("status") == TRUE and image.endswith(":" + checksum) else None
+        # The build of this checksum (and of this rebuild request): an annotation does not
+        # bump the generation, so Built=True alone may still describe the previous build.
+        status = o.get("status") or {}
+        build = status.get("build") or {}
+        ours = build.get("checksum") == checksum and (rebuild is None or build.get("rebuild") == rebuild)
+        if c.get("status") == TRUE and status.get("image") and ours:
+            return o
+        complete = current_condition(o, COMPLETE, generation)
+        if complete is not None and complete.get("status") == TRUE:
+            # SPEC §3: complete artifacts are never rebuilt or rerun silently — waiting would hang.
+            raise PluginError(
+                ExitCode.USAGE,
+                f"{label} is complete ({complete.get('message')}); a complete Model or Dataset is not built "
+                f"again. To run it with this directory: `substratus rerun {obj['kind'].lower()}/{name}"
+                f"{'' if ns == 'default' else f' -n {ns}'}`, then run this command again (or use a new name).")
+        return None
 
     try:
         final = await wait_for(client, res, name, ns, built, deadline, "the image build", reporter)
@@ -533,7 +548,7 @@ async def upload_and_build(client: Client, obj: dict[str, Any], tarball: Tarball
         details = (f"last {LOG_TAIL_LINES} lines of the build log:\n{logs}" if logs
                    else "(no build log available: the build Pod is gone or kubectl cannot reach it)")
         raise PluginError(ExitCode.BUILD_FAILED, f"the image build of {label} failed: {e}", details) from None
-    echo(f"{label}: built {final['spec']['image']['name']}")
+    echo(f"{label}: built {final['status']['image']}")
     return BuildResult(final, generation, uploaded)
 
 

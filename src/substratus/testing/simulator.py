@@ -12,6 +12,14 @@ Outcomes are chosen per object: the annotation ``simulator.substratus.ai/outcome
 wins, else the ``*_outcome`` callback, else ``succeed``. ``hold`` leaves the object running/pending
 until the annotation (or callback answer) changes.
 
+Build Jobs (a container running kaniko with ``--digest-file`` or ``--image-name-with-digest-file``
+pointed at its termination-message path) get the Pod the Job controller would create, finished
+the way the kubelet reports it: each container ``terminated`` with the message it wrote — the
+pushed digest (``sha256:<64 hex>``, as kaniko writes it) for kaniko, the resolved commit for a
+clone step that writes ``git rev-parse HEAD`` there — before the Job is marked complete. The
+digest defaults to a hash of the Pod spec (a reproducible build: same source, same digest);
+the annotations ``simulator.substratus.ai/digest`` / ``.../commit`` on the Job override it.
+
 Status shapes follow the server's version (read from ``/version`` at start), because what the
 API server accepts changed: from 1.31 the Job controller writes ``SuccessCriteriaMet`` before
 ``Complete`` and ``FailureTarget`` before ``Failed`` (terminal conditions wait until every Pod is
@@ -27,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -46,6 +55,10 @@ OutcomePolicy = Callable[[dict[str, Any]], Outcome]
 """Called with the object as the API returns it (a camelCase dict); returns what should happen."""
 
 OUTCOME_ANNOTATION = "simulator.substratus.ai/outcome"
+DIGEST_ANNOTATION = "simulator.substratus.ai/digest"
+COMMIT_ANNOTATION = "simulator.substratus.ai/commit"
+_DIGEST_FLAGS = ("--digest-file=", "--image-name-with-digest-file=")
+_TERMINATION_LOG = "/dev/termination-log"
 _OUTCOMES = ("succeed", "fail", "hold")
 _MERGE = "application/merge-patch+json"
 
@@ -130,6 +143,37 @@ def _condition_true(obj: dict[str, Any], ctype: str) -> bool:
         c.get("type") == ctype and c.get("status") == "True"
         for c in (obj.get("status") or {}).get("conditions") or []
     )
+
+
+def _args(c: dict[str, Any]) -> list[str]:
+    return [str(a) for a in (c.get("command") or []) + (c.get("args") or [])]
+
+
+def _is_build(job: dict[str, Any]) -> bool:
+    """A Job with a kaniko container that reports its digest through a file."""
+    spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return any(a.startswith(_DIGEST_FLAGS) for c in spec.get("containers") or [] for a in _args(c))
+
+
+def _termination_message(job: dict[str, Any], c: dict[str, Any]) -> str | None:
+    """What a container of a build Pod writes to its termination-message path, if anything."""
+    path = c.get("terminationMessagePath") or _TERMINATION_LOG
+    args = _args(c)
+    annotations = _meta(job).get("annotations") or {}
+    # The Pod spec only: the API server labels each Job's template with its own controller-uid.
+    pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    if any(a in (f"--digest-file={path}", f"--image-name-with-digest-file={path}") for a in args):
+        digest = annotations.get(DIGEST_ANNOTATION) or "sha256:" + hashlib.sha256(
+            json.dumps(pod_spec, sort_keys=True).encode()).hexdigest()
+        if f"--digest-file={path}" in args:
+            return str(digest)
+        dest = next((a.split("=", 1)[1] for a in args if a.startswith("--destination=")), "")
+        return f"{dest}@{digest}"
+    script = " ".join(args)
+    if "rev-parse HEAD" in script and path in script:
+        return str(annotations.get(COMMIT_ANNOTATION) or hashlib.sha1(  # a fake commit id
+            " ".join(args).encode(), usedforsecurity=False).hexdigest())
+    return None
 
 
 # Job status fields and conditions by the first release whose Job controller writes them (its
@@ -497,9 +541,61 @@ class ClusterSimulator:
             outcome = "fail"
         if outcome == "hold":
             return
+        if _is_build(job):
+            # The kubelet reports the Pod's containers before the Job controller counts it.
+            await self._finished_build_pod(job, outcome)
         for patch in job_finish_patches(self.server_version, job, outcome == "succeed", _now()):
             await self._patch_status(path, {"status": patch})
         logger.info("simulator: job finished object=%s outcome=%s", _ref(job), outcome)
+
+    async def _finished_build_pod(self, job: dict[str, Any], outcome: Outcome) -> None:
+        """Create the build Job's Pod as the Job controller would, then finish it as a kubelet
+        would: every container terminated, with its termination message."""
+        meta = _meta(job)
+        ns, template = meta["namespace"], (job.get("spec") or {}).get("template") or {}
+        uid = meta.get("uid", "")
+        pod_spec = dict(template.get("spec") or {}, nodeName="simulated-node")
+        name = f"{meta['name']}-{hashlib.sha256(uid.encode()).hexdigest()[:5]}"
+        labels = {**((template.get("metadata") or {}).get("labels") or {}),
+                  "controller-uid": uid, "job-name": meta["name"]}
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": ns, "labels": labels,
+                            "annotations": (template.get("metadata") or {}).get("annotations") or {},
+                            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
+                                                 "uid": uid, "controller": True, "blockOwnerDeletion": True}]},
+               "spec": pod_spec}
+        pods = f"/api/v1/namespaces/{ns}/pods"
+        try:
+            await self._request("POST", pods, body=pod)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        now = _now()
+        ok = outcome == "succeed"
+
+        def terminated(c: dict[str, Any], exit_code: int) -> dict[str, Any]:
+            term: dict[str, Any] = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                                    "startedAt": now, "finishedAt": now,
+                                    "containerID": f"simulator://{uid}/{c['name']}"}
+            message = _termination_message(job, c) if exit_code == 0 else None
+            if message:
+                term["message"] = message
+            return {"name": c["name"], "ready": False, "restartCount": 0, "image": c.get("image", ""),
+                    "imageID": "", "containerID": term["containerID"], "state": {"terminated": term}}
+
+        status = {
+            "phase": "Succeeded" if ok else "Failed",
+            "conditions": [_cond([], "Initialized", "True"), _cond([], "PodScheduled", "True"),
+                           _cond([], "Ready", "False", "PodCompleted" if ok else "ContainersNotReady"),
+                           _cond([], "ContainersReady", "False", "PodCompleted" if ok else "ContainersNotReady")],
+            "initContainerStatuses": [terminated(c, 0) for c in pod_spec.get("initContainers") or []],
+            "containerStatuses": [terminated(c, 0 if ok else 1) for c in pod_spec.get("containers") or []],
+            "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+            **({"hostIPs": [{"ip": "127.0.0.1"}]} if self.server_version >= POD_HOST_IPS_SINCE else {}),
+            "startTime": now, "qosClass": "BestEffort",
+        }
+        await self._patch_status(f"{pods}/{name}", {"status": status})
+        logger.info("simulator: build pod finished object=%s/%s outcome=%s", ns, name, outcome)
 
     # ------------------------------------------------------------------------------- Deployments
     def _deployment_status(self, d: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
