@@ -94,7 +94,7 @@ async def test_convergence_n5_and_report(kubeconfig: Path, tmp_path: Path) -> No
     for c in contenders:
         assert f"| {report.LABELS[c]} |" in md
     assert md.count("<sub>Measured ") >= 3, "the machine line goes with every table"
-    assert any(line.startswith("  convergence N=5: substratus/ceiling ") for line in report.headline(results))
+    assert any(line.startswith("  convergence N=5: substratus/ceiling-same-writes ") for line in report.headline(results))
     if HAVE_MATPLOTLIB:
         assert "![convergence](bench/convergence.png)" in md
         assert written["convergence"].read_bytes().startswith(b"\x89PNG")
