@@ -470,9 +470,28 @@ def _targets(results: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     return ["## Targets (issue 18)", "",
-            "Each target against this run (medians as in the sections below). Where one is missed, the "
-            "section's notes say what bounds it.", "", *_table(["target", "wanted", "this run", ""], rows),
-            "", env_line(results), ""]
+            "Each target against this run (medians as in the sections below; on this shared machine the "
+            "convergence ratios move by tens of percent between rounds, see the min-max columns).", "",
+            *_table(["target", "wanted", "this run", ""], rows), "", env_line(results), "",
+            "What bounds what is missed:", "",
+            "- **Convergence.** substratus makes exactly the writes *ceiling, same writes* makes (writes/object "
+            "by resource in section 1), so the gap to it is the operator's own per-object work around those "
+            "writes — decoding watch events, queue, cache, reconcile, the HTTP client — on two cores it "
+            "shares with the API server and etcd (whose CPU per object is in section 1 too). A py-spy "
+            "profile of a 1,000-Dataset convergence ([flame graph](bench/profile-substratus-1000.svg), "
+            "[before issue 18](bench/profile-substratus-1000-before.svg); breakdown in "
+            "[operations.md](operations.md#performance)) puts about a third of the operator's samples in "
+            "the HTTP request path (kubernetes-asyncio's `call_api`, which re-serialises every body, aiohttp "
+            "and TLS), a tenth in posting Events, 7% in logging and under 5% in the reconcile's own work. "
+            "kopf's per-object handler task starts every object at once; substratus's workers (16 per "
+            "controller) start at most that many.",
+            "- **Memory.** The RSS columns include allocator slack: compare *tracemalloc stripped*, what "
+            "Python still holds. The difference is mostly the LIST pages' dropped fields (a Job's Pod "
+            "template), freed page by page but kept by CPython's allocator for reuse, around the objects "
+            "that survive.",
+            "- **Work queue.** With 1 worker every cycle is a full event-loop iteration (producer → worker → "
+            "producer), which bounds it on either loop; with 8 workers a loop iteration moves 8 items.",
+            ""]
 
 
 def _scale(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
