@@ -78,7 +78,42 @@ def _environment(results: dict[str, Any]) -> list[str]:
         ["load average (1, 5, 15 min)", f"{m.get('loadavg_start', '?')} at the start, {m.get('loadavg_end', '?')} at "
                                         "the end (the machine is shared: other jobs ran alongside)"],
     ]
+    inv = results.get("invocations")
+    if inv:
+        rows = [r for r in rows if r[0] not in ("command", "bench wall time", "load average (1, 5, 15 min)")]
+        for i, x in enumerate(inv, 1):
+            rows.append([f"invocation {i}", f"`python -m bench {x['argv']}` ({', '.join(x['sections'])}): started "
+                         f"{x['date']}, {_f(x['total_seconds'], 0)} s, load average {x['loadavg_start']} at the "
+                         f"start, {x['loadavg_end']} at the end"])
     return ["## Environment", "", *_table(["", ""], rows), ""]
+
+
+SECTION_KEYS = ("convergence", "scale", "memory", "workqueue", "leader")
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results dict from several invocations that measured different sections at the same
+    time on the same machine (each section keeps its own invocation's numbers; none is mixed)."""
+    out: dict[str, Any] = {"machine": dict(parts[0]["machine"]), "notes": [], "invocations": []}
+    for part in parts:
+        sections = [k for k in SECTION_KEYS if part.get(k)]
+        for k in sections:
+            out[k] = part[k]
+        out["notes"] += part.get("notes") or []
+        m = part["machine"]
+        out["invocations"].append({"argv": (part.get("args") or {}).get("argv", ""), "sections": sections,
+                                   "date": m.get("date"), "total_seconds": part.get("total_seconds"),
+                                   "loadavg_start": m.get("loadavg_start"), "loadavg_end": m.get("loadavg_end")})
+    out["total_seconds"] = max(p.get("total_seconds") or 0 for p in parts)
+    out["machine"]["loadavg_end"] = parts[-1]["machine"].get("loadavg_end")
+    out["args"] = {"argv": " + ".join(x["argv"] for x in out["invocations"])}
+    out["notes"].append(
+        f"The sections were measured by {len(parts)} invocations of `python -m bench` running at the same "
+        "time (listed under Environment), each with its own local control plane, so that the whole run fit "
+        "the session; each competed with the others for the 2 cores, besides the other jobs on the machine. "
+        "Each table's numbers come from one invocation; the convergence ratios compare contenders measured "
+        "in the same invocation, interleaved.")
+    return out
 
 
 def _summary(conv: dict[str, Any]) -> list[dict[str, Any]]:
@@ -829,11 +864,17 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(description="re-render docs/benchmarks.md from a results JSON")
-    p.add_argument("results")
+    p.add_argument("results", nargs="+", help="a results JSON; several are merged (see merge())")
     p.add_argument("--out", default="docs/benchmarks.md")
     p.add_argument("--plots", default="docs/bench")
+    p.add_argument("--json", type=Path, help="also write the (merged) results here")
     args = p.parse_args(argv)
-    written = write(json.loads(Path(args.results).read_text()), Path(args.out), Path(args.plots))
+    parts = [json.loads(Path(r).read_text()) for r in args.results]
+    results = parts[0] if len(parts) == 1 else merge(parts)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    written = write(results, Path(args.out), Path(args.plots))
     for path in written.values():
         print(path)
     return 0
