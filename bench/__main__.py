@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             from substratus.testing.controlplane import ControlPlane
 
             # The watch cache is on as in any real cluster (the test suite turns it off); etcd is on tmpfs.
-            cp = ControlPlane(watch_cache=True).start()
+            # A loaded shared machine can take over a minute to bring an API server up.
+            cp = ControlPlane(watch_cache=True, start_timeout=240.0).start()
             kubeconfig = str(cp.kubeconfig_path)
             server_pids = {"kube-apiserver": cp.apiserver_pid, "etcd": cp.etcd_pid}
             cluster = "local control plane started by the bench (watch cache on, etcd 3.4 on tmpfs, no controllers)"

@@ -868,9 +868,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/benchmarks.md")
     p.add_argument("--plots", default="docs/bench")
     p.add_argument("--json", type=Path, help="also write the (merged) results here")
+    p.add_argument("--note", action="append", default=[], help="add a line to 'Not measured / limits'")
     args = p.parse_args(argv)
     parts = [json.loads(Path(r).read_text()) for r in args.results]
     results = parts[0] if len(parts) == 1 else merge(parts)
+    results.setdefault("notes", []).extend(args.note)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1) + "\n")
