@@ -520,6 +520,11 @@ def _targets(results: dict[str, Any]) -> list[str]:
             "and TLS), a tenth in posting Events, 7% in logging and under 5% in the reconcile's own work. "
             "kopf's per-object handler task starts every object at once; substratus's workers (16 per "
             "controller) start at most that many.",
+            "- **Operator CPU.** The baseline (12.54 ms per Dataset) was measured at 431d200 on a nearly idle "
+            "machine (load average about 1); CPU seconds taken while 20-30 runnable processes share 2 cores "
+            "are inflated by cache and core contention, so this run's figure bounds today's cost from above "
+            "rather than measuring the ratio. Compare within the run: the same column in section 1 and the "
+            "scale section's CPU ms/object (constant in N).",
             "- **Memory.** The RSS columns include allocator slack: compare *tracemalloc stripped*, what "
             "Python still holds. The difference is mostly the LIST pages' dropped fields (a Job's Pod "
             "template), freed page by page but kept by CPython's allocator for reuse, around the objects "
