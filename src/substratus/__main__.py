@@ -1,9 +1,9 @@
-"""The ``substratus`` command: the operator and its companions.
+"""The substratus command: the operator and its companions.
 
-``substratus run`` is the operator (the container's entry point); ``manifests`` regenerates
-the CRDs; ``dev`` starts a local control plane for development; ``explain`` says why an
-object is or is not ready; ``rerun`` runs a complete Model's or Dataset's Job again; ``convert``
-and ``adopt`` move users of the original Substratus over.
+run is the operator (the container's entry point); manifests regenerates the CRDs; dev starts
+a local control plane for development; explain says why an object is or is not ready; rerun runs
+a complete Model's or Dataset's Job again; convert and adopt move users of the original
+Substratus over.
 """
 
 from __future__ import annotations
@@ -13,16 +13,33 @@ import asyncio
 import sys
 
 from substratus import __version__
-from substratus.config import OperatorConfig
+from substratus.cli import CliError, ExitCode, epilog, fail, guarded
+from substratus.config import ConfigError, OperatorConfig
+
+PROG = "substratus"
+
+EXAMPLES = [
+    "substratus explain model/facebook-opt-125m      # why it is or is not ready",
+    "substratus explain models -A -o json            # every Model in every namespace, as JSON",
+    "substratus run --kubeconfig ~/.kube/config      # the operator against a cluster",
+    "substratus dev run                              # what `make run` does",
+    "substratus completion bash > /etc/bash_completion.d/substratus",
+]
+EXIT_CODES = (ExitCode.OK, ExitCode.ERROR, ExitCode.USAGE, ExitCode.NO_CLUSTER, ExitCode.NO_CRDS,
+              ExitCode.NOT_READY, ExitCode.INTERRUPTED, ExitCode.BROKEN_PIPE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="substratus", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    doc = (__doc__ or "").strip()
+    parser = argparse.ArgumentParser(prog=PROG, description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=epilog(EXAMPLES, EXIT_CODES))
     parser.add_argument("--version", action="version", version=f"substratus {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the operator (flags also read from SUBSTRATUS_* env vars)")
+    run = sub.add_parser("run", help="run the operator (flags also read from SUBSTRATUS_* env vars)",
+                         description="Run the operator. Every flag is also an environment variable "
+                                     "SUBSTRATUS_<FLAG> (flags win); docs/operations.md lists them.")
     OperatorConfig.add_arguments(run)
 
     man = sub.add_parser("manifests", help="write the CRDs generated from the API types")
@@ -35,15 +52,33 @@ def build_parser() -> argparse.ArgumentParser:
                     help="up: start and stay in the foreground until Ctrl-C; down: stop one started with up")
     cp.add_argument("--dir", default=".dev/controlplane", help="where to write the kubeconfig and logs")
     dev_run = dev_sub.add_parser(
-        "run", help="run the operator against $KUBECONFIG, or a local control plane + cluster simulator")
+        "run", help="run the operator against --kubeconfig/$KUBECONFIG, else a local simulated cluster",
+        description="Run the operator for development. With --kubeconfig or $KUBECONFIG: against that "
+                    "cluster (CRDs installed there). Otherwise: a local kube-apiserver + etcd with a cluster "
+                    "SIMULATOR (no container runs; data in memory). ~/.kube/config is never used unless "
+                    "passed with --kubeconfig. One session per --dev-dir.")
     dev_run.add_argument("--dev-dir", default=".dev", help="state of the local control plane and artifacts")
     dev_run.add_argument("--local", action="store_true", help="use a local control plane even if a cluster is configured")
     OperatorConfig.add_arguments(dev_run)
 
-    ex = sub.add_parser("explain", help="say why a substratus object is or is not ready")
-    ex.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b")
-    ex.add_argument("-n", "--namespace", default=None)
-    ex.add_argument("--kubeconfig", default=None)
+    ex = sub.add_parser("explain", help="say why a substratus object is or is not ready",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog=epilog(["substratus explain model/falcon-7b -n team-a",
+                                       "substratus explain nb/my-notebook -o json",
+                                       "substratus explain models -A          # every Model, all namespaces"],
+                                      (ExitCode.OK, ExitCode.USAGE, ExitCode.NO_CLUSTER, ExitCode.NO_CRDS,
+                                       ExitCode.NOT_READY)))
+    ex.add_argument("target", help="KIND/NAME (e.g. model/falcon-7b), or KIND for every object of that kind")
+    ex.add_argument("-n", "--namespace", default=None, help="namespace (default: the context's, else default)")
+    ex.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace (with a KIND, no name)")
+    ex.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    ex.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+    ex.add_argument("--context", default=None, help="kubeconfig context (default: the current context)")
+
+    comp = sub.add_parser("completion", help="print a shell completion script (bash, zsh, tcsh)",
+                          description="e.g. `source <(substratus completion bash)`; the plugins print theirs "
+                                      "with `kubectl-notebook --print-completion bash`.")
+    comp.add_argument("shell", choices=("bash", "zsh", "tcsh"))
     rr = sub.add_parser("rerun", help="run a complete Model's or Dataset's Job again "
                                       "(moves completed.json to {status.url}/history/)")
     rr.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b")
@@ -56,17 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
+        return ExitCode.USAGE
+    if args.command == "completion":
+        import shtab
+
+        print(shtab.complete(build_parser(), shell=args.shell))
+        return ExitCode.OK
     if args.command == "run":
         try:
             cfg = OperatorConfig.from_sources(args)
-        except ValueError as exc:
-            parser.error(str(exc))
+        except ConfigError as exc:
+            raise CliError(ExitCode.USAGE, str(exc)) from None
         from substratus.operator import run_operator
         from substratus.runtime import eventloop
 
@@ -76,22 +116,27 @@ def main(argv: list[str] | None = None) -> int:
 
         for path in write_crds(args.outdir):
             print(path)
-        return 0
+        return ExitCode.OK
     if args.command == "dev":
         if args.dev_command == "run":
+            from substratus.dev import DevError
             from substratus.dev import main as dev_main
 
             try:
                 return dev_main(args)
-            except ValueError as exc:
-                parser.error(str(exc))
+            except ConfigError as exc:
+                raise CliError(ExitCode.USAGE, str(exc)) from None
+            except DevError as exc:
+                raise CliError(ExitCode.ERROR, str(exc)) from None
         from substratus.testing.controlplane import main as controlplane_main
 
         return controlplane_main([args.action, "--dir", args.dir])
     if args.command == "explain":
         from substratus.explain import main as explain_main
+        from substratus.plugins import run_cli
 
-        return asyncio.run(explain_main(args.target, args.namespace, args.kubeconfig))
+        return run_cli(lambda: explain_main(args.target, args.namespace, args.kubeconfig, context=args.context,
+                                            all_namespaces=args.all_namespaces, output=args.output), PROG)
     if args.command == "rerun":
         from substratus.rerun import main as rerun_main
 
@@ -107,8 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(adopt(args.target, args.namespace or _current_namespace(args.kubeconfig),
                                  cloud_name=args.cloud, cluster_name=args.cluster_name,
                                  bucket_url=args.bucket_url, kubeconfig=args.kubeconfig))
-    parser.error(f"unknown command {args.command}")
-    return 2
+    fail(PROG, f"unknown command {args.command}")
+    return ExitCode.USAGE
+
+
+main = guarded(_main, PROG)
+"""Entry point of the ``substratus`` console script: one line and an exit code for user errors."""
 
 
 if __name__ == "__main__":

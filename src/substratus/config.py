@@ -19,6 +19,18 @@ DEFAULT_KANIKO_IMAGE = "ghcr.io/chainguard-dev/kaniko/executor:debug"
 DEFAULT_GIT_IMAGE = "alpine/git:2.45.2"
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the flag and its environment variable."""
+
+
+def _name(field: str) -> str:
+    return f"--{field.replace('_', '-')} ({OperatorConfig.env_name(field)})"
+
+
 @attrs.define
 class OperatorConfig:
     cluster_name: str = attrs.field(default="substratus-1", metadata={"help": "Cluster name, part of storage hashes and image names."})
@@ -34,6 +46,8 @@ class OperatorConfig:
     leader_election_renew_deadline: int = attrs.field(default=10, metadata={"help": "Seconds the leader keeps trying to renew before it gives up leading."})
     leader_election_retry_period: int = attrs.field(default=2, metadata={"help": "Seconds between leader-election attempts."})
     metrics_bind_address: str = attrs.field(default=":8080", metadata={"help": "Prometheus /metrics address; 0 disables."})
+    metrics_secure: bool = attrs.field(default=False, metadata={"help": "Serve /metrics over HTTPS to callers allowed `get` on the non-resource URL /metrics (TokenReview + SubjectAccessReview)."})
+    metrics_cert_dir: str = attrs.field(default="", metadata={"help": "Directory with tls.crt and tls.key for --metrics-secure (default: a self-signed certificate)."})
     health_probe_bind_address: str = attrs.field(default=":8081", metadata={"help": "/healthz and /readyz address; 0 disables."})
     upload_bind_address: str = attrs.field(default=":8082", metadata={"help": "local cloud: signed-URL upload endpoint address."})
     upload_base_url: str = attrs.field(default="", metadata={"help": "local cloud: externally reachable base URL of the upload endpoint."})
@@ -82,10 +96,17 @@ class OperatorConfig:
             raw = env.get(cls.env_name(f.name))
             if raw is None:
                 continue
+            var = cls.env_name(f.name)
             if f.type in (bool, "bool"):
-                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                word = raw.strip().lower()
+                if word not in TRUE_WORDS + FALSE_WORDS:
+                    raise ConfigError(f"{var}={raw!r}: expected true or false")
+                values[f.name] = word in TRUE_WORDS
             elif f.type in (int, "int"):
-                values[f.name] = int(raw)
+                try:
+                    values[f.name] = int(raw.strip())
+                except ValueError:
+                    raise ConfigError(f"{var}={raw!r}: expected a whole number") from None
             else:
                 values[f.name] = raw
         cfg = cls(**values)
@@ -93,21 +114,23 @@ class OperatorConfig:
         return cfg
 
     def validate(self) -> None:
-        choices = {f.name: f.metadata.get("choices") for f in attrs.fields(type(self))}
-        for name, allowed in choices.items():
-            if allowed and getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        """Raise :class:`ConfigError` naming the flag and variable of the first wrong value."""
+        for f in attrs.fields(type(self)):
+            allowed = f.metadata.get("choices")
+            if allowed and getattr(self, f.name) not in allowed:
+                raise ConfigError(f"{_name(f.name)} must be one of {', '.join(allowed)}, not {getattr(self, f.name)!r}")
         # client-go's rules: a leader must give up before a standby may take over, and must be able
         # to retry a renewal (with jitter) within its deadline.
         if self.leader_election_lease_duration <= self.leader_election_renew_deadline:
-            raise ValueError("leader_election_lease_duration must be greater than leader_election_renew_deadline")
+            raise ConfigError(f"{_name('leader_election_lease_duration')} must be greater than "
+                              f"{_name('leader_election_renew_deadline')}")
         if self.leader_election_retry_period < 1 or \
                 self.leader_election_renew_deadline <= 1.2 * self.leader_election_retry_period:
-            raise ValueError("leader_election_renew_deadline must be greater than 1.2 x leader_election_retry_period "
-                             "(and the retry period at least 1 s)")
+            raise ConfigError(f"{_name('leader_election_renew_deadline')} must be greater than 1.2 x "
+                              f"{_name('leader_election_retry_period')} (and the retry period at least 1 s)")
         if self.object_count_interval < 1:
-            raise ValueError("object_count_interval must be at least 1 second")
+            raise ConfigError(f"{_name('object_count_interval')} must be at least 1 second")
         if self.max_concurrent_reconciles < 1:
-            raise ValueError("max_concurrent_reconciles must be at least 1")
+            raise ConfigError(f"{_name('max_concurrent_reconciles')} must be at least 1")
         if self.cloud == "gcp" and not self.bucket_url.startswith("gs://"):
-            raise ValueError("the gcp cloud needs --bucket-url gs://BUCKET")
+            raise ConfigError(f"the gcp cloud needs {_name('bucket_url')} gs://BUCKET")

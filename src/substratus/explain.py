@@ -9,6 +9,7 @@ events along it, ending with the first thing that blocks.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from typing import Any, TextIO
 
@@ -16,6 +17,7 @@ import attrs
 
 from substratus.api import parse_time
 from substratus.api.conditions import Reason
+from substratus.cli import CliError, ExitCode
 from substratus.controllers.dependencies import REFERENCE_FIELDS
 from substratus.controllers.resources import BY_KIND
 from substratus.runtime.client import ApiError, Client, Forbidden
@@ -38,9 +40,10 @@ MAX_DEPTH = 8
 ROOT_CAUSES = frozenset({Reason.INVALID_SPEC, Reason.RECONCILE_ERROR, Reason.REFERENCE_NOT_PERMITTED})
 
 
-def parse_target(target: str) -> tuple[str, str]:
+def parse_target(target: str, *, name_optional: bool = False) -> tuple[str, str]:
+    """``KIND/NAME`` → (Kind, name); with ``name_optional`` a bare ``KIND`` gives (Kind, "")."""
     kind, sep, name = target.partition("/")
-    if not sep or not name:
+    if (not sep or not name) and not (name_optional and not sep):
         raise ValueError(f"expected KIND/NAME (e.g. model/falcon-7b), got {target!r}")
     resolved = ALIASES.get(kind.lower().split(".")[0])
     if resolved is None:
@@ -125,9 +128,10 @@ def render(node: Node, now: dt.datetime | None = None, out: list[str] | None = N
         out.append(f"{pad}  {kind} {name}: {child_state(kind, child)}")
     for ev in node.warnings[-5:]:
         out.append(f"{pad}  warning {ev.get('reason')}: {ev.get('message')} (x{ev.get('count', 1)})")
-    for dep in node.dependencies:
+    if node.dependencies:
         out.append(f"{pad}  depends on:")
-        render(dep, now, out, depth + 2)
+        for dep in node.dependencies:
+            render(dep, now, out, depth + 2)
     if depth == 0:
         out.append("")
         out.append("why: " + summary(node))
@@ -205,40 +209,82 @@ async def gather(client: Client, kind: str, namespace: str, name: str, depth: in
     return node
 
 
+def to_json(node: Node, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The report as data (``-o json``): the same facts as :func:`render`, for scripts."""
+    now = now or dt.datetime.now(dt.UTC)
+    status = (node.obj or {}).get("status") or {}
+    return {
+        "kind": node.kind, "namespace": node.namespace, "name": node.name,
+        "found": node.obj is not None, "ready": node.ready,
+        "conditions": status.get("conditions") or [],
+        "url": status.get("url"),
+        "children": [{"kind": kind, "name": name, "found": child is not None, "state": child_state(kind, child)}
+                     for kind, name, child in node.children],
+        "warnings": [{"reason": ev.get("reason"), "message": ev.get("message"), "count": ev.get("count", 1)}
+                     for ev in node.warnings[-5:]],
+        "dependsOn": [to_json(dep, now) for dep in node.dependencies],
+        "why": summary(node),
+    }
+
+
 async def explain(client: Client, target: str, namespace: str) -> str:
     kind, name = parse_target(target)
     node = await gather(client, kind, namespace, name)
     return "\n".join(render(node))
 
 
-async def main(target: str, namespace: str | None, kubeconfig: str | None, out: TextIO = sys.stdout) -> int:
+async def gather_all(client: Client, target: str, namespace: str | None) -> list[Node]:
+    """``KIND/NAME`` in ``namespace``, or every object of ``KIND`` (in ``namespace``, or all when None)."""
+    kind, name = parse_target(target, name_optional=True)
+    if name:
+        if namespace is None:
+            raise ValueError("-A/--all-namespaces needs a KIND without a name (e.g. models)")
+        return [await gather(client, kind, namespace, name)]
+    items = (await client.list(BY_KIND[kind], namespace))["items"]
+    keys = sorted((o["metadata"]["namespace"], o["metadata"]["name"]) for o in items)
+    return [await gather(client, kind, ns, n) for ns, n in keys]
+
+
+async def main(target: str, namespace: str | None, kubeconfig: str | None, out: TextIO = sys.stdout, *,
+               context: str | None = None, all_namespaces: bool = False, output: str = "text") -> int:
+    """Exit codes (substratus.cli.ExitCode): 0 all ready, 8 one not ready or missing, 2 bad target,
+    3 no cluster, 4 CRDs missing. Raises :class:`substratus.cli.CliError` for the failures."""
+    from substratus.plugins.upload import check_crd, connect
+
     try:
-        parse_target(target)
+        kind, _ = parse_target(target, name_optional=True)
+        if all_namespaces and "/" in target:
+            raise ValueError("-A/--all-namespaces needs a KIND without a name (e.g. models)")
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(ExitCode.USAGE, str(exc)) from None
+    client = await connect(kubeconfig, context)
     try:
-        client = await Client.auto(kubeconfig)
-    except Exception as exc:  # no kubeconfig, no in-cluster config
-        print(f"error: cannot load a Kubernetes configuration: {exc}", file=sys.stderr)
-        return 1
-    try:
-        text = await explain(client, target, namespace or _current_namespace(kubeconfig))
+        await check_crd(client, BY_KIND[kind])
+        ns = None if all_namespaces else namespace or _current_namespace(kubeconfig, context)
+        nodes = await gather_all(client, target, ns)
     except (ApiError, OSError) as exc:
-        print(f"error: talking to the API server at {client.host}: {exc}", file=sys.stderr)
-        return 1
+        raise CliError(ExitCode.NO_CLUSTER if isinstance(exc, OSError) or getattr(exc, "status", 0) in (401, 403)
+                       else ExitCode.ERROR, f"talking to the API server at {client.host}: {exc}") from None
     finally:
         await client.close()
-    print(text, file=out)
-    return 0 if "ready" in text.splitlines()[0] and "not ready" not in text.splitlines()[0] else 3
+    if output == "json":
+        doc: Any = [to_json(n) for n in nodes] if "/" not in target else to_json(nodes[0])
+        print(json.dumps(doc, indent=2), file=out)
+    elif not nodes:
+        print(f"no {kind} objects found" + ("" if ns is None else f" in namespace {ns}"), file=out)
+    else:
+        print("\n\n".join("\n".join(render(n)) for n in nodes), file=out)
+    return ExitCode.OK if all(n.ready for n in nodes) else ExitCode.NOT_READY
 
 
-def _current_namespace(kubeconfig: str | None) -> str:
+def _current_namespace(kubeconfig: str | None, context: str | None = None) -> str:
     """The kubeconfig context's namespace, like kubectl; ``default`` otherwise."""
     try:
         from kubernetes_asyncio.config import list_kube_config_contexts
 
-        _, current = list_kube_config_contexts(config_file=kubeconfig)
+        contexts, current = list_kube_config_contexts(config_file=kubeconfig)
+        if context:
+            current = next((c for c in contexts if c.get("name") == context), current)
         return str(((current or {}).get("context") or {}).get("namespace") or "default")
     except Exception:
         return "default"

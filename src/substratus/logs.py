@@ -1,80 +1,138 @@
-"""Structured logging: key=value or JSON lines, each carrying the object being reconciled.
+"""Structured logging: one JSON object a line, or key=value text, with the fields as fields.
 
-The object comes from a context variable the controller sets around every reconcile, so a
-reconciler's ``log.info("created job")`` is attributed to ``namespace/name`` without passing
-it around — and concurrent reconciles on one loop never mix their attributions up.
+Code logs through the standard library with its fields in ``extra`` and a constant message::
+
+    log.info("created job", extra={"job": job_name})
+
+and :func:`setup` renders every record — ours and the libraries' — through one structlog
+pipeline (structlog's ``ProcessorFormatter``; a well-kept library instead of our own
+formatting). The keys (SPEC §7), in this order:
+
+``ts`` (RFC 3339, UTC), ``level``, ``logger``, ``msg``; then, inside a reconcile,
+``controller``, ``kind``, ``namespace``, ``name``, ``reconcileID`` (set by the controller through a
+context variable, so a reconciler's lines are attributed without passing anything around and
+concurrent reconciles on one loop never mix); then the record's ``extra`` fields; then ``error``
+(the exception's message, when one is logged) and ``exception`` (its traceback).
+
+``extra`` cannot use the names of LogRecord attributes (``name``, ``msg``, ``module``…): the
+standard library refuses them. Name the object a line is about by its kind (``job``, ``pod``,
+``lease``) outside a reconcile.
 """
 
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import sys
-import time
+import traceback
+import types
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
-current_object: contextvars.ContextVar[str | None] = contextvars.ContextVar("substratus_object", default=None)
-current_controller: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "substratus_controller", default=None)
+import structlog
 
-_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "substratus_log_context", default=types.MappingProxyType({}))
 
-
-class _ContextFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "object"):
-            record.object = current_object.get()
-        if not hasattr(record, "controller"):
-            record.controller = current_controller.get()
-        return True
+FIRST_KEYS = ("ts", "level", "logger", "msg", "controller", "kind", "namespace", "name", "reconcileID")
+LAST_KEYS = ("error", "exception")
 
 
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-        "level": record.levelname.lower(),
-        "logger": record.name,
-        "msg": record.getMessage(),
-    }
-    for key in ("controller", "object"):
-        value = getattr(record, key, None)
-        if value is not None:
-            out[key] = value
-    for key, value in record.__dict__.items():
-        if key not in _RESERVED and key not in out and key not in ("controller", "object"):
-            out[key] = value
-    if record.exc_info:
-        out["error"] = logging.Formatter().formatException(record.exc_info)
+def bind(**fields: Any) -> contextvars.Token[Mapping[str, Any]]:
+    """Add fields to every line logged from this task (and tasks it starts) from now on."""
+    return _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+
+
+def reset(token: contextvars.Token[Mapping[str, Any]]) -> None:
+    _context.reset(token)
+
+
+@contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    """``with bound(kind="Model"): ...``: the fields on every line logged inside the block."""
+    token = bind(**fields)
+    try:
+        yield
+    finally:
+        reset(token)
+
+
+def context() -> Mapping[str, Any]:
+    """The fields :func:`bind` set for the current task."""
+    return _context.get()
+
+
+def _add_context(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in _context.get().items():
+        event.setdefault(key, value)
+    return event
+
+
+def _error_fields(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """``exc_info`` → ``error`` (the message) and ``exception`` (the traceback)."""
+    exc_info = event.pop("exc_info", None)
+    record = event.get("_record")
+    if exc_info is None and isinstance(record, logging.LogRecord):
+        exc_info = record.exc_info
+    if exc_info:
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        etype, value, tb = exc_info
+        if etype is not None:
+            event.setdefault("error", f"{etype.__name__}: {value}" if str(value) else etype.__name__)
+            event["exception"] = "".join(traceback.format_exception(etype, value, tb)).rstrip()
+    return event
+
+
+def _order(_: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+    event["msg"] = event.pop("event", "")
+    out = {k: event.pop(k) for k in FIRST_KEYS if k in event}
+    tail = {k: event.pop(k) for k in LAST_KEYS if k in event}
+    out.update((k, v) for k, v in event.items() if not k.startswith("_"))
+    out.update(tail)
     return out
 
 
-class JSONFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(_fields(record), default=str)
+class _TextRenderer:
+    """key=value (logfmt) for humans; a traceback follows its line as plain text."""
+
+    def __init__(self) -> None:
+        self._logfmt = structlog.processors.LogfmtRenderer(bool_as_flag=False)
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+        exception = event.pop("exception", None)
+        line: str = self._logfmt(logger, method, {k: _text(v) for k, v in event.items()})
+        return f"{line}\n{exception}" if exception else line
 
 
-class KeyValueFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        parts = []
-        for key, value in _fields(record).items():
-            text = str(value)
-            if key == "error":
-                continue
-            if not text or any(c in text for c in ' "=\n'):
-                text = json.dumps(text)
-            parts.append(f"{key}={text}")
-        line = " ".join(parts)
-        if record.exc_info:
-            line += "\n" + logging.Formatter().formatException(record.exc_info)
-        return line
+def _text(value: Any) -> Any:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ",".join(str(v) for v in value)
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def formatter(fmt: str = "text") -> logging.Formatter:
+    """A stdlib formatter rendering records as JSON lines (``json``) or key=value text (``text``)."""
+    renderer: Any = structlog.processors.JSONRenderer(default=str) if fmt == "json" else _TextRenderer()
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            _add_context,
+            structlog.stdlib.ExtraAdder(),
+        ],
+        processors=[_error_fields, _order, renderer],
+        keep_exc_info=False,
+        keep_stack_info=False,
+    )
 
 
 def setup(level: str = "info", fmt: str = "text", stream: Any = None) -> None:
     """Configure the root logger once for the operator process (tests keep pytest's handlers)."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JSONFormatter() if fmt == "json" else KeyValueFormatter())
-    handler.addFilter(_ContextFilter())
+    handler.setFormatter(formatter(fmt))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -82,7 +140,3 @@ def setup(level: str = "info", fmt: str = "text", stream: Any = None) -> None:
     root.setLevel(level.upper())
     # aiohttp's access log at info would drown the reconcilers' lines.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-def install_context_filter(handler: logging.Handler) -> None:
-    handler.addFilter(_ContextFilter())

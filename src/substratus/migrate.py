@@ -29,17 +29,22 @@ from substratus.api.common import GPU_TYPES
 from substratus.api.meta import GROUP
 from substratus.api.openapi_validate import validate_openapi
 from substratus.api.schema import kind_schema
-from substratus.cloud.base import Cloud
+from substratus.cloud.base import Cloud, CloudError
 
 GPU_TYPE_RENAMES: dict[str, str] = {"nvidia-a100": "nvidia-tesla-a100", "nvidia-t4": "nvidia-tesla-t4"}
 """Upstream ``GPUType`` values (api/v1/common_types.go) → GKE accelerator names (SPEC §5);
 ``nvidia-l4`` is the same in both."""
 
-SERVER_SET_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
+SERVER_SET_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink",
+                       "deletionTimestamp", "deletionGracePeriodSeconds")
 """Set by the API server; left in an exported manifest they make ``kubectl apply`` fail."""
 
 REFERENCE_RENAMES: dict[str, dict[str, str]] = {"Model": {"model": "baseModel", "dataset": "trainingDataset"}}
 MODEL_NAME_TARGET: dict[str, str] = {"Model": "baseModel", "Server": "model", "Notebook": "model"}
+UPSTREAM_GCP_RESOURCES: dict[str, int] = {"cpu": 2, "memory": 4, "disk": 100}
+"""What upstream requested on GCP for an object with no ``spec.resources`` at all
+(internal/resources/resources.go ``Apply``: CPU 2, Memory 4 GB, Disk 100 GB). Its CRD defaults
+(2/10/10, the same as ours) applied only inside a ``resources`` object that was written."""
 UPSTREAM_ARTIFACTS_DIR = "artifacts"
 """Where the original Substratus stored an object's artifacts: ``{bucket}/{hash}/artifacts``."""
 
@@ -68,7 +73,11 @@ def is_substratus(obj: Any) -> bool:
 
 def convert_object(obj: Mapping[str, Any], *, default_gpu_type: str | None = None) -> Converted:
     """This product's manifest for one upstream substratus object (any other object is returned
-    unchanged with no changes). Raises NotConvertible with every problem found."""
+    unchanged with no changes). Raises NotConvertible with every problem found, or for a YAML
+    document that is not a mapping (no Kubernetes object; ``kubectl apply`` would reject it)."""
+    if not isinstance(obj, Mapping):
+        raise NotConvertible(f"a YAML {type(obj).__name__}, not a Kubernetes object (a mapping with apiVersion "
+                             "and kind)")
     if not is_substratus(obj):
         return Converted(dict(obj), [])
     kind = obj.get("kind")
@@ -84,6 +93,12 @@ def convert_object(obj: Mapping[str, Any], *, default_gpu_type: str | None = Non
         del meta[k]
     if dropped:
         changes.append(f"metadata.{{{','.join(dropped)}}}: removed (set by the API server)")
+    if meta.get("ownerReferences"):
+        # They name owners by uid, and uids do not survive a move to another cluster: the garbage
+        # collector deletes an object whose owner's uid does not exist.
+        del meta["ownerReferences"]
+        changes.append("metadata.ownerReferences: removed (they name owners by their uid in the old cluster; "
+                       "the garbage collector would delete this object)")
     annotations = meta.get("annotations") or {}
     if "kubectl.kubernetes.io/last-applied-configuration" in annotations:
         del annotations["kubectl.kubernetes.io/last-applied-configuration"]
@@ -105,9 +120,14 @@ def convert_object(obj: Mapping[str, Any], *, default_gpu_type: str | None = Non
         problems.append("spec: missing or not an object")
         raise NotConvertible("; ".join(problems))
     order = list(spec)
+    upstream_shaped = _is_upstream_shaped(kind, spec)
     _convert_image(spec, changes, problems)
     _convert_references(kind, spec, changes, problems)
     _convert_gpu(spec, default_gpu_type, changes, problems)
+    if upstream_shaped and spec.get("resources") is None:
+        spec["resources"] = dict(UPSTREAM_GCP_RESOURCES)
+        changes.append("spec.resources: omitted → cpu 2, memory 4, disk 100 (what upstream requested on GCP "
+                       "without spec.resources; omitted here it would be cpu 2, memory 10, disk 10)")
     out["spec"] = _in_original_order(spec, order, {"build": "image", "modelName": MODEL_NAME_TARGET.get(kind, ""),
                                                    **REFERENCE_RENAMES.get(kind, {})})
     if problems:
@@ -116,6 +136,15 @@ def convert_object(obj: Mapping[str, Any], *, default_gpu_type: str | None = Non
     if problems:
         raise NotConvertible("; ".join(problems))
     return Converted(out, changes)
+
+
+def _is_upstream_shaped(kind: str, spec: Mapping[str, Any]) -> bool:
+    """Whether ``spec`` is written in upstream's shape: every upstream object named its image as
+    a string ``spec.image`` or a ``spec.build`` (here ``spec.image`` is an object), and
+    ``modelName`` or a Model's ``model``/``dataset`` exist only upstream. A manifest already in
+    this product's shape is left as it is (``convert`` is idempotent)."""
+    return (isinstance(spec.get("image"), str) or "build" in spec or "modelName" in spec
+            or any(k in spec for k in REFERENCE_RENAMES.get(kind, {})))
 
 
 def _in_original_order(spec: dict[str, Any], order: list[str], renames: dict[str, str]) -> dict[str, Any]:
@@ -144,8 +173,10 @@ def _convert_image(spec: dict[str, Any], changes: list[str], problems: list[str]
         if build.get("git"):
             git = dict(build["git"])
             if git.get("branch") and git.get("tag"):
-                problems.append("spec.build.git: both branch and tag are set; keep one")
-                return
+                # Upstream cloned --branch TAG when both were set (build_reconciler.go) and tagged
+                # the image with it (cloud/common.go ObjectBuiltImageURL): the tag is what it built.
+                changes.append(f"spec.build.git.branch: {git.pop('branch')!r} removed (tag {git['tag']!r} "
+                               "is set too; upstream built the tag, here they are exclusive)")
             spec["image"] = {"git": {k: v for k, v in git.items() if v not in (None, "")}}
             changes.append("spec.build.git → spec.image.git")
         else:
@@ -207,7 +238,11 @@ def _convert_gpu(spec: dict[str, Any], default_gpu_type: str | None, changes: li
     elif gpu_type in GPU_TYPE_RENAMES:
         gpu["type"] = GPU_TYPE_RENAMES[gpu_type]
         changes.append(f"spec.resources.gpu.type: {gpu_type} → {gpu['type']}")
-    if not gpu.get("count"):
+    if "count" in gpu and gpu["count"] is not None and not gpu["count"]:
+        # Upstream asked for 0 GPUs on a GPU node (resources.go Apply); here count is 1 or more.
+        problems.append("spec.resources.gpu.count: 0 (upstream: no GPU, scheduled on a GPU node) has no "
+                        "equivalent: remove spec.resources.gpu for no GPU, or set a count of 1 or more")
+    elif gpu.get("count") is None:
         gpu["count"] = 1
         changes.append("spec.resources.gpu.count: omitted → 1")
 
@@ -229,15 +264,26 @@ def check_converted(obj: Mapping[str, Any]) -> list[str]:
 
 # --- reading and writing manifests -------------------------------------------------------------
 
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+"""What ``kubectl apply -f DIR`` reads from a directory (JSON is YAML to the parser)."""
+
+
 def _yaml_files(path: Path) -> list[Path]:
+    """The manifest files at ``path``: itself, or every ``MANIFEST_SUFFIXES`` file below a
+    directory, sorted. Raises FileNotFoundError for a directory with none, so a mistyped
+    directory is an error rather than an empty, successful conversion."""
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        found = sorted(p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file())
+        if not found:
+            raise FileNotFoundError(f"{path}: no {', '.join('*' + s for s in MANIFEST_SUFFIXES)} files below it")
+        return found
     return [path]
 
 
 def read_documents(paths: Iterable[str], stdin: IO[str]) -> Iterator[tuple[str, Any]]:
     """``(source, document)`` for every YAML document in ``paths`` (files, directories searched
-    for ``*.yaml``/``*.yml``, ``-`` for stdin); a ``kind: List`` is expanded into its items."""
+    for ``*.yaml``/``*.yml``/``*.json``, ``-`` for stdin); a ``kind: List`` is expanded into its
+    items. Raises OSError, UnicodeDecodeError (a file that is not UTF-8) or yaml.YAMLError."""
     for arg in paths:
         files: list[tuple[str, str]] = []
         if arg == "-":
@@ -249,11 +295,27 @@ def read_documents(paths: Iterable[str], stdin: IO[str]) -> Iterator[tuple[str, 
                 if doc is None:
                     continue
                 where = f"{source}#{i + 1}" if i else source
-                if isinstance(doc, Mapping) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+                # kubectl get prints kind: List; the API itself ModelList, DatasetList, ...
+                if (isinstance(doc, Mapping) and str(doc.get("kind", "")).endswith("List")
+                        and isinstance(doc.get("items"), list)):
                     for j, item in enumerate(doc["items"]):
                         yield f"{where}[{j}]", item
                 else:
                     yield where, doc
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (prompt templates, scripts in ``command``) as ``|`` blocks, the way
+    upstream's examples write them, instead of quoted one-liners with blank lines between."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # PyYAML falls back to a quoted style by itself where a block cannot hold the value exactly
+    # (e.g. trailing spaces on a line).
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _str_representer)
 
 
 def convert_main(args: argparse.Namespace, stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout,
@@ -267,7 +329,7 @@ def convert_main(args: argparse.Namespace, stdin: IO[str] = sys.stdin, stdout: I
     failed = 0
     try:
         docs = list(read_documents(args.paths or ["-"], stdin))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         stderr.write(f"error: {exc}\n")
         return 1
     for source, doc in docs:
@@ -284,8 +346,8 @@ def convert_main(args: argparse.Namespace, stdin: IO[str] = sys.stdin, stdout: I
     if failed:
         stderr.write(f"{failed} of {len(docs)} documents cannot be converted; nothing written\n")
         return 1
-    stdout.write(yaml.safe_dump_all(converted, sort_keys=False, default_flow_style=False, width=1 << 16,
-                                    allow_unicode=True, explicit_start=True))
+    stdout.write(yaml.dump_all(converted, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                               width=1 << 16, allow_unicode=True, explicit_start=True))
     return 0
 
 
@@ -306,7 +368,7 @@ def add_arguments(sub: Any) -> None:
     """The ``convert`` and ``adopt`` subcommands of ``substratus``."""
     conv = sub.add_parser(
         "convert", help="rewrite manifests of the original Substratus (v0.10) for this product",
-        description="Reads YAML (files, directories, or - for stdin; multi-document, kind: List), writes "
+        description="Reads YAML or JSON (files, directories, or - for stdin; multi-document, kind: List), writes "
                     "the converted manifests to stdout and one line per change to stderr. Refuses (exit 1, "
                     "nothing written) what cannot be converted mechanically.")
     conv.add_argument("paths", nargs="*", metavar="PATH", help="file, directory or - (default: stdin)")
@@ -317,7 +379,8 @@ def add_arguments(sub: Any) -> None:
         description="Finds {bucket}/{hash}/artifacts written by the original Substratus and writes "
                     "{bucket}/{hash}/completed.json, so the object completes without running a Job. "
                     "Never moves or deletes data.")
-    adopt.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b (Model or Dataset)")
+    adopt.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b (Model or Dataset; notebook/NAME lists an "
+                                      "upstream Notebook's files and prints how to copy them)")
     adopt.add_argument("-n", "--namespace", default=None, help="default: the kubeconfig's namespace, else default")
     adopt.add_argument("--cluster-name", default=os.environ.get("SUBSTRATUS_CLUSTER_NAME"),
                        help="the operator's --cluster-name; with --bucket-url, no cluster access is needed "
@@ -352,8 +415,9 @@ async def adopt(target: str, namespace: str, *, cloud_name: str, cluster_name: s
     except ValueError as exc:
         err.write(f"error: {exc}\n")
         return 2
-    if kind not in ADOPTABLE:
-        err.write(f"error: only a Model or a Dataset has artifacts to adopt, not a {kind}\n")
+    if kind not in (*ADOPTABLE, "Notebook"):
+        err.write(f"error: only a Model or a Dataset has artifacts to adopt (and a Notebook files to find), "
+                  f"not a {kind}\n")
         return 2
     plural = KINDS[kind].PLURAL
     generation: int | None = None
@@ -387,6 +451,8 @@ async def adopt(target: str, namespace: str, *, cloud_name: str, cluster_name: s
     cloud = build_cloud(OperatorConfig(cloud=cloud_name, bucket_url=url.rsplit("/", 1)[0],
                                        upload_signing_key="unused: adopt signs nothing"))
     try:
+        if kind == "Notebook":
+            return await notebook_files_at(cloud, namespace, name, url, out, err)
         return await adopt_at(cloud, kind, namespace, name, url, generation, out, err)
     finally:
         await cloud.close()
@@ -394,13 +460,20 @@ async def adopt(target: str, namespace: str, *, cloud_name: str, cluster_name: s
 
 async def adopt_at(cloud: Cloud, kind: str, namespace: str, name: str, url: str, generation: int | None,
                    out: IO[str], err: IO[str]) -> int:
-    """Adopt the upstream artifacts under ``url`` (``{bucket}/{hash}``) through ``cloud``; see :func:`adopt`."""
+    """Adopt the upstream artifacts under ``url`` (``{bucket}/{hash}``) through ``cloud``; see
+    :func:`adopt`. A bucket that cannot be read or written (missing, mistyped, no permission,
+    unreachable) is one error line and exit 1, never a traceback."""
     marker = naming.completed_marker_url(url)
-    if await cloud.exists(marker):
-        out.write(f"{kind} {namespace}/{name} is already complete: {marker} exists; nothing written\n")
-        return 0
     upstream = f"{url}/{UPSTREAM_ARTIFACTS_DIR}"
-    listing = await cloud.list(upstream)
+    try:
+        if await cloud.exists(marker):
+            out.write(f"{kind} {namespace}/{name} is already complete: {marker} exists; nothing written\n")
+            return 0
+        listing = await cloud.list(upstream)
+    except (CloudError, OSError) as exc:  # aiohttp's connection errors and gcsfs' 404/403 are OSErrors
+        err.write(f"error: cannot read {url}/: {type(exc).__name__}: {exc} (check --bucket-url, --cloud and the "
+                  "credentials); nothing written\n")
+        return 1
     if not listing:
         err.write(
             f"error: no artifacts of the original Substratus at {upstream}/ (hash = md5 of "
@@ -408,8 +481,52 @@ async def adopt_at(cloud: Cloud, kind: str, namespace: str, name: str, url: str,
             "check the cluster name, namespace and bucket); nothing written\n")
         return 1
     body = completed_marker_for_adoption(kind, namespace, name, generation, dt.datetime.now(dt.UTC))
-    await cloud.write(marker, _json(body))
+    try:
+        await cloud.write(marker, _json(body))
+    except (CloudError, OSError) as exc:
+        err.write(f"error: cannot write {marker}: {type(exc).__name__}: {exc}; nothing adopted\n")
+        return 1
     size = sum(o.size for o in listing)
     out.write(f"adopted {len(listing)} files ({size} bytes) at {upstream}/ in place; wrote {marker}\n"
               f"{kind} {namespace}/{name} completes without running a Job (status.artifactsURL = {upstream})\n")
     return 0
+
+
+async def notebook_files_at(cloud: Cloud, namespace: str, name: str, url: str, out: IO[str],
+                            err: IO[str]) -> int:
+    """Where an upstream Notebook's files are, and how to bring them into this product's Notebook.
+
+    Upstream mounted ``{url}/artifacts`` read-write at ``/content/artifacts`` of every Notebook
+    Pod (internal/controller/notebook_controller.go), so a user's work lives there; here a
+    Notebook's ``/content/output`` (and ``/content/artifacts``) is ``{url}/output``
+    (controllers/notebook.py). Nothing marks a Notebook complete, and adopt never moves data:
+    this lists the files and prints the copy command. 0 when there is nothing to bring over,
+    1 when files wait to be copied (or the bucket cannot be read)."""
+    from substratus.controllers.notebook import output_url
+
+    upstream = f"{url}/{UPSTREAM_ARTIFACTS_DIR}"
+    try:
+        listing = await cloud.list(upstream)
+    except (CloudError, OSError) as exc:
+        err.write(f"error: cannot read {url}/: {type(exc).__name__}: {exc} (check --bucket-url, --cloud and the "
+                  "credentials); nothing written\n")
+        return 1
+    if not listing:
+        out.write(f"Notebook {namespace}/{name}: no files of the original Substratus at {upstream}/; "
+                  "nothing to bring over\n")
+        return 0
+    target = output_url(url)
+    size = sum(o.size for o in listing)
+    err.write(f"Notebook {namespace}/{name}: {len(listing)} files ({size} bytes) of the original Substratus at "
+              f"{upstream}/; here the Notebook's /content/output and /content/artifacts are {target}/, so "
+              f"they are not visible until copied (adopt never moves data; nothing written):\n"
+              f"  {_copy_command(upstream, target)}\n")
+    return 1
+
+
+def _copy_command(source: str, target: str) -> str:
+    """A shell command copying the directory ``source`` into ``target`` (bucket URLs)."""
+    if source.startswith("file://"):
+        src, dst = source.removeprefix("file://"), target.removeprefix("file://")
+        return f"mkdir -p '{dst}' && cp -r '{src}/.' '{dst}/'"
+    return f"gsutil -m cp -r '{source}/*' '{target}/'"

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from kubernetes_asyncio.config import ConfigException
+
 from substratus import logs
+from substratus.api.crd import crd_apply_command
+from substratus.cli import ExitCode
 from substratus.cloud import build_cloud
 from substratus.cloud.base import Cloud
 from substratus.config import OperatorConfig
@@ -34,6 +38,8 @@ def manager_options(cfg: OperatorConfig) -> ManagerOptions:
     return ManagerOptions(
         namespace=cfg.namespace or None,
         metrics_addr=cfg.metrics_bind_address,
+        metrics_secure=cfg.metrics_secure,
+        metrics_cert_dir=cfg.metrics_cert_dir,
         health_addr=cfg.health_probe_bind_address,
         leader_election=cfg.leader_elect,
         leader_election_id=cfg.leader_election_id,
@@ -63,6 +69,10 @@ and Deployments field by field to notice drift."""
 def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
     """Everything wired, nothing started: tests drive the returned manager directly."""
     mgr = Manager(client, manager_options(cfg))
+    # Storage writes (completed.json) are fenced like API writes (SPEC §7). The upload endpoint
+    # writes through its own server, unfenced: it stores what a user sends with a signed URL,
+    # on whichever replica the upload Service picks, and is not an act of the leader.
+    cloud.write_fence = mgr.write_fence
     ctx = Context(
         client=mgr.client, cache=mgr.cache, recorder=mgr.recorder, cloud=cloud,
         cluster_name=cfg.cluster_name, registry=cfg.registry,
@@ -124,8 +134,8 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
             use_port = getattr(cloud, "use_upload_port", None)
             if callable(use_port):
                 use_port(bound)
-            log.info("upload endpoint bound host=%s port=%d base_url=%s", host, bound,
-                     getattr(cloud, "upload_base_url", ""))
+            log.info("upload endpoint bound", extra={"host": host, "port": bound,
+                                                     "baseURL": getattr(cloud, "upload_base_url", "")})
 
         async def serve_uploads() -> None:
             if sock is None:
@@ -161,21 +171,26 @@ async def check_crds(client: Client) -> list[str]:
 
 async def run_operator(cfg: OperatorConfig) -> int:
     logs.setup(cfg.log_level, cfg.log_format)
-    client = await Client.auto(cfg.kubeconfig or None)
+    try:
+        client = await Client.auto(cfg.kubeconfig or None)
+    except (ConfigException, OSError, ValueError) as exc:  # no kubeconfig and not in a Pod, or a broken file
+        log.error("no usable Kubernetes configuration: pass --kubeconfig, set KUBECONFIG, or run in a Pod",
+                  extra={"error": str(exc)})
+        return ExitCode.NO_CLUSTER
     cloud = build_cloud(cfg)
     try:
         try:
             missing = await check_crds(client)
         except (ApiError, OSError) as exc:
-            log.error("cannot reach the Kubernetes API server at %s: %r", client.host, exc)
-            return 1
+            log.error("cannot reach the Kubernetes API server", extra={"server": client.host, "error": repr(exc)})
+            return ExitCode.NO_CLUSTER
         if missing:
-            log.error("CRDs not installed: %s; install them with `kubectl apply -k manifests/crd` "
-                      "(or `make run`, which does it)", ", ".join(missing))
-            return 1
+            log.error("CRDs not installed; install them (or `make run`, which does it)",
+                      extra={"crds": missing, "command": crd_apply_command(None)})
+            return ExitCode.NO_CRDS
         mgr = build_manager(client, cloud, cfg)
-        log.info("starting operator cluster=%s cloud=%s bucket=%s namespace=%s", cfg.cluster_name, cfg.cloud,
-                 cloud.bucket_url, cfg.namespace or "<all>")
+        log.info("starting operator", extra={"cluster": cfg.cluster_name, "cloud": cfg.cloud, "bucket": cloud.bucket_url,
+                                             "watchNamespace": cfg.namespace or "<all>"})
         return await mgr.run()
     finally:
         await cloud.close()

@@ -120,6 +120,10 @@ CLUSTER_RULES: tuple[Rule, ...] = (
          "EventRecorder: an Event per condition transition; repeats within ten minutes are patched"),
     Rule("apiextensions.k8s.io", ("customresourcedefinitions",), ("get",),
          "startup check that the CRDs are installed", resource_names=_CRD_NAMES),
+    Rule("authentication.k8s.io", ("tokenreviews",), ("create",),
+         "--metrics-secure: who is scraping /metrics (runtime/metricsauth.py)"),
+    Rule("authorization.k8s.io", ("subjectaccessreviews",), ("create",),
+         "--metrics-secure: may that caller get /metrics"),
 )
 """Everything the operator does cluster-wide (it watches all namespaces by default)."""
 

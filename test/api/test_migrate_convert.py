@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -88,7 +89,10 @@ def test_every_upstream_shape_converts_to_the_same_meaning() -> None:
                for line in lines)
     assert any("exported-list.yaml[0]: Model/default/opt-125m-exported: status: removed" in line for line in lines)
     assert any("spec.image: 'us-central1-docker.pkg.dev" in line and "removed" in line for line in lines)
-    assert len(lines) == 25
+    # 8 fixtures without spec.resources get upstream's GCP requests written out (cpu 2, memory 4, disk 100)
+    assert sum("spec.resources: omitted → cpu 2, memory 4, disk 100" in line for line in lines) == 8
+    assert spec["Model", "opt-125m"]["resources"] == {"cpu": 2, "memory": 4, "disk": 100}
+    assert len(lines) == 33
 
 
 def test_omitted_gpu_type_is_refused_and_nothing_is_written() -> None:
@@ -126,7 +130,8 @@ def _upstream(kind: str = "Model", name: str = "m", **spec: Any) -> dict[str, An
         (_upstream(image="x", somethingNew=1), "spec.somethingNew: no equivalent here"),
         (_upstream(image="x", resources={"gpu": {"type": "tpu-v4"}}), "spec.resources.gpu.type: 'tpu-v4'"),
         (_upstream("Dataset", image="x", modelName="m"), "spec.modelName: a Dataset has no model reference"),
-        (_upstream(build={"git": {"url": "u", "branch": "b", "tag": "t"}}), "both branch and tag"),
+        (_upstream(image="x", resources={"gpu": {"type": "nvidia-l4", "count": 0}}),
+         "spec.resources.gpu.count: 0 (upstream: no GPU"),
         (_upstream(build={"upload": {"requestID": "r"}}), "spec.build.upload.md5Checksum: missing"),
         (_upstream(build={}), "spec.build: expected exactly one of git or upload"),
         (_upstream(image={"name": "x"}, build={"git": {"url": "u"}}), "keep one image source"),
@@ -230,3 +235,131 @@ def test_adopt_command_without_a_cluster(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "adopted 1 files (10 bytes)" in proc.stdout
     assert (artifacts.parent / "completed.json").exists() and (artifacts / "model.bin").read_bytes() == b"x" * 10
+
+
+def test_git_branch_and_tag_keeps_the_tag_upstream_built() -> None:
+    """Upstream cloned ``--branch TAG`` when both were set (build_reconciler.go) and tagged the
+    image with the tag: the conversion keeps what was built instead of refusing."""
+    result = convert_object(_upstream(build={"git": {"url": "https://github.com/x/y", "branch": "main", "tag": "v1"}},
+                                      resources={}))
+    assert result.obj["spec"]["image"] == {"git": {"url": "https://github.com/x/y", "tag": "v1"}}
+    assert result.changes[0] == ("spec.build.git.branch: 'main' removed (tag 'v1' is set too; upstream built the "
+                                 "tag, here they are exclusive)")
+    from_dict(result.obj)
+
+
+def test_omitted_resources_keep_what_upstream_requested() -> None:
+    """Upstream without spec.resources requested cpu 2, memory 4 GB, disk 100 GB on GCP
+    (internal/resources/resources.go); here omitted means 2/10/10 — a 40 GB import would run out
+    of disk. A written ``resources`` (even empty) got the same CRD defaults in both: unchanged."""
+    result = convert_object(_upstream(image="substratusai/model-loader-huggingface"))
+    assert result.obj["spec"]["resources"] == {"cpu": 2, "memory": 4, "disk": 100}
+    assert any(c.startswith("spec.resources: omitted → cpu 2, memory 4, disk 100") for c in result.changes)
+    resources = from_dict(result.obj).spec.resources
+    assert (resources.cpu, resources.memory, resources.disk) == (2, 4, 100)
+    assert convert_object(_upstream(image="x", resources={})).obj["spec"]["resources"] == {}
+    assert convert_object(_upstream(image="x", resources={"cpu": 4})).obj["spec"]["resources"] == {"cpu": 4}
+    # idempotent: a manifest already in this product's shape is not upstream's; left alone
+    again = convert_object(result.obj)
+    assert again.changes == [] and again.obj == result.obj
+    ours = _upstream(image={"name": "x"})
+    assert convert_object(ours).obj == ours and convert_object(ours).changes == []
+
+
+def test_gpu_count_zero_is_refused_not_turned_into_a_gpu() -> None:
+    with pytest.raises(NotConvertible, match=r"spec.resources.gpu.count: 0 .*remove spec.resources.gpu"):
+        convert_object(_upstream(image="x", resources={"gpu": {"type": "nvidia-l4", "count": 0}}))
+    omitted = convert_object(_upstream(image="x", resources={"gpu": {"type": "nvidia-l4"}}))
+    assert omitted.obj["spec"]["resources"]["gpu"] == {"type": "nvidia-l4", "count": 1}
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
+def test_a_document_that_is_not_an_object_is_refused_not_a_crash(text: str) -> None:
+    model = yaml.safe_dump(_upstream(image="x", resources={}))
+    rc, out, err = run_convert("-", stdin=model + "---\n" + text)
+    assert rc == 1 and out == ""
+    assert "<stdin>#2: (not an object): cannot convert: a YAML" in err and "not a Kubernetes object" in err
+    assert "1 of 2 documents cannot be converted; nothing written" in err
+
+
+def test_typed_lists_from_the_api_are_expanded() -> None:
+    """``kubectl get models -o yaml`` prints ``kind: List``; the API itself (``kubectl get --raw``,
+    client libraries) returns ``kind: ModelList``."""
+    doc = {"apiVersion": "substratus.ai/v1", "kind": "ModelList", "metadata": {"resourceVersion": "7"},
+           "items": [_upstream(name="a", image="x", resources={}),
+                     _upstream("Model", name="b", image="y", model={"name": "a"}, resources={})]}
+    rc, out, err = run_convert("-", stdin=yaml.safe_dump(doc))
+    assert rc == 0, err
+    objs = list(yaml.safe_load_all(out))
+    assert [o["metadata"]["name"] for o in objs] == ["a", "b"]
+    assert objs[1]["spec"]["baseModel"] == {"name": "a"}
+    assert "<stdin>[1]: Model/b: spec.model → spec.baseModel" in err
+
+
+def test_adopt_notebook_finds_upstream_files_and_says_how_to_bring_them_over(tmp_path: Path) -> None:
+    """Upstream persisted a Notebook's /content/artifacts at {hash}/artifacts; here a Notebook's
+    output is {hash}/output. adopt lists them and prints the copy command; it writes nothing."""
+    from substratus import naming
+
+    bucket = f"file://{tmp_path}/bucket"
+    url = naming.storage_url(bucket, naming.storage_hash("old", "default", "notebooks", "dev"))
+    cmd = [sys.executable, "-m", "substratus", "adopt", "notebook/dev", "-n", "default",
+           "--cluster-name", "old", "--bucket-url", bucket]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "no files of the original Substratus" in proc.stdout
+    work = Path(url.removeprefix("file://")) / "artifacts"
+    (work / "checkpoints").mkdir(parents=True)
+    (work / "checkpoints" / "step-1.bin").write_bytes(b"y" * 7)
+    (work / "analysis.ipynb").write_text("{}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "Notebook default/dev: 2 files (9 bytes) of the original Substratus" in proc.stderr
+    assert f"are {url}/output/, so they are not visible until copied" in proc.stderr
+    copy = proc.stderr.splitlines()[-1].strip()
+    assert sorted(p.name for p in work.parent.iterdir()) == ["artifacts"], "nothing written"
+    subprocess.run(copy, shell=True, check=True)
+    assert (work.parent / "output" / "checkpoints" / "step-1.bin").read_bytes() == b"y" * 7
+    assert (work / "analysis.ipynb").exists(), "the originals stay"
+
+
+def test_a_directory_of_json_manifests_is_converted_like_kubectl_reads_it(tmp_path: Path) -> None:
+    """kubectl apply -f DIR reads *.json too; skipping them gave an empty, successful conversion."""
+    (tmp_path / "model.json").write_text(json.dumps(_upstream(name="j", image="x", resources={})))
+    (tmp_path / "README.md").write_text("not a manifest")
+    rc, out, err = run_convert(str(tmp_path))
+    assert rc == 0, err
+    assert [d["spec"]["image"] for d in yaml.safe_load_all(out)] == [{"name": "x"}]
+
+
+def test_a_directory_without_manifests_or_a_file_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    rc, out, err = run_convert(str(tmp_path / "empty"))
+    assert rc == 1 and out == "" and "no *.yaml, *.yml, *.json files below it" in err
+    (tmp_path / "latin1.yaml").write_bytes(b"\xff\xfe not utf-8")
+    rc, out, err = run_convert(str(tmp_path / "latin1.yaml"))
+    assert rc == 1 and out == "" and err.startswith("error: 'utf-8' codec can't decode")
+
+
+def test_exported_owner_references_and_deletion_marks_are_removed() -> None:
+    """An object exported from the old cluster names its owners by uid; applied to a new cluster
+    the garbage collector would delete it (the owner uid does not exist there)."""
+    exported = _upstream(image="x", resources={})
+    exported["metadata"].update({
+        "uid": "1", "deletionTimestamp": "2024-01-01T00:00:00Z", "deletionGracePeriodSeconds": 0,
+        "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": "0"}]})
+    result = convert_object(exported)
+    assert result.obj["metadata"] == {"name": "m"}
+    assert "metadata.{uid,deletionTimestamp,deletionGracePeriodSeconds}: removed (set by the API server)" \
+        in result.changes
+    assert any(c.startswith("metadata.ownerReferences: removed") for c in result.changes)
+
+
+def test_multi_line_params_stay_blocks_and_round_trip() -> None:
+    template = "You're a helpful assistant\n## Instruction\n{prompt}\n## Response:\n{completion}\n"
+    odd = "trailing space \nand tab\there"
+    text = yaml.safe_dump(_upstream(image="x", resources={}, params={"prompt_template": template, "odd": odd}))
+    rc, out, err = run_convert("-", stdin=text)
+    assert rc == 0, err
+    assert "    prompt_template: |\n      You're a helpful assistant\n      ## Instruction\n" in out
+    assert yaml.safe_load(out)["spec"]["params"] == {"prompt_template": template, "odd": odd}

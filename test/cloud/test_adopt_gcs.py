@@ -31,3 +31,17 @@ async def test_adopt_in_a_gcs_bucket(gcs_emulator: str) -> None:
         assert sorted(o.name for o in await cloud.list(f"{url}/artifacts")) == ["sub/dev.jsonl", "train.jsonl"]
     finally:
         await cloud.close()
+
+
+async def test_adopt_with_a_bucket_that_does_not_exist_is_an_error_not_a_traceback(gcs_emulator: str) -> None:
+    """A mistyped --bucket-url (or a bucket the credentials cannot read): one error line, exit 1,
+    nothing written."""
+    cloud = GcpCloud("gs://no-such-bucket-t19", project="test", endpoint_url=gcs_emulator, token="anon")
+    url = naming.storage_url(cloud.bucket_url, naming.storage_hash("c", "default", "models", "falcon"))
+    try:
+        out, err = io.StringIO(), io.StringIO()
+        assert await adopt_at(cloud, "Model", "default", "falcon", url, None, out, err) == 1
+        assert err.getvalue().startswith(f"error: cannot read {url}/: "), err.getvalue()
+        assert "nothing written" in err.getvalue() and out.getvalue() == ""
+    finally:
+        await cloud.close()

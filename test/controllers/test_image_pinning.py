@@ -10,8 +10,11 @@ observed while incomplete.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import re
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,7 +22,7 @@ from helpers import condition, event_reasons, get_obj, ready
 
 from substratus import naming
 from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS, SERVERS
-from substratus.rerun import rerun
+from substratus.rerun import main as rerun_main
 from substratus.runtime.resource import DEPLOYMENTS, JOBS, PODS, Resource
 from substratus.testing.simulator import DIGEST_ANNOTATION, OUTCOME_ANNOTATION, ClusterSimulator
 from substratus.testing.wait import eventually
@@ -215,7 +218,7 @@ async def _absent(client: Any, res: Resource, name: str, ns: str) -> bool:
     return await client.get_or_none(res, name, ns) is None
 
 
-async def test_spec_change_after_completion_then_rerun(operator: Any, namespace: str) -> None:
+async def test_spec_change_after_completion_then_rerun(operator: Any, namespace: str, kubeconfig: Any) -> None:
     client = operator.client
     await client.create(MODELS, manifest("Model", "done", namespace, {"name": "loader:v1"}, params={"epochs": 1}))
     first = await eventually(lambda: ready(client, MODELS, "done", namespace), timeout=30)
@@ -244,8 +247,16 @@ async def test_spec_change_after_completion_then_rerun(operator: Any, namespace:
     await asyncio.sleep(1.0)
     assert (await client.get(JOBS, "done-model", namespace))["metadata"]["uid"] == job_uid, "nothing reran"
 
-    done = await rerun(client, "Model", "done", namespace, cloud=operator.cloud)
-    assert done.moved_to is not None and done.moved_to.startswith(f"{url}/history/completed-")
+    # The command a user runs; it reaches the (local) bucket by status.url and says what it did.
+    out = io.StringIO()
+    assert await rerun_main("model/done", namespace, str(kubeconfig), out=out) == 0
+    printed = out.getvalue()
+    moved_to = re.search(r"^moved \S+/completed\.json to (\S+) \(nothing deleted\)$", printed, re.M)
+    stamp = re.search(rf"^annotated model/done {naming.RERUN_ANNOTATION}=(\S+): the controller runs Job "
+                      r"done-model again$", printed, re.M)
+    assert moved_to and stamp, printed
+    done = SimpleNamespace(moved_to=moved_to.group(1), stamp=stamp.group(1))
+    assert done.moved_to.startswith(f"{url}/history/completed-")
     moved = json.loads(await operator.cloud.read(done.moved_to))
     assert moved["generation"] == 1, "the old marker is kept, not deleted"
 

@@ -135,7 +135,8 @@ async def test_output_is_mounted_at_output_and_artifacts(operator, namespace: st
     """An upstream loader writes /content/artifacts: the same volume as /content/output."""
     client = operator.client
     await client.create(DATASETS, upstream("Dataset", "squad", namespace, image={"name": "substratusai/dataset-squad"}))
-    job = await eventually(lambda: operator.manager.cache.get(JOBS, "squad-dataset", namespace))
+    # Read from the API server: the operator's cache keeps Jobs as metadata + status only.
+    job = await eventually(lambda: client.get_or_none(JOBS, "squad-dataset", namespace), timeout=30)
     pod = job["spec"]["template"]["spec"]
     mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
     output, artifacts = mounts["/content/output"], mounts["/content/artifacts"]
@@ -225,3 +226,56 @@ async def test_adopt_refuses_kinds_without_artifacts(tmp_path: Path) -> None:
                        kubeconfig=None, out=io.StringIO(), err=err) == 2
     assert "give both --cluster-name and --bucket-url" in err.getvalue()
 
+
+
+UPSTREAM_FIELDS_BY_KIND: list[tuple[str, str, dict[str, Any], str]] = [
+    # (kind, name, upstream field(s), message the controller gives), every field upstream_problems names
+    ("Model", "m-build", {"build": {"git": {"url": "https://github.com/x/y", "tag": "v1"}}},
+     "spec.build: use spec.image.git or spec.image.upload"),
+    ("Model", "m-model", {"image": {"name": "x"}, "model": {"name": "base"}}, "spec.model: use spec.baseModel"),
+    ("Model", "m-dataset", {"image": {"name": "x"}, "dataset": {"name": "d"}},
+     "spec.dataset: use spec.trainingDataset"),
+    ("Model", "m-modelname", {"image": {"name": "x"}, "modelName": "base"}, "spec.modelName: use spec.baseModel.name"),
+    ("Dataset", "d-build", {"build": {"upload": {"md5Checksum": "0CC175B9C0F1B6A831C399E269772661",
+                                                 "requestID": "r"}}},
+     "spec.build: use spec.image.git or spec.image.upload"),
+    ("Dataset", "d-modelname", {"image": {"name": "x"}, "modelName": "base"}, "spec.modelName: not a Dataset field"),
+    ("Server", "s-build", {"build": {"git": {"url": "https://github.com/x/y"}}, "model": {"name": "m"}},
+     "spec.build: use spec.image.git or spec.image.upload"),
+    ("Notebook", "n-build", {"build": {"git": {"url": "https://github.com/x/y", "branch": "main"}}},
+     "spec.build: use spec.image.git or spec.image.upload"),
+    ("Notebook", "n-modelname", {"image": {"name": "x"}, "modelName": "m", "dataset": {"name": "d"}},
+     "spec.modelName: use spec.model.name"),
+]
+
+
+async def test_every_upstream_field_on_every_kind_is_kept_and_invalid_spec(operator, namespace: str) -> None:
+    """Each upstream field name on each kind that had it (api/v1/*_types.go) is stored as
+    written (never pruned into another meaning) and reported by name; nothing runs."""
+    client = operator.client
+    for kind, name, spec, _ in UPSTREAM_FIELDS_BY_KIND:
+        stored = await client.create(BY_KIND[kind], upstream(kind, name, namespace, **spec))
+        for field, value in spec.items():
+            assert stored["spec"][field] == value, f"{kind} spec.{field} pruned or changed"
+    for kind, name, _, message in UPSTREAM_FIELDS_BY_KIND:
+        obj = await eventually(lambda k=kind, n=name: invalid_spec(client, k, n, namespace), timeout=30)
+        got = condition(obj, "Serving" if kind in ("Server", "Notebook") else "Complete")["message"]
+        assert got.startswith(message), (kind, name, got)
+    await settled(operator)
+    for resource in (JOBS, DEPLOYMENTS, PODS):
+        assert (await client.list(resource, namespace))["items"] == [], f"nothing runs: {resource}"
+
+
+async def test_converted_manifest_without_resources_requests_what_upstream_did(operator, namespace: str) -> None:
+    """Upstream (GCP) gave an object without spec.resources cpu 2, memory 4 GB, disk 100 GB;
+    the converted manifest's Job requests the same, not this product's 10 GB disk default."""
+    client = operator.client
+    out, err = io.StringIO(), io.StringIO()
+    manifest = yaml.safe_dump(upstream("Dataset", "squad", namespace, image="substratusai/dataset-squad"))
+    rc = convert_main(argparse.Namespace(paths=["-"], default_gpu_type=None), stdin=io.StringIO(manifest),
+                      stdout=out, stderr=err)
+    assert rc == 0, err.getvalue()
+    await client.create(DATASETS, yaml.safe_load(out.getvalue()))
+    job = await eventually(lambda: client.get_or_none(JOBS, "squad-dataset", namespace), timeout=30)
+    resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"] == {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "100Gi"}

@@ -3,6 +3,7 @@ server, and that the RBAC it ships is exactly what the operator's code calls."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import attrs
 import pytest
 import yaml
 from manifest_helpers import (
+    KUBECTL,
     MANIFESTS,
     NS,
     OVERLAYS,
@@ -31,8 +33,11 @@ from manifest_helpers import (
 )
 
 from substratus import rbac
+from substratus.api.crd import crd_apply_command, generate_crds
 from substratus.config import OperatorConfig
+from substratus.install import crd_enforces_cel, crd_install_hint
 from substratus.rbac import Permission
+from substratus.runtime.client import Client
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -52,16 +57,15 @@ def test_overlay_renders_everything(overlay: str) -> None:
     objs = rendered(overlay)
     kinds = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objs)
     expected = {
-        "Namespace/substratus", "ServiceAccount/substratus", "ClusterRole/substratus",
+        "Namespace/substratus", "ServiceAccount/substratus", "ClusterRole/substratus", "ClusterRole/substratus-metrics-reader",
         "ClusterRoleBinding/substratus", "Role/substratus-leader-election",
         "RoleBinding/substratus-leader-election", "ConfigMap/substratus-config",
-        "ConfigMap/substratus-dashboard", "Deployment/substratus", "Service/substratus-metrics",
-        "ServiceMonitor/substratus", "PrometheusRule/substratus",
+        "Deployment/substratus", "Service/substratus-metrics",
         *(f"CustomResourceDefinition/{p}.substratus.ai" for p in ("datasets", "models", "notebooks", "servers")),
     }
     if overlay == "local":
         expected.add("Service/substratus-upload")
-    assert set(kinds) == expected
+    assert set(kinds) == expected  # nothing that needs a CRD beyond our own: a vanilla cluster takes it
     assert len(kinds) == len(set(kinds))
     for o in objs:
         if o["kind"] not in ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
@@ -168,34 +172,95 @@ def test_gcp_workload_identity_and_placeholders() -> None:
         assert placeholder in quickstart and placeholder in header
 
 
-# --- applying to a real API server -----------------------------------------------------------
+MONITORING = {"ServiceMonitor/substratus", "PrometheusRule/substratus", "ConfigMap/substratus-dashboard"}
 
-# Test stand-ins, not the real thing: kube-apiserver 1.20 has no prometheus-operator, so these two
-# schemaless CRDs let the ServiceMonitor and PrometheusRule apply. Their content is checked by
-# test_monitoring.py (promtool) instead.
-STAND_IN_PROMETHEUS_OPERATOR_CRDS = [
-    {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-     "metadata": {"name": f"{plural}.monitoring.coreos.com", "labels": {"substratus.ai/test": "stand-in"}},
-     "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
-              "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
-              "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                  "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
-    for kind, plural in (("ServiceMonitor", "servicemonitors"), ("PrometheusRule", "prometheusrules"))
-]
+
+def _user_overlay(root: Path, text: str) -> Path:
+    """``text`` as ``{root}/user/kustomization.yaml`` beside ``{root}/substratus`` (the checkout), the
+    layout the docs describe: the user's overlay in a sibling directory, nothing tracked edited."""
+    (root / "substratus").symlink_to(REPO)
+    (root / "user").mkdir()
+    (root / "user" / "kustomization.yaml").write_text(text)
+    return root / "user"
+
+
+def test_monitoring_is_an_opt_in_component(tmp_path: Path) -> None:
+    doc = (REPO / "docs" / "operations.md").read_text()
+    block = doc.split("# ../substratus-monitored/kustomization.yaml", 1)[1].split("```", 1)[0].split("\n", 1)[1]
+    objs = kustomize(_user_overlay(tmp_path, block))
+    kinds = {f"{o['kind']}/{o['metadata']['name']}" for o in objs}
+    assert MONITORING <= kinds
+    assert kinds - MONITORING == {f"{o['kind']}/{o['metadata']['name']}" for o in rendered("local")}
+
+
+def test_gcp_user_overlay_from_the_quickstart_fills_every_placeholder(tmp_path: Path) -> None:
+    """GKE step 7 of docs/quickstart.md, run as a shell would (its heredoc), leaves no placeholder."""
+    doc = (REPO / "docs" / "quickstart.md").read_text()
+    heredoc = doc.split("cat > ../substratus-gcp/kustomization.yaml <<EOF\n", 1)[1].split("   EOF\n", 1)[0]
+    env = {"PROJECT_ID": "my-project", "REGION": "europe-west4", "BUCKET": "my-bucket"}
+    text = textwrap.dedent(heredoc).replace('$(basename "$PWD")', "substratus")
+    for k, v in env.items():
+        text = text.replace(f"${k}", v)
+    objs = kustomize(_user_overlay(tmp_path, text))
+    rendered_text = json.dumps(objs)
+    for placeholder in ("PROJECT_ID", "REGION", "BUCKET"):
+        assert placeholder not in rendered_text.replace("SUBSTRATUS_BUCKET_URL", ""), placeholder
+    cfg = OperatorConfig.from_sources(environ=_config(objs))
+    assert (cfg.cloud, cfg.bucket_url, cfg.gcp_project) == ("gcp", "gs://my-bucket", "my-project")
+    assert cfg.registry == "europe-west4-docker.pkg.dev/my-project/substratus"
+    assert cfg.gcp_service_account == "substratus-workloads@my-project.iam.gserviceaccount.com"
+    assert find(objs, "ServiceAccount", rbac.NAME)["metadata"]["annotations"] == {
+        "iam.gke.io/gcp-service-account": "substratus@my-project.iam.gserviceaccount.com"}
+    assert find(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        "europe-west4-docker.pkg.dev/my-project/substratus/substratus:0.1.0"
+
+
+# --- applying to a real API server -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def monitoring_crds(kubectl: Kubectl) -> Iterator[None]:
-    stream = "\n---\n".join(yaml.safe_dump(c) for c in STAND_IN_PROMETHEUS_OPERATOR_CRDS)
-    kubectl("apply", "-f", "-", input=stream)
-    kubectl("wait", "--for=condition=Established", "--timeout=60s",
-            *(f"crd/{c['metadata']['name']}" for c in STAND_IN_PROMETHEUS_OPERATOR_CRDS))
-    yield
+def vanilla_cluster(local_controlplane: Any) -> Iterator[Path]:
+    """A fresh local API server of its own: no prometheus-operator CRDs, nothing from other tests."""
+    from substratus.testing.controlplane import ControlPlane
 
+    cp = ControlPlane()
+    cp.start()
+    try:
+        yield cp.kubeconfig_path
+    finally:
+        cp.stop()
+
+
+def _kubectl_on(kubeconfig: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([KUBECTL, f"--kubeconfig={kubeconfig}", *args], input=input, capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+
+
+def test_release_install_yaml_and_the_overlay_apply_to_a_vanilla_cluster(vanilla_cluster: Path,
+                                                                         tmp_path: Path) -> None:
+    """`make release-manifests` then `kubectl apply -f dist/install.yaml`, and the README's
+    `kubectl apply -k manifests/overlays/local`, on an API server without prometheus-operator."""
+    assert _kubectl_on(vanilla_cluster, "get", "crd", "servicemonitors.monitoring.coreos.com").returncode != 0
+    make = subprocess.run(["make", "--no-print-directory", "release-manifests"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert make.returncode == 0, make.stderr
+    install = REPO / "dist" / "install.yaml"
+    objs = [d for d in yaml.safe_load_all(install.read_text()) if d]
+    assert [(o["kind"], o["metadata"]["name"]) for o in objs] == \
+        [(o["kind"], o["metadata"]["name"]) for o in rendered("local")]
+    # kube-apiserver 1.20 cannot describe the CRDs' CEL rules to a newer kubectl's client-side
+    # validation: --validate=false (the server validates every object anyway). Newer servers need nothing.
+    applied = _kubectl_on(vanilla_cluster, "apply", "--validate=false", "-f", str(install))
+    assert applied.returncode == 0, applied.stderr
+    assert len(applied.stdout.splitlines()) == len(objs)
+    again = _kubectl_on(vanilla_cluster, "apply", "--validate=false", "-k", "manifests/overlays/local")
+    assert again.returncode == 0, again.stderr
+    assert "error" not in again.stderr.lower()
+    got = json.loads(_kubectl_on(vanilla_cluster, "get", "-f", str(install), "-o", "json").stdout)["items"]
+    assert len(got) == len(objs)
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_applies_to_the_api_server(overlay: str, kubectl: Kubectl, namespace: str,
-                                           monitoring_crds: None) -> None:
+def test_overlay_applies_to_the_api_server(overlay: str, kubectl: Kubectl, namespace: str) -> None:
     objs = relocate(rendered(overlay), namespace)
     try:
         # 1.20 cannot validate the CRDs' CEL rules client-side: --validate=false; the server still
@@ -216,6 +281,26 @@ def test_overlay_applies_to_the_api_server(overlay: str, kubectl: Kubectl, names
         assert not changed, again
     finally:
         delete_cluster_scoped(kubectl, objs)
+
+
+def test_crd_install_hint() -> None:
+    assert crd_apply_command(20) == "kubectl apply -k manifests/crd --validate=false"
+    assert crd_apply_command(24) == "kubectl apply -k manifests/crd --validate=false"
+    assert crd_apply_command(25) == crd_apply_command(36) == "kubectl apply -k manifests/crd"
+    assert "--validate=false" in crd_apply_command(None) and "< 1.25" in crd_apply_command(None)
+
+
+async def test_the_crd_install_hint_works_on_this_server(client: Client, kubectl: Kubectl) -> None:
+    """The command the operator and the plugins print when the CRDs are missing, run with the
+    real kubectl against this server (a current kubectl against 1.20 refuses the plain one)."""
+    hint = await crd_install_hint(client)
+    words = hint.split()
+    assert words[:4] == ["kubectl", "apply", "-k", "manifests/crd"], hint
+    await asyncio.to_thread(kubectl, "apply", "-k", str(MANIFESTS / "crd"), *words[4:])
+    names = [f"crd/{c['metadata']['name']}" for c in generate_crds().values()]
+    await asyncio.to_thread(kubectl, "wait", "--for=condition=Established", "--timeout=60s", *names)
+    # The rules reach the server where it enforces them; elsewhere the server dropped them.
+    assert await crd_enforces_cel(client) is ("--validate=false" not in hint)
 
 
 # --- RBAC: the shipped rules are what the code calls -------------------------------------------

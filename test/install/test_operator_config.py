@@ -19,8 +19,8 @@ def test_lease_timings_come_from_flags_and_environment() -> None:
 
 
 @pytest.mark.parametrize(("lease", "renew", "retry", "message"), [
-    (10, 10, 2, "greater than leader_election_renew_deadline"),
-    (15, 2, 2, "1.2 x leader_election_retry_period"),
+    (10, 10, 2, r"greater than --leader-election-renew-deadline \(SUBSTRATUS_LEADER_ELECTION_RENEW_DEADLINE\)"),
+    (15, 2, 2, r"1.2 x --leader-election-retry-period \(SUBSTRATUS_LEADER_ELECTION_RETRY_PERIOD\)"),
     (15, 10, 0, "at least 1 s"),
 ])
 def test_impossible_lease_timings_are_refused(lease: int, renew: int, retry: int, message: str) -> None:
@@ -31,5 +31,5 @@ def test_impossible_lease_timings_are_refused(lease: int, renew: int, retry: int
 
 
 def test_object_count_interval_below_a_second_is_refused() -> None:
-    with pytest.raises(ValueError, match="object_count_interval must be at least 1"):
+    with pytest.raises(ValueError, match=r"SUBSTRATUS_OBJECT_COUNT_INTERVAL\) must be at least 1"):
         OperatorConfig.from_sources(environ={"SUBSTRATUS_OBJECT_COUNT_INTERVAL": "0"})

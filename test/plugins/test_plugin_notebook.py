@@ -70,6 +70,16 @@ def test_notebook_for_refuses_a_name_that_would_be_too_long() -> None:
     assert e.value.code == ExitCode.USAGE and "at most 50" in e.value.message
 
 
+def test_a_manifest_without_image_is_complete_when_build_supplies_it() -> None:
+    bare = {"apiVersion": "substratus.ai/v1", "kind": "Notebook", "metadata": {"name": "dev"}, "spec": {}}
+    with pytest.raises(PluginError) as e:
+        parse_object(bare, "team-a")
+    assert e.value.code == ExitCode.USAGE and "spec.image" in e.value.message
+    assert "upload" in parse_object(bare, "team-a", image_supplied=True)["spec"]["image"]
+    no_spec = {k: v for k, v in bare.items() if k != "spec"}
+    assert "upload" in parse_object(no_spec, "team-a", image_supplied=True)["spec"]["image"]
+
+
 def test_port_forward_command_and_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KUBECTL", raising=False)
     assert port_forward_command("nb", "team-a", 9999, kubeconfig="/k", context="kind") == [
@@ -146,6 +156,21 @@ async def test_notebook_build_ready_url_then_suspend_on_exit(operator: Any, name
     assert await asyncio.wait_for(task, 30) == ExitCode.OK
     assert (await client.get(NOTEBOOKS, "dev", namespace))["spec"]["suspend"] is True
     await eventually(lambda: _gone(client, "dev-notebook", namespace), timeout=30, message="the Pod deleted")
+
+
+async def test_build_supplies_the_image_a_manifest_leaves_out(operator: Any, namespace: str, kubeconfig: Path,
+                                                               tmp_path: Path) -> None:
+    """`kubectl notebook -f nb.yaml --build DIR` where nb.yaml has no spec.image (issue 17, item 10)."""
+    ctx = context_dir(tmp_path / "ctx")
+    md5 = build_tarball(ctx, tmp_path / "expected.tar.gz").md5
+    file = tmp_path / "nb.yaml"
+    file.write_text(f"apiVersion: substratus.ai/v1\nkind: Notebook\nmetadata: {{name: bare, namespace: {namespace}}}\n")
+    task, out, stop = await _start(_opts(kubeconfig, filename=str(file), build=str(ctx)))
+    await _url(task, out)
+    nb = await operator.client.get(NOTEBOOKS, "bare", namespace)
+    assert nb["spec"]["image"]["upload"]["checksum"] == md5
+    stop.set()
+    assert await asyncio.wait_for(task, 30) == ExitCode.OK
 
 
 async def _gone(client: Any, pod: str, ns: str) -> bool:
@@ -231,6 +256,28 @@ async def test_kubectl_notebook_as_a_kubectl_plugin_with_ctrl_c(operator: Any, n
     assert code == 0, err
     assert "Built=True BuildSucceeded" in err and "Serving=True Available" in err and "suspended" in err
     assert (await operator.client.get(NOTEBOOKS, "cli", namespace))["spec"]["suspend"] is True
+
+
+async def test_refused_kubectl_exec_is_one_line_and_still_suspends(operator: Any, namespace: str,
+                                                                   kubeconfig: Path, tmp_path: Path) -> None:
+    """`--sync` for a user without pods/exec: kubectl exec is refused after the URL is printed. One
+    line naming the refusal and exit 3, the Notebook suspended, no traceback (issue 17, item 5)."""
+    refusing = tmp_path / "kubectl"
+    refusing.write_text("#!/bin/sh\necho 'Error from server (Forbidden): pods \"sync-notebook\" is forbidden: "
+                        "User \"dev\" cannot create resource \"pods/exec\"' >&2\nexit 1\n")
+    refusing.chmod(0o755)
+    env = {**os.environ, "KUBECTL": str(refusing)}
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "kubectl-notebook"), "sync", "--build", str(context_dir(tmp_path / "ctx")),
+        "--sync", "-n", namespace, f"--kubeconfig={kubeconfig}", "--timeout=90s", "--no-port-forward", "--no-open",
+        "--no-progress", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    out, err_bytes = await asyncio.wait_for(proc.communicate(), 120)
+    err = err_bytes.decode()
+    assert out.decode().startswith("http://localhost:8888/?token="), err
+    assert proc.returncode == ExitCode.NO_CLUSTER, err
+    assert "Traceback" not in err and "forbidden" in err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
+    assert (await operator.client.get(NOTEBOOKS, "sync", namespace))["spec"]["suspend"] is True
 
 
 async def test_upload_manifest_without_build_reuses_what_was_built(operator: Any, namespace: str,

@@ -10,6 +10,9 @@ forwards every request over TLS to the real API server with the admin token, and
   cut and every request is dropped without an answer until :meth:`FaultProxy.heal`;
 * freezes every open connection (:meth:`FaultProxy.freeze`): from then on not one byte more and
   no FIN on them, either way — a hung peer or a black-holed path — while new connections work;
+* turns every open watch into a trickle (:meth:`FaultProxy.trickle`): one space every few seconds
+  and nothing else — no event, not the end of the watch — so bytes keep arriving on a watch that
+  is dead all the same (a stuck intermediary, a server stuck mid-write);
 * records every request (:class:`Record`: times, method, path, status, whether it was injected
   or a watch, and for ``capture``-matching paths the JSON bodies) — one proxy per operator
   process gives an exact per-process audit of who wrote what, when.
@@ -166,6 +169,8 @@ class FaultProxy:
         """Keyed by ``id``; holding the transport keeps its id from being reused."""
         self.frozen_at: float | None = None
         """``time.monotonic()`` of the last :meth:`freeze`."""
+        self.trickled_at: float | None = None
+        """``time.monotonic()`` of the last :meth:`trickle`."""
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -266,6 +271,30 @@ class FaultProxy:
                 transport.pause_reading()
         self.frozen_at = time.monotonic()
         return len(self._frozen)
+
+    def trickle(self, interval: float = 5.0) -> int:
+        """Turn every open watch into a trickle: from now on it carries one space every
+        ``interval`` seconds and nothing else — no event, no end of the watch, no FIN. A read-idle
+        timeout longer than ``interval`` never fires on it. Watches opened later are served
+        normally. Returns how many watches now trickle."""
+        n = 0
+        for resp in list(self._streams):
+            if getattr(resp, "_faultproxy_trickle", False):
+                continue
+            resp._faultproxy_trickle = True  # type: ignore[attr-defined]
+            task = asyncio.create_task(self._dribble(resp, interval))
+            self._stream_tasks.add(task)
+            task.add_done_callback(self._stream_tasks.discard)
+            n += 1
+        self.trickled_at = time.monotonic()
+        return n
+
+    @staticmethod
+    async def _dribble(resp: web.StreamResponse, interval: float) -> None:
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            while True:
+                await asyncio.sleep(interval)
+                await resp.write(b" ")
 
     def _is_frozen(self, request: web.BaseRequest) -> bool:
         return request.transport is not None and id(request.transport) in self._frozen
@@ -404,8 +433,10 @@ class FaultProxy:
                 async for line in up.content:
                     if self._is_frozen(request):
                         break
+                    if getattr(resp, "_faultproxy_trickle", False):
+                        continue  # events are lost; only the trickle reaches the client
                     await resp.write(line)
-                if self._is_frozen(request):
+                if self._is_frozen(request) or getattr(resp, "_faultproxy_trickle", False):
                     # Frozen mid-watch: events and the server's end of the watch are lost.
                     up.close()
                     return await self._hang(request)

@@ -14,6 +14,7 @@ import abc
 import builtins
 import copy
 import datetime as dt
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
@@ -105,6 +106,18 @@ class Cloud(abc.ABC):
 
     def __init__(self, bucket_url: str) -> None:
         self.bucket_url = bucket_url.rstrip("/")
+        self.write_fence: Callable[[], None] | None = None
+        """Called before every storage write (:meth:`write`, and the removal half of :meth:`move`);
+        raising refuses it before anything is sent. The operator sets its leader election's
+        fence here, as on its API client (SPEC §7: no write leaves a replica that does not hold
+        leadership — the bucket included: a paused leader waking mid-reconcile must not write
+        ``completed.json`` after another replica took over)."""
+
+    def check_write(self) -> None:
+        """Implementations call this first in every storage write; raises what the fence raises
+        (``substratus.runtime.client.NotLeader``)."""
+        if self.write_fence is not None:
+            self.write_fence()
 
     # ---- URLs -------------------------------------------------------------------------------
     def object_url(self, *parts: str) -> str:
@@ -135,7 +148,9 @@ class Cloud(abc.ABC):
 
     @abc.abstractmethod
     async def write(self, url: str, data: bytes, content_type: str = "application/json") -> None:
-        """Create or replace the object at ``url`` atomically (readers never see a partial object)."""
+        """Create or replace the object at ``url`` atomically (readers never see a partial object).
+
+        Implementations call :meth:`check_write` before anything else."""
 
     @abc.abstractmethod
     async def list(self, url: str, limit: int | None = None) -> list[ObjectInfo]:
@@ -158,7 +173,8 @@ class Cloud(abc.ABC):
         await self._remove_moved(src)
 
     async def _remove_moved(self, url: str) -> None:
-        """Remove the source of a :meth:`move` whose content is already at its destination."""
+        """Remove the source of a :meth:`move` whose content is already at its destination
+        (after :meth:`check_write`)."""
         raise NotImplementedError(f"{type(self).__name__} cannot move objects")
 
     @abc.abstractmethod

@@ -171,6 +171,7 @@ class GcpCloud(Cloud):
 
     async def _remove_moved(self, url: str) -> None:
         fs = await self._filesystem()
+        self.check_write()  # after the await: a pause there must not let the removal out
         await fs._rm_file(self._path(url))
 
     async def read(self, url: str) -> bytes:
@@ -181,6 +182,7 @@ class GcpCloud(Cloud):
     async def write(self, url: str, data: bytes, content_type: str = "application/json") -> None:
         """One media upload (< 50 MB) or a resumable one: GCS makes the object visible atomically."""
         fs = await self._filesystem()
+        self.check_write()  # after the await: a pause there must not let the write out
         await fs._pipe_file(self._path(url), data, content_type=content_type)
         log.debug("object written", extra={"url": url, "size": len(data)})
 

@@ -114,6 +114,7 @@ class LocalCloud(Cloud):
     async def write(self, url: str, data: bytes, content_type: str = "application/json") -> None:
         """Atomic (temp file + rename); ``content_type`` is not stored — files have no metadata."""
         path = self._path(url)
+        self.check_write()
         await asyncio.to_thread(_atomic_write, path, data)
         log.debug("object written", extra={"url": url, "size": len(data)})
 
@@ -123,7 +124,9 @@ class LocalCloud(Cloud):
         return items if limit is None else items[:limit]
 
     async def _remove_moved(self, url: str) -> None:
-        await asyncio.to_thread(self._path(url).unlink)
+        path = self._path(url)
+        self.check_write()
+        await asyncio.to_thread(path.unlink)
 
     async def md5(self, url: str) -> str | None:
         path = self._path(url)

@@ -53,47 +53,43 @@ class Applier:
         An API error leaves with a note naming the child ("applying Deployment ns/x"), which the
         status shows when a pass keeps failing."""
         meta = desired["metadata"]
-        try:
-            return await self._ensure(res, desired, immutable)
-        except ApiError as exc:
-            exc.add_note(f"applying {res.kind} {meta.get('namespace')}/{meta['name']}")
-            raise
-
-    async def _ensure(self, res: Resource, desired: dict[str, Any], immutable: bool,
-                      ) -> tuple[dict[str, Any] | None, Action]:
-        meta = desired["metadata"]
         ns, name = meta.get("namespace"), meta["name"]
-        actual = self.cache.get(res, name, ns)
-        if actual is None:
-            try:
-                if immutable:
-                    created = await self.client.create(res, desired, ns)
-                else:
-                    # Server-side apply from the first write on, so one field manager owns every
-                    # field we set and a later apply can remove what we no longer render.
-                    created = await self.client.apply(res, desired)
-                log.info("created %s name=%s", res.kind, name)
-                return created, Action.CREATED
-            except AlreadyExists:
-                # Our cache is behind the server: compare against the real thing.
-                actual = await self.client.get_or_none(res, name, ns)
-                if actual is None:
-                    raise
-        if (actual.get("metadata") or {}).get("deletionTimestamp"):
-            return actual, Action.DELETED  # on its way out; the delete event brings us back
-        same_hash = _hash_of(actual) == _hash_of(desired)
-        if immutable:
-            if same_hash:
+        try:
+            actual = self.cache.get(res, name, ns)
+            if actual is None:
+                try:
+                    if immutable:
+                        created = await self.client.create(res, desired, ns)
+                    else:
+                        # Server-side apply from the first write on, so one field manager owns every
+                        # field we set and a later apply can remove what we no longer render.
+                        created = await self.client.apply(res, desired)
+                    log.info("created child", extra={"childKind": res.kind, "childName": name})
+                    return created, Action.CREATED
+                except AlreadyExists:
+                    # Our cache is behind the server: compare against the real thing.
+                    actual = await self.client.get_or_none(res, name, ns)
+                    if actual is None:
+                        raise
+            if (actual.get("metadata") or {}).get("deletionTimestamp"):
+                return actual, Action.DELETED  # on its way out; the delete event brings us back
+            same_hash = _hash_of(actual) == _hash_of(desired)
+            if immutable:
+                if same_hash:
+                    return actual, Action.UNCHANGED
+                await self.client.delete(res, name, ns, propagation_policy="Background",
+                                         uid=(actual.get("metadata") or {}).get("uid"))
+                log.info("deleted outdated child (spec is immutable; recreated next pass)",
+                         extra={"childKind": res.kind, "childName": name})
+                return None, Action.DELETED
+            if same_hash and not _drifted(desired, actual):
                 return actual, Action.UNCHANGED
-            await self.client.delete(res, name, ns, propagation_policy="Background",
-                                     uid=(actual.get("metadata") or {}).get("uid"))
-            log.info("deleted outdated %s name=%s (spec is immutable; recreated next pass)", res.kind, name)
-            return None, Action.DELETED
-        if same_hash and not _drifted(desired, actual):
-            return actual, Action.UNCHANGED
-        applied = await self.client.apply(res, desired)
-        log.info("updated %s name=%s", res.kind, name)
-        return applied, Action.UPDATED
+            applied = await self.client.apply(res, desired)
+            log.info("updated child", extra={"childKind": res.kind, "childName": name})
+            return applied, Action.UPDATED
+        except ApiError as exc:
+            exc.add_note(f"applying {res.kind} {ns}/{name}")
+            raise
 
     async def ensure_all(self, *children: tuple[Resource, dict[str, Any], bool],
                          ) -> list[tuple[dict[str, Any] | None, Action]]:
@@ -123,5 +119,5 @@ class Applier:
                                      uid=(actual.get("metadata") or {}).get("uid"))
         except NotFound:
             return False
-        log.info("deleted %s name=%s", res.kind, name)
+        log.info("deleted child", extra={"childKind": res.kind, "childName": name})
         return True

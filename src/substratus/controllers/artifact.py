@@ -200,7 +200,7 @@ class ArtifactReconciler(KindReconciler):
         if obj.status.build is not None:
             body["build"] = to_dict(obj.status.build)
         await self.ctx.cloud.write(marker, (json.dumps(body, indent=2) + "\n").encode())
-        log.info("wrote completion marker url=%s", marker)
+        log.info("wrote completion marker", extra={"url": marker})
 
     async def _stored_artifacts_url(self, obj: AnyKind, url: str, marker: dict[str, Any] | None = None) -> str:
         """Where the completed artifacts are, recorded in ``status.artifactsURL`` for dependents:

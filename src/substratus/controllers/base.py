@@ -67,16 +67,19 @@ class Context:
 
 # A pass that fails this many times in a row reports its error in the status (see _report_error).
 REPORT_ERROR_AFTER = 3
+MAX_ERROR_TEXT = 1000
 
 
 def error_text(exc: BaseException) -> str:
     """One line for a user: what was being done (the notes added on the way up, e.g. "applying
     Deployment ns/x") and the error (for API errors: code, reason and the server's message)."""
     notes = [n for n in getattr(exc, "__notes__", None) or [] if isinstance(n, str)]
-    detail = str(exc) or type(exc).__name__
+    detail = str(exc)
     if not isinstance(exc, ApiError):
-        detail = f"{type(exc).__name__}: {detail}"
-    return ": ".join([*notes, detail])
+        detail = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    text = ": ".join([*notes, detail])
+    # A status message, not a log: an API server's message can be kilobytes (a whole object).
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT - 1] + "…"
 
 
 class InvalidSpec(Exception):
@@ -179,7 +182,7 @@ class KindReconciler(abc.ABC):
         obj.status.ready = update.finish(self.ready_condition)
         obj.status.conditions = update.conditions
         await self._finish(raw, obj, update)
-        log.info("invalid spec: %s", message)
+        log.info("invalid spec", extra={"error": message})
         return Result()
 
     @abc.abstractmethod

@@ -372,8 +372,7 @@ class Builder:
             current = UploadStatus(url=signed.url, request_id=upload.request_id,
                                    expires_at=format_time(signed.expires_at))
             expires = signed.expires_at
-            log.info("upload url issued object=%s/%s request_id=%s expires_at=%s", obj.metadata.namespace,
-                     obj.metadata.name, upload.request_id, current.expires_at)
+            log.info("upload url issued", extra={"requestID": upload.request_id, "expiresAt": current.expires_at})
         obj.status.upload = attrs.evolve(current, stored_checksum=stored)
         if built:
             return None
@@ -418,7 +417,7 @@ class Builder:
                        f"build Job {name} failed ({message}); see `kubectl logs job/{name} -c build`{clone}; "
                        f"a new source, or the annotation {naming.REBUILD_ANNOTATION} set to a new value, "
                        "builds again")
-            log.info("build failed", extra={"job": name, "message": message})
+            log.info("build failed", extra={"job": name, "error": message})
             return waiting
         if state != "succeeded":
             update.set(BUILT, False, Reason.BUILDING, f"building {what} in Job {name}")

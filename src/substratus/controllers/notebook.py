@@ -258,12 +258,12 @@ class NotebookReconciler(KindReconciler):
             "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
         }
         if cached is not None:
-            log.warning("token secret has no usable %r key, writing a new token secret=%s/%s", TOKEN_KEY, ns, name)
+            log.warning("token secret has no usable key, writing a new token", extra={"secret": f"{ns}/{name}", "key": TOKEN_KEY})
             await self.ctx.client.apply(SECRETS, secret)
             return token
         try:
             await self.ctx.client.create(SECRETS, secret, ns)
-            log.info("created jupyter token secret=%s/%s", ns, name)
+            log.info("created jupyter token", extra={"secret": f"{ns}/{name}"})
         except AlreadyExists:
             # Our cache is behind: keep the token the server has (a Pod may already use it).
             existing = _decode_token(await self.ctx.client.get(SECRETS, name, ns))
@@ -281,8 +281,7 @@ class NotebookReconciler(KindReconciler):
             status = await self.status_reader.read(ns, pod_name, token)
         except JupyterUnreachable as exc:
             retry = min(IDLE_RETRY_SECONDS, timeout.total_seconds())
-            log.warning("cannot read jupyter status, not suspending notebook=%s/%s retry_in=%.0fs error=%s",
-                        ns, name, retry, exc)
+            log.warning("cannot read jupyter status, not suspending", extra={"retryIn": retry, "error": str(exc)})
             return Result(requeue_after=retry)
         idle_for = now() - status.last_activity
         if idle_for < timeout:
@@ -293,6 +292,6 @@ class NotebookReconciler(KindReconciler):
                    f"longer than idleTimeout {obj.spec.idle_timeout}: suspended; "
                    "set spec.suspend to false to resume")
         self.ctx.recorder.event(raw, NORMAL, IDLE_SUSPENDED, message)
-        log.info("suspended idle notebook=%s/%s last_activity=%s idle_timeout=%s", ns, name,
-                 format_time(status.last_activity), obj.spec.idle_timeout)
+        log.info("suspended idle notebook", extra={"lastActivity": format_time(status.last_activity),
+                                                 "idleTimeout": obj.spec.idle_timeout})
         return None

@@ -93,7 +93,8 @@ def record_transitions(recorder: EventRecorder, raw: dict[str, Any], transitions
         type_ = WARNING if c.reason in WARNING_REASONS else NORMAL
         message = f"{c.type}={c.status}" + (f": {c.message}" if c.message else "")
         recorder.event(raw, type_, c.reason, message)
-        log.info("condition changed type=%s status=%s reason=%s message=%r", c.type, c.status, c.reason, c.message)
+        log.info("condition changed", extra={"type": c.type, "status": c.status, "reason": c.reason,
+                                                "conditionMessage": c.message})
 
 
 def status_dict(obj: AnyKind) -> dict[str, Any]:

@@ -11,8 +11,8 @@ Exit codes are part of the interface (scripts and CI branch on them); see
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import enum
 import logging
 import signal
 import sys
@@ -22,36 +22,44 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from substratus import __version__
+from substratus.cli import CliError, ExitCode, add_completion, duration, quiet_broken_pipe
 from substratus.runtime.client import ApiError, Invalid
+
+__all__ = ["ExitCode", "KubectlError", "PluginError", "add_common_arguments", "echo", "run_cli"]
 
 log = logging.getLogger(__name__)
 
 
-class ExitCode(enum.IntEnum):
-    OK = 0
-    ERROR = 1  # anything unexpected (the message says what)
-    USAGE = 2  # bad arguments, unreadable manifest, wrong kind, invalid spec
-    NO_CLUSTER = 3  # no kubeconfig / cannot connect / not authenticated
-    NO_CRDS = 4  # the substratus.ai CRDs are not installed
-    UPLOAD_REJECTED = 5  # the signed URL refused the upload (the server's message is printed)
-    BUILD_FAILED = 6  # the image build failed (the build Job's last log lines are printed)
-    TIMEOUT = 7  # --timeout ran out
-    INTERRUPTED = 130  # Ctrl-C before the work was done (128 + SIGINT, as shells report it)
+PluginError = CliError
+"""A failure with a user-facing message and its exit code (:class:`substratus.cli.CliError`)."""
+
+PLUGIN_EXIT_CODES = (ExitCode.OK, ExitCode.ERROR, ExitCode.USAGE, ExitCode.NO_CLUSTER, ExitCode.NO_CRDS,
+                     ExitCode.UPLOAD_REJECTED, ExitCode.BUILD_FAILED, ExitCode.TIMEOUT, ExitCode.INTERRUPTED)
 
 
-class PluginError(Exception):
-    """A failure with a user-facing message and the exit code that classifies it."""
-
-    def __init__(self, code: ExitCode, message: str, details: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details  # e.g. build log lines, printed after the message
+def add_common_arguments(p: argparse.ArgumentParser, *, timeout: float, timeout_help: str) -> None:
+    """The kubectl-like flags every plugin takes, with help (and ``--version``, completion)."""
+    p.add_argument("-n", "--namespace", help="namespace (default: the manifest's, else the context's, else default)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context to use (default: the current context)")
+    p.add_argument("--timeout", type=duration, default=timeout, metavar="DURATION",
+                   help=f"{timeout_help}, kubectl-style: 90s, 5m, 1h (default {int(timeout)}s)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_completion(p)
 
 
 def echo(message: str, stream: TextIO | None = None) -> None:
     """Progress and diagnostics go to stderr; stdout carries only results (the notebook URL)."""
     print(message, file=stream or sys.stderr, flush=True)
+
+
+class KubectlError(Exception):
+    """``kubectl`` (exec, port-forward, cp) failed or is missing; the message has its stderr."""
+
+
+def _refused(message: str) -> bool:
+    return any(w in message.lower() for w in ("forbidden", "unauthorized", "connection refused", "unable to connect"))
 
 
 def run_cli(main: Callable[[], Coroutine[Any, Any, int]], prog: str) -> int:
@@ -60,6 +68,10 @@ def run_cli(main: Callable[[], Coroutine[Any, Any, int]], prog: str) -> int:
     SIGINT/SIGTERM cancel ``main``'s task, so its ``finally`` blocks run (copy files back,
     suspend the Notebook); a second signal cancels the clean-up too.
     """
+
+    # The Kubernetes client library warns on its own ("Config not found: ...") before raising what
+    # we turn into the one error line; a command line prints that line only.
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.ERROR)
 
     async def runner() -> int:
         loop = asyncio.get_running_loop()
@@ -99,6 +111,8 @@ def run_cli(main: Callable[[], Coroutine[Any, Any, int]], prog: str) -> int:
         if e.details:
             echo(e.details)
         return e.code
+    except BrokenPipeError:
+        return quiet_broken_pipe()
     except (aiohttp.ClientError, ConnectionError) as e:
         echo(f"{prog}: error: lost the connection to the cluster: {e}")
         return ExitCode.NO_CLUSTER
@@ -106,8 +120,14 @@ def run_cli(main: Callable[[], Coroutine[Any, Any, int]], prog: str) -> int:
         echo(f"{prog}: error: the API server rejected the object: {e.message or e}")
         return ExitCode.USAGE
     except ApiError as e:
+        if e.status in (401, 403):
+            echo(f"{prog}: error: the API server refused access: {e}")
+            return ExitCode.NO_CLUSTER
         echo(f"{prog}: error: the API server answered {e}")
         return ExitCode.ERROR
+    except KubectlError as e:  # kubectl exec/port-forward refused (e.g. no pods/exec permission)
+        echo(f"{prog}: error: {e}")
+        return ExitCode.NO_CLUSTER if _refused(str(e)) else ExitCode.ERROR
     except Exception:  # a bug: show where
         traceback.print_exc()
         return ExitCode.ERROR

@@ -21,8 +21,9 @@ from typing import TextIO
 
 import attrs
 
+from substratus.cli import epilog
 from substratus.controllers.resources import BY_KIND
-from substratus.plugins import ExitCode, PluginError, echo, run_cli
+from substratus.plugins import PLUGIN_EXIT_CODES, ExitCode, PluginError, add_common_arguments, echo, run_cli
 from substratus.plugins.upload import (
     DEFAULT_TIMEOUT,
     Deadline,
@@ -42,14 +43,16 @@ PROG = "kubectl applybuild"
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Apply a Model, Dataset, Server or Notebook whose image is "
-                                                       "built from a local directory, and wait for the build.")
+                                                       "built from a local directory, and wait for the build.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=epilog([
+                                    "kubectl applybuild -f model.yaml .             # build this directory",
+                                    "kubectl applybuild -f server.yaml src/ --timeout 30m",
+                                    "kubectl applybuild -f - . < dataset.yaml        # manifest on stdin",
+                                ], PLUGIN_EXIT_CODES))
     p.add_argument("-f", "--filename", required=True, help="the object's manifest ('-' for stdin)")
     p.add_argument("directory", metavar="DIR", help="build context: a directory with a Dockerfile")
-    p.add_argument("-n", "--namespace")
-    p.add_argument("--kubeconfig")
-    p.add_argument("--context")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                   help="seconds to wait for the upload URL and the build (default %(default)s)")
+    add_common_arguments(p, timeout=DEFAULT_TIMEOUT, timeout_help="how long to wait for the upload URL and the build")
     p.add_argument("--no-progress", action="store_true", help="no upload progress bar")
     p.add_argument("--rebuild", action="store_true",
                    help="build again even if the directory is unchanged (sets the annotation substratus.ai/rebuild)")
@@ -81,7 +84,7 @@ async def run(opts: Options, *, out: TextIO | None = None) -> int:
         raise PluginError(ExitCode.USAGE, f"the namespace in {opts.filename} ({file_ns}) does not match "
                                           f"--namespace {opts.namespace}")
     ns = file_ns or opts.namespace or default_namespace(opts.kubeconfig, opts.context)
-    obj = parse_object(manifest, ns)
+    obj = parse_object(manifest, ns, image_supplied=True)  # DIR is the source: spec.image may be left out
     deadline = Deadline(opts.timeout)
     client = await connect(opts.kubeconfig, opts.context)
     try:

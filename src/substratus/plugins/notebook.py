@@ -43,9 +43,10 @@ import attrs
 from substratus import naming
 from substratus.api import Notebook
 from substratus.api.conditions import BUILT, SERVING, TRUE
+from substratus.cli import epilog
 from substratus.controllers.notebook import PORT, TOKEN_KEY, token_secret_name
 from substratus.controllers.resources import BY_KIND, NOTEBOOKS
-from substratus.plugins import ExitCode, PluginError, echo, run_cli
+from substratus.plugins import PLUGIN_EXIT_CODES, ExitCode, PluginError, add_common_arguments, echo, run_cli
 from substratus.plugins.sync import KubectlPodFiles, Syncer
 from substratus.plugins.tarball import load_matcher
 from substratus.plugins.upload import (
@@ -87,18 +88,21 @@ PORT_FORWARD_BACKOFF = (1.0, 30.0)
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Open a Jupyter Notebook on the cluster for a Notebook, or for the dev loop of a "
-                               "Model, Dataset or Server; suspend it on exit.")
+                               "Model, Dataset or Server; suspend it on exit.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=epilog([
+            "kubectl notebook my-nb                        # resume an existing Notebook and open it",
+            "kubectl notebook -f nb.yaml --build . --sync  # build from this directory, mirror edits",
+            "kubectl notebook -f model.yaml --build .      # a Notebook for a Model's dev loop",
+            "kubectl notebook my-nb --no-open --timeout 10m",
+        ], PLUGIN_EXIT_CODES))
     p.add_argument("name", nargs="?", help="an existing Notebook (or one to create with --build)")
     p.add_argument("-f", "--filename", help="a Notebook, Model, Dataset or Server manifest ('-' for stdin)")
     p.add_argument("--build", metavar="DIR", help="build the image from DIR (tarred honouring .dockerignore)")
     p.add_argument("--sync", action="store_true",
                    help="mirror local edits in --build DIR (or --sync-dir) into the Pod; copy Pod edits back on exit")
     p.add_argument("--sync-dir", metavar="DIR", help="directory to sync (default: the --build DIR)")
-    p.add_argument("-n", "--namespace")
-    p.add_argument("--kubeconfig")
-    p.add_argument("--context")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                   help="seconds to wait for upload, build and readiness (default %(default)s)")
+    add_common_arguments(p, timeout=DEFAULT_TIMEOUT, timeout_help="how long to wait for upload, build and readiness")
     p.add_argument("--port", type=int, default=PORT, help="local port to forward to Jupyter (default %(default)s)")
     p.add_argument("--no-port-forward", action="store_true", help="do not run kubectl port-forward")
     p.add_argument("--no-open", action="store_true", help="do not open a browser")
@@ -353,7 +357,7 @@ class Session:
             raise PluginError(ExitCode.USAGE, f"the namespace in {o.filename} ({file_ns}) does not match "
                                               f"--namespace {o.namespace}")
         ns = file_ns or ns_default
-        obj = parse_object(manifest, ns, (Notebook.KIND, *WORKLOAD_KINDS))
+        obj = parse_object(manifest, ns, (Notebook.KIND, *WORKLOAD_KINDS), image_supplied=bool(o.build))
         if obj["kind"] != Notebook.KIND:
             await check_crd(self.client, BY_KIND[obj["kind"]])
             obj = notebook_for(await self._resolve_image(obj))

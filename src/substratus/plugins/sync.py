@@ -38,7 +38,7 @@ from typing import Protocol, TextIO
 import attrs
 
 from substratus.controllers.render import CONTENT_DIR, PARAMS_FILE
-from substratus.plugins import echo
+from substratus.plugins import KubectlError, echo
 from substratus.plugins.tarball import PatternMatcher
 
 #: Top-level names under /content that are mounts, never synced.
@@ -148,10 +148,6 @@ class PodFiles(Protocol):
     async def pull(self, paths: Sequence[str], dest: Path) -> None:
         """Copy the Pod's ``paths`` into the local directory ``dest`` (same relative paths)."""
         ...
-
-
-class KubectlError(Exception):
-    pass
 
 
 def snapshot_script(root: str = CONTENT_DIR) -> str:

@@ -42,6 +42,7 @@ from substratus.api.conditions import BUILT, COMPLETE, TRUE
 from substratus.cloud.base import UPLOAD_CONTENT_TYPE
 from substratus.controllers.diff import merge_patch
 from substratus.controllers.resources import BY_KIND
+from substratus.install import crd_install_hint
 from substratus.plugins import ExitCode, PluginError, echo
 from substratus.plugins.tarball import DockerignoreError, Tarball, build_tarball
 from substratus.runtime.client import ApiError, Client, NotFound, ServerError
@@ -226,7 +227,7 @@ async def check_crd(client: Client, res: Resource) -> None:
     plurals = {r.get("name") for r in (group or {}).get("resources") or []}
     if res.plural not in plurals:
         raise PluginError(ExitCode.NO_CRDS, f"the cluster does not serve {res.plural}.{res.group}/{res.version}: "
-                                            "install the substratus CRDs (kubectl apply -k manifests/crd)")
+                                            f"install the substratus CRDs ({await crd_install_hint(client)})")
 
 
 def default_namespace(kubeconfig: str | None, context: str | None = None) -> str:
@@ -258,15 +259,27 @@ def load_manifest(path: str) -> dict[str, Any]:
     return docs[0]
 
 
-def parse_object(manifest: dict[str, Any], namespace: str, kinds: tuple[str, ...] | None = None) -> dict[str, Any]:
+PENDING_UPLOAD = {"upload": {"checksum": "0" * 32, "requestID": "pending"}}
+"""Stands in for ``spec.image`` while a manifest is checked, when the command supplies the image
+itself (``--build DIR``, ``applybuild``): :func:`with_upload` replaces it before anything is sent."""
+
+
+def parse_object(manifest: dict[str, Any], namespace: str, kinds: tuple[str, ...] | None = None, *,
+                 image_supplied: bool = False) -> dict[str, Any]:
     """The manifest checked and normalised through our API types (defaults filled in), in
-    ``namespace``; exit 2 naming the offending fields otherwise."""
+    ``namespace``; exit 2 naming the offending fields otherwise.
+
+    ``image_supplied``: the caller builds the image from a directory, so a manifest without
+    ``spec.image`` is complete (the build supplies it)."""
     kind = manifest.get("kind")
     allowed = kinds or tuple(KINDS)
     if kind not in allowed:
         raise PluginError(ExitCode.USAGE, f"kind {kind!r} is not supported here; expected one of {', '.join(allowed)}")
     data = copy.deepcopy(manifest)
     data.setdefault("metadata", {})["namespace"] = namespace
+    spec = data.get("spec")
+    if image_supplied and (spec is None or isinstance(spec, dict)) and not (spec or {}).get("image"):
+        data["spec"] = {**(spec or {}), "image": copy.deepcopy(PENDING_UPLOAD)}
     data.pop("status", None)
     try:
         obj = from_dict(data)

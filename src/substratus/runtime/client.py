@@ -249,6 +249,15 @@ class Client:
         other.write_fence = check
         return other
 
+    def with_own_connections(self) -> Client:
+        """A client for the same server, credentials and options over a connection pool of its
+        own (close it when done). The leader elector uses one: a renewal must not wait behind, or
+        be handed, a pooled connection the controllers left dead (a frozen proxy or load balancer
+        keeps it open and silent), which would cost the whole renew deadline and the lease."""
+        other = Client(k8s_client.ApiClient(configuration=self.api.configuration), self.options)
+        other.write_fence = self.write_fence
+        return other
+
     # --- construction -------------------------------------------------------------------------
 
     @classmethod
@@ -343,8 +352,8 @@ class Client:
                     resp.status == 429 or resp.status >= 500):
                 attempt += 1
                 delay = min(max(err.retry_after, 0.1), self.options.max_retry_after)
-                log.debug("retrying after Retry-After method=%s path=%s status=%s delay=%.1f",
-                          method, path, resp.status, delay)
+                log.debug("retrying after Retry-After",
+                          extra={"method": method, "path": path, "status": resp.status, "delay": delay})
                 await asyncio.sleep(delay)
                 continue
             raise err
@@ -445,8 +454,10 @@ class Client:
         """Stream watch events until the server closes the watch or the connection goes silent.
 
         An ``ERROR`` event is raised as the matching ApiError (410 → ``Gone``). A connection that
-        carries no byte for ``options.watch_idle_timeout`` seconds is dropped with
-        ``aiohttp.ServerTimeoutError`` (a ``TimeoutError``): the caller re-watches from its last
+        carries no byte for ``options.watch_idle_timeout`` seconds, or is still open
+        ``watch_deadline_slack`` seconds after the server should have ended it (bytes trickling
+        in, but never a whole event or the end), is dropped with a ``TimeoutError``
+        (``aiohttp.ServerTimeoutError`` for the former): the caller re-watches from its last
         resourceVersion. ``timeout_seconds`` (the server-side end of the watch) is drawn inside
         the idle window when not given and capped to it when larger, so only a dead connection is
         ever silent that long (see ``ClientOptions.watch_idle_timeout``).
@@ -458,7 +469,11 @@ class Client:
             "allowWatchBookmarks": "true" if allow_bookmarks else None,
             "labelSelector": label_selector, "fieldSelector": field_selector,
         }
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.options.connect_timeout,
+        # The whole watch has a deadline too: the server ends it after timeout_seconds, so one
+        # still open a fifth of the idle window later is dead even if bytes trickle in (every
+        # byte restarts the read-idle timer; a stuck intermediary or a server stuck mid-write).
+        timeout = aiohttp.ClientTimeout(total=timeout_seconds + watch_deadline_slack(self.options.watch_idle_timeout),
+                                        connect=self.options.connect_timeout,
                                         sock_connect=self.options.connect_timeout,
                                         sock_read=self.options.watch_idle_timeout)
         resp = await self._send("GET", res.path(namespace), query=query, timeout=timeout)
@@ -491,6 +506,13 @@ def watch_timeout_range(idle_timeout: float) -> tuple[int, int]:
     connection, with a fifth of the window as slack for a late server or a busy event loop.
     """
     return max(1, int(idle_timeout * 0.5)), max(1, int(idle_timeout * 0.8))
+
+
+def watch_deadline_slack(idle_timeout: float) -> float:
+    """Seconds a watch may stay open past its server-side ``timeoutSeconds`` before it is dropped
+    as dead, whatever bytes it carries: what ``watch_timeout_range`` leaves of the idle window
+    (a fifth), so a watch never outlives ``idle_timeout`` (SPEC §7: dead within 60 s)."""
+    return max(1.0, idle_timeout - watch_timeout_range(idle_timeout)[1])
 
 
 def _resolve_env_once(api: k8s_client.ApiClient) -> None:

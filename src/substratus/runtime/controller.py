@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 
 import aiohttp
@@ -149,7 +150,7 @@ class Controller:
             self.cache.informer(res).add_handler(handler)
         self._workers = [asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}")
                          for i in range(self.max_concurrent_reconciles)]
-        log.info("controller started controller=%s workers=%d", self.name, self.max_concurrent_reconciles)
+        log.info("controller started", extra={"controller": self.name, "workers": self.max_concurrent_reconciles})
 
     async def stop(self, drain: bool = True) -> None:
         """Stop taking work; with ``drain`` wait for in-flight reconciles, else cancel them."""
@@ -165,7 +166,7 @@ class Controller:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
         self.queue = None
-        log.info("controller stopped controller=%s", self.name)
+        log.info("controller stopped", extra={"controller": self.name})
 
     async def _worker(self) -> None:
         q = self.queue
@@ -183,8 +184,15 @@ class Controller:
                 q.done(req)
 
     async def _process(self, q: RateLimitingQueue, req: Request) -> None:
-        logs.current_controller.set(self.name)
-        logs.current_object.set(str(req))
+        # Every line logged during this reconcile carries these fields (controller-runtime's keys).
+        token = logs.bind(controller=self.name, kind=self._primary.kind if self._primary else None,
+                          namespace=req.namespace, name=req.name, reconcileID=str(uuid.uuid4()))
+        try:
+            await self._reconcile_one(q, req)
+        finally:
+            logs.reset(token)
+
+    async def _reconcile_one(self, q: RateLimitingQueue, req: Request) -> None:
         started = time.monotonic()
         try:
             result = await self.reconciler.reconcile(req)
@@ -195,14 +203,14 @@ class Controller:
             self._m_terminal.inc()
             self._m_total["error"].inc()
             q.forget(req)
-            log.error("reconcile failed terminally, not requeued: %s", exc)
+            log.error("reconcile failed terminally, not requeued", extra={"error": str(exc)})
             return
         except Exception as exc:
             if not isinstance(exc, EXPECTED_ERRORS):
                 self._m_panics.inc()
                 log.exception("reconcile panicked (bug), requeued with backoff")
             else:
-                log.warning("reconcile error, requeued with backoff: %r", exc)
+                log.warning("reconcile error, requeued with backoff", extra={"error": repr(exc)})
             self._m_errors.inc()
             self._m_total["error"].inc()
             q.add_rate_limited(req)

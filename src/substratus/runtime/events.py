@@ -103,8 +103,8 @@ class EventRecorder:
         metrics.EVENTS_DROPPED.labels(why).inc()
         if self.dropped == 1 or self.dropped % 100 == 0:
             meta = obj.get("metadata") or {}
-            log.warning("event dropped namespace=%s name=%s reason=%s why=%s dropped_total=%d",
-                        meta.get("namespace"), meta.get("name"), reason, why, self.dropped)
+            log.warning("event dropped", extra={"object": f"{meta.get('namespace')}/{meta.get('name')}", "reason": reason,
+                                                 "why": why, "droppedTotal": self.dropped})
 
     def _allow(self, obj: dict) -> bool:
         uid = (obj.get("metadata") or {}).get("uid") or str(id(obj))
@@ -153,11 +153,11 @@ class EventRecorder:
             try:
                 await self._write(obj, type_, reason, message)
             except (ApiError, OSError, TimeoutError) as exc:
-                log.warning("could not record event reason=%s error=%r", reason, exc)
+                log.warning("could not record event", extra={"reason": reason, "error": repr(exc)})
             except NotLeader:
                 log.info("event not recorded: not the leader", extra={"reason": reason})
             except Exception:
-                log.exception("event recorder failed reason=%s", reason)
+                log.exception("event recorder failed", extra={"reason": reason})
             finally:
                 queue.task_done()
 

@@ -157,7 +157,7 @@ class Informer:
         try:
             fn(*args)
         except Exception:
-            log.exception("informer handler failed resource=%s", self.resource)
+            log.exception("informer handler failed", extra={"resource": str(self.resource)})
 
     def _emit_add(self, obj: dict) -> None:
         for h in self._handlers:
@@ -219,15 +219,15 @@ class Informer:
                         self.backoff.reset()
                     # A server-side timeout ends the watch cleanly: resume from where we are.
                 except Gone:
-                    log.info("watch resourceVersion too old, relisting resource=%s rv=%s",
-                             self.resource, self.resource_version)
+                    log.info("watch resourceVersion too old, relisting",
+                             extra={"resource": str(self.resource), "resourceVersion": self.resource_version})
                     need_list = True
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     delay = self.backoff.next()
-                    log.warning("informer error, retrying resource=%s error=%r delay=%.2fs",
-                                self.resource, exc, delay)
+                    log.warning("informer error, retrying",
+                                extra={"resource": str(self.resource), "error": repr(exc), "delay": delay})
                     await asyncio.sleep(delay)
         finally:
             if resync_task is not None:
@@ -242,8 +242,8 @@ class Informer:
         self.relists += 1
         first = not self._synced.is_set()
         self._synced.set()
-        log.debug("listed resource=%s items=%d rv=%s added=%d updated=%d deleted=%d", self.resource,
-                  len(items), rv, len(added), len(updated), len(deleted))
+        log.debug("listed", extra={"resource": str(self.resource), "items": len(items), "resourceVersion": rv,
+                                   "added": len(added), "updated": len(updated), "deleted": len(deleted)})
         for obj in deleted:
             self._emit_delete(obj)
         for obj in added:

@@ -8,7 +8,8 @@ Losing the lease stops the controllers immediately and makes ``run`` return non-
 Pod restarts clean rather than carrying on with a stale view of who leads. With leader election
 ``Manager.client`` — the client to give controllers, like controller-runtime's ``GetClient()`` —
 is fenced by the elector (SPEC §7): no write leaves through it unless this process holds the
-Lease with a renewal younger than the renew deadline, from before the first election on.
+Lease with a renewal younger than the renew deadline, from before the first election on;
+``Manager.write_fence`` is the same check for writers that are not API clients (bucket writes).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -31,6 +33,7 @@ from substratus.runtime.controller import Controller
 from substratus.runtime.events import EventRecorder
 from substratus.runtime.informer import Transform
 from substratus.runtime.leaderelection import LeaderElectionConfig, LeaderElector
+from substratus.runtime.metricsauth import MetricsAuth, server_ssl_context
 from substratus.runtime.resource import Resource
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,10 @@ class ManagerOptions:
     namespace: str | None = None
     """Watch one namespace only; None watches all."""
     metrics_addr: str = ":8080"
+    metrics_secure: bool = False
+    """HTTPS with TokenReview + SubjectAccessReview on /metrics (runtime/metricsauth.py)."""
+    metrics_cert_dir: str = ""
+    """tls.crt and tls.key for the secure metrics endpoint; empty: a self-signed certificate."""
     health_addr: str = ":8081"
     leader_election: bool = False
     leader_election_id: str = "substratus-leader"
@@ -105,6 +112,13 @@ class Manager:
         """Request a graceful stop (what SIGTERM does)."""
         self._stop.set()
 
+    @property
+    def write_fence(self) -> Callable[[], None] | None:
+        """The check every write this process makes on the leader's behalf must pass first (raises
+        ``NotLeader``), or None without leader election. ``client`` is already behind it; give it
+        to any other writer the controllers use (the cloud's storage writes)."""
+        return self._check_write if self.options.leader_election else None
+
     def _check_write(self) -> None:
         if self.elector is None:
             raise NotLeader("leader election has not started")
@@ -112,26 +126,28 @@ class Manager:
 
     # --- endpoints ----------------------------------------------------------------------------
 
-    async def _serve(self, name: str, addr: str, app: web.Application) -> None:
+    async def _serve(self, name: str, addr: str, app: web.Application, ssl_context: ssl.SSLContext | None = None) -> None:
         parsed = parse_addr(addr)
         if parsed is None:
             return
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, parsed[0], parsed[1])
+        site = web.TCPSite(runner, parsed[0], parsed[1], ssl_context=ssl_context)
         await site.start()
         self._runners.append(runner)
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:
             self.bound_ports[name] = sockets[0].getsockname()[1]
-        log.info("serving endpoint=%s addr=%s port=%s", name, addr, self.bound_ports.get(name))
+        log.info("serving", extra={"endpoint": name, "addr": addr, "port": self.bound_ports.get(name),
+                                   "tls": ssl_context is not None})
 
     def _metrics_app(self) -> web.Application:
         async def handle(_: web.Request) -> web.Response:
             return web.Response(body=generate_latest(metrics.REGISTRY),
                                 headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-        app = web.Application()
+        middlewares = [MetricsAuth(self.client).middleware()] if self.options.metrics_secure else []
+        app = web.Application(middlewares=middlewares)
         app.router.add_get("/metrics", handle)
         return app
 
@@ -172,7 +188,7 @@ class Manager:
         results = await asyncio.gather(*(stop(c) for c in self.controllers), return_exceptions=True)
         for c, r in zip(self.controllers, results, strict=True):
             if isinstance(r, BaseException):
-                log.warning("controller did not drain in time controller=%s", c.name)
+                log.warning("controller did not drain in time", extra={"controller": c.name})
                 await c.stop(drain=False)
 
     async def _on_lost(self) -> None:
@@ -203,13 +219,15 @@ class Manager:
         elector_task: asyncio.Task[None] | None = None
         if self.options.leader_election:
             # The elector writes the Lease unfenced; everything else goes through its fence.
-            self.elector = LeaderElector(self._unfenced, LeaderElectionConfig(
+            elector_client = self._unfenced.with_own_connections()
+            self.elector = LeaderElector(elector_client, LeaderElectionConfig(
                 name=self.options.leader_election_id, namespace=self.options.leader_election_namespace,
                 lease_duration=self.options.lease_duration, renew_deadline=self.options.renew_deadline,
                 retry_period=self.options.retry_period),
                 on_started_leading=self._start_controllers, on_stopped_leading=self._on_lost)
         try:
-            await self._serve("metrics", self.options.metrics_addr, self._metrics_app())
+            tls = server_ssl_context(self.options.metrics_cert_dir) if self.options.metrics_secure else None
+            await self._serve("metrics", self.options.metrics_addr, self._metrics_app(), tls)
             await self._serve("health", self.options.health_addr, self._health_app())
             self.recorder.start()
             for c in self.controllers:
@@ -223,18 +241,18 @@ class Manager:
             if not sync.done():
                 sync.cancel()
             elif not sync.result():
-                log.error("caches did not sync within %ss", self.options.cache_sync_timeout)
+                log.error("caches did not sync in time", extra={"timeout": self.options.cache_sync_timeout})
                 return EXIT_LOST_LEASE
             if not self._stop.is_set():
                 self.ready.set()
-                log.info("caches synced informers=%d", len(self.cache.informers))
+                log.info("caches synced", extra={"informers": len(self.cache.informers)})
                 if self.elector is not None:
                     elector_task = asyncio.create_task(self.elector.run(), name="leader-election")
                 else:
                     await self._start_controllers()
                 await stop_wait
             stop_wait.cancel()
-            log.info("shutting down lost_lease=%s", self._lost_lease)
+            log.info("shutting down", extra={"lostLease": self._lost_lease})
             return EXIT_LOST_LEASE if self._lost_lease else EXIT_OK
         finally:
             self._stop.set()
@@ -243,6 +261,8 @@ class Manager:
                 # Cancelling the elector stops controllers (drain) and then releases the lease.
                 elector_task.cancel()
                 await asyncio.gather(elector_task, return_exceptions=True)
+            if self.elector is not None:
+                await self.elector.client.close()
             await self._stop_controllers()
             for t in self._runnable_tasks:
                 t.cancel()

@@ -307,13 +307,13 @@ class _Proc:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``; always reaps the child."""
         if self.alive():
-            logger.debug("stopping process name=%s pid=%d", self.name, self.pid)
+            logger.debug("stopping process", extra={"proc": self.name, "pid": self.pid})
             with contextlib.suppress(ProcessLookupError):
                 self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                logger.warning("process ignored SIGTERM, killing name=%s pid=%d", self.name, self.pid)
+                logger.warning("process ignored SIGTERM, killing", extra={"proc": self.name, "pid": self.pid})
                 with contextlib.suppress(ProcessLookupError):
                     self.popen.kill()
                 self.popen.wait()
@@ -327,7 +327,7 @@ def _spawn(name: str, args: list[str], log_path: Path, env: dict[str, str] | Non
         args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})}, preexec_fn=preexec, close_fds=True,
     )
-    logger.info("started process name=%s pid=%d log=%s", name, popen.pid, log_path)
+    logger.info("started process", extra={"proc": name, "pid": popen.pid, "log": str(log_path)})
     return _Proc(name=name, args=args, log_path=log_path, popen=popen, log_file=log_file)
 
 
@@ -426,10 +426,9 @@ class ControlPlane:
         except BaseException:
             self.stop()
             raise
-        logger.info(
-            "control plane ready version=%s server=%s etcd=%s kubeconfig=%s elapsed=%.1fs",
-            self.version, self.server_url, self.etcd_url, self.kubeconfig_path, time.monotonic() - t0,
-        )
+        logger.info("control plane ready", extra={
+            "version": self.version, "server": self.server_url, "etcd": self.etcd_url,
+            "kubeconfig": str(self.kubeconfig_path), "elapsed": round(time.monotonic() - t0, 1)})
         return self
 
     def stop(self) -> None:
@@ -440,7 +439,7 @@ class ControlPlane:
         if self._etcd:
             self._etcd.stop()
             self._etcd = None
-            logger.info("control plane stopped server=%s", self.server_url)
+            logger.info("control plane stopped", extra={"server": self.server_url})
         if self._data_dir:
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir = None
@@ -457,7 +456,7 @@ class ControlPlane:
         self._apiserver.stop()
         self._apiserver = None
         self._start_apiserver()
-        logger.info("kube-apiserver restarted server=%s elapsed=%.1fs", self.server_url, time.monotonic() - t0)
+        logger.info("kube-apiserver restarted", extra={"server": self.server_url, "elapsed": round(time.monotonic() - t0, 1)})
 
     def compact(self) -> int:
         """Compact etcd up to its current revision (through etcd's JSON gateway); returns it.
@@ -471,7 +470,7 @@ class ControlPlane:
         except ControlPlaneError as e:
             if "compacted" not in str(e):  # already compacted at this revision: fine
                 raise
-        logger.info("etcd compacted revision=%d", rev)
+        logger.info("etcd compacted", extra={"revision": rev})
         return rev
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -644,7 +643,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     stopping = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
-        logger.info("received signal=%s, stopping", signal.Signals(signum).name)
+        logger.info("received a signal, stopping", extra={"signal": signal.Signals(signum).name})
         stopping.set()
 
     signal.signal(signal.SIGTERM, _on_signal)
@@ -661,7 +660,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print(f"export KUBECONFIG={cp.kubeconfig_path}", flush=True)
         while not stopping.wait(1.0):
             if not cp.running:
-                logger.error("control plane process exited; see logs in %s", d)
+                logger.error("control plane process exited; see its logs", extra={"logs": str(d)})
                 return 1
         return 0
     finally:

@@ -317,7 +317,7 @@ class ClusterSimulator:
         except TimeoutError:
             await self.stop()
             raise TimeoutError(f"cluster simulator did not list Jobs/Deployments/Pods within {sync_timeout}s") from None
-        logger.info("cluster simulator started namespace=%s server=%s", self.namespace or "*", self.server_version)
+        logger.info("cluster simulator started", extra={"watchNamespace": self.namespace or "*", "server": self.server_version})
         return self
 
     async def stop(self) -> None:
@@ -355,7 +355,7 @@ class ClusterSimulator:
             try:
                 items = (await self._request("GET", self._path(res.api_prefix, res.plural))).get("items") or []
             except ApiException as e:
-                logger.warning("gc: list failed resource=%s status=%s", res.plural, e.status)
+                logger.warning("gc: list failed", extra={"resource": res.plural, "status": e.status})
                 continue
             for obj in items:
                 meta = _meta(obj)
@@ -372,7 +372,7 @@ class ClusterSimulator:
                 if all(s in ("absent", "foreground") for s in states):
                     if await self._delete(f"{self._item_path(res, ns)}/{meta['name']}"):
                         deleted += 1
-                        logger.info("gc: deleted dependent resource=%s object=%s/%s", res.plural, ns, meta["name"])
+                        logger.info("gc: deleted dependent", extra={"resource": res.plural, "object": f"{ns}/{meta['name']}"})
                     continue
                 # Some owners orphan their dependents: drop those references and keep the object.
                 keep = [r for r, s in zip(refs, states, strict=True) if s != "orphan"]
@@ -383,7 +383,7 @@ class ClusterSimulator:
                                            "resourceVersion": meta.get("resourceVersion")}},
                         content_type=_MERGE,
                     )
-                    logger.info("gc: orphaned dependent resource=%s object=%s/%s", res.plural, ns, meta["name"])
+                    logger.info("gc: orphaned dependent", extra={"resource": res.plural, "object": f"{ns}/{meta['name']}"})
         # Owners waiting for their dependents: once none refers to them any more, let them go.
         for uid, (path, finalizer) in list(self._finalizing_owners.items()):
             if uid in referenced:
@@ -424,10 +424,10 @@ class ClusterSimulator:
                 raise
             except ApiException as e:
                 if e.status != 404:
-                    logger.warning("simulator: %s update failed object=%s status=%s reason=%s",
-                                   kind, _ref(obj), e.status, e.reason)
+                    logger.warning("simulator: update failed",
+                                   extra={"object": f"{kind} {_ref(obj)}", "status": e.status, "reason": e.reason})
             except Exception:
-                logger.exception("simulator: %s update failed object=%s", kind, _ref(obj))
+                logger.exception("simulator: update failed", extra={"object": f"{kind} {_ref(obj)}"})
             finally:
                 self._pending.pop(key, None)
 
@@ -447,13 +447,13 @@ class ClusterSimulator:
                 while self._running:
                     rv, gone = await self._watch(path, rv, handler)
                     if gone:
-                        logger.info("simulator: watch expired, re-listing resource=%s", name)
+                        logger.info("simulator: watch expired, re-listing", extra={"resource": name})
                         break
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                logger.warning("simulator: watch failed, re-listing resource=%s error=%s: %s backoff=%.1fs",
-                               name, type(e).__name__, e, backoff)
+                logger.warning("simulator: watch failed, re-listing",
+                               extra={"resource": name, "error": f"{type(e).__name__}: {e}", "backoff": backoff})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -499,21 +499,22 @@ class ClusterSimulator:
             await handler(obj)
         except ApiException as e:
             if e.status != 404:
-                logger.warning("simulator: handler failed object=%s status=%s reason=%s", _ref(obj), e.status, e.reason)
+                logger.warning("simulator: handler failed", extra={"object": _ref(obj), "status": e.status, "reason": e.reason})
         except Exception:
-            logger.exception("simulator: handler failed object=%s", _ref(obj))
+            logger.exception("simulator: handler failed", extra={"object": _ref(obj)})
 
     def _outcome(self, obj: dict[str, Any], policy: OutcomePolicy | None) -> Outcome:
         ann = (_meta(obj).get("annotations") or {}).get(OUTCOME_ANNOTATION)
         if ann in _OUTCOMES:
             return ann  # type: ignore[return-value]
         if ann is not None:
-            logger.warning("simulator: ignoring invalid %s=%r object=%s", OUTCOME_ANNOTATION, ann, _ref(obj))
+            logger.warning("simulator: ignoring an invalid outcome annotation",
+                           extra={"annotation": OUTCOME_ANNOTATION, "value": ann, "object": _ref(obj)})
         if policy is not None:
             out = policy(obj)
             if out in _OUTCOMES:
                 return out
-            logger.warning("simulator: policy returned invalid outcome %r object=%s", out, _ref(obj))
+            logger.warning("simulator: policy returned an invalid outcome", extra={"outcome": out, "object": _ref(obj)})
         return "succeed"
 
     # -------------------------------------------------------------------------------------- Jobs
@@ -546,7 +547,7 @@ class ClusterSimulator:
             await self._finished_build_pod(job, outcome)
         for patch in job_finish_patches(self.server_version, job, outcome == "succeed", _now()):
             await self._patch_status(path, {"status": patch})
-        logger.info("simulator: job finished object=%s outcome=%s", _ref(job), outcome)
+        logger.info("simulator: job finished", extra={"object": _ref(job), "outcome": outcome})
 
     async def _finished_build_pod(self, job: dict[str, Any], outcome: Outcome) -> None:
         """Create the build Job's Pod as the Job controller would, then finish it as a kubelet
@@ -595,7 +596,7 @@ class ClusterSimulator:
             "startTime": now, "qosClass": "BestEffort",
         }
         await self._patch_status(f"{pods}/{name}", {"status": status})
-        logger.info("simulator: build pod finished object=%s/%s outcome=%s", ns, name, outcome)
+        logger.info("simulator: build pod finished", extra={"object": f"{ns}/{name}", "outcome": outcome})
 
     # ------------------------------------------------------------------------------- Deployments
     def _deployment_status(self, d: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
@@ -656,8 +657,8 @@ class ClusterSimulator:
         if self._deployment_matches(d.get("status") or {}, want):
             return
         await self._patch_status(path, {"status": want})
-        logger.info("simulator: deployment updated object=%s outcome=%s generation=%s",
-                    _ref(d), outcome, want["observedGeneration"])
+        logger.info("simulator: deployment updated",
+                    extra={"object": _ref(d), "outcome": outcome, "generation": want["observedGeneration"]})
 
     # -------------------------------------------------------------------------------------- Pods
     async def _on_pod(self, pod: dict[str, Any]) -> None:
@@ -716,7 +717,7 @@ class ClusterSimulator:
             "qosClass": status.get("qosClass") or "BestEffort",
         }
         await self._patch_status(path, {"status": patch})
-        logger.info("simulator: pod updated object=%s outcome=%s", _ref(pod), outcome)
+        logger.info("simulator: pod updated", extra={"object": _ref(pod), "outcome": outcome})
 
     # ---------------------------------------------------------------------------------------- GC
     async def _gc_loop(self) -> None:
@@ -726,7 +727,7 @@ class ClusterSimulator:
             except asyncio.CancelledError:
                 raise
             except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as e:
-                logger.warning("simulator: gc pass failed error=%s: %s", type(e).__name__, e)
+                logger.warning("simulator: gc pass failed", extra={"error": f"{type(e).__name__}: {e}"})
             except Exception:
                 logger.exception("simulator: gc pass failed")
             await asyncio.sleep(self.gc_interval)
@@ -796,7 +797,7 @@ class ClusterSimulator:
             await self._request("PATCH", path, body={"metadata": {"finalizers": rest or None,
                                                                   "resourceVersion": meta["resourceVersion"]}},
                                 content_type=_MERGE)
-            logger.info("gc: removed finalizer=%s owner=%s", finalizer, path)
+            logger.info("gc: removed finalizer", extra={"finalizer": finalizer, "owner": path})
 
     # ----------------------------------------------------------------------------------- HTTP
     def _path(self, prefix: str, plural: str) -> str:
