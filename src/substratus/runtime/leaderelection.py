@@ -222,10 +222,14 @@ class LeaderElector:
         return self.config.retry_period * (1 + 0.2 * random.random())
 
     async def acquire(self) -> None:
-        """Block until we hold the lease."""
+        """Block until we hold the lease. Each attempt may take what a renew attempt may (a
+        third of the renew deadline, at least the retry period): one stuck on a dead connection
+        would otherwise delay a takeover by the client's whole request timeout."""
         while True:
             try:
-                if await self.try_acquire_or_renew():
+                async with asyncio.timeout(self._attempt_limit()):
+                    acquired = await self.try_acquire_or_renew()
+                if acquired:
                     self._set_leader(True)
                     log.info("acquired lease", extra={"lease": f"{self.config.namespace}/{self.config.name}",
                                                       "identity": self.config.identity})
@@ -235,8 +239,21 @@ class LeaderElector:
                     "lease": f"{self.config.namespace}/{self.config.name}", "error": repr(exc)})
             await asyncio.sleep(self._jittered_retry())
 
+    def _attempt_timeout(self) -> float:
+        """Seconds one renew attempt (a GET and a PUT of a small object) may take: a third of the
+        renew deadline (at least the retry period), never past the deadline itself. One attempt
+        stuck on a dead connection (frozen, no FIN) must leave time for more on fresh ones, or
+        an unreachable-for-a-moment path costs the lease although the API server is fine."""
+        return max(min(self._remaining(), self._attempt_limit()), 0.0)
+
+    def _attempt_limit(self) -> float:
+        """A third of the renew deadline, at least the retry period: what one acquire or renew
+        attempt may take."""
+        return max(self.config.retry_period, self.config.renew_deadline / 3)
+
     async def renew_until_lost(self) -> None:
-        """Renew every retry period; return once no longer the leader.
+        """Renew every retry period; return once no longer the leader. Each attempt may take a
+        third of the renew deadline (``_attempt_timeout``); one cut short is retried at once.
 
         Leadership ends when the renew deadline passes since the last *successful* renewal (not
         since the current round began: a round that starts late, after a pause, starts with the
@@ -244,18 +261,24 @@ class LeaderElector:
         deadline passed first.
         """
         cfg = self.config
+        timed_out = False
         while True:
+            # After an attempt cut by its timeout (already ≥ a retry period long; its connection
+            # is closed) the next one goes at once, on a fresh connection.
+            wait = 0.0 if timed_out else min(cfg.retry_period, max(self._remaining(), 0.0))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(cfg.retry_period, max(self._remaining(), 0.0))):
+                async with asyncio.timeout(wait):
                     await self._stepped_down.wait()
             if not self.holds_lease():
                 return
+            timed_out = False
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
                 # as the attempt completes, and a stopped elector would renew on forever.
-                async with asyncio.timeout(max(self._remaining(), 0.0)):
+                async with asyncio.timeout(self._attempt_timeout()) as attempt:
                     await self.try_acquire_or_renew()
             except (ApiError, OSError, TimeoutError) as exc:
+                timed_out = attempt.expired()
                 log.warning("error renewing lease", extra={
                     "lease": f"{cfg.namespace}/{cfg.name}", "error": repr(exc)})
 
