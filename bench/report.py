@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from statistics import mean, median
 from typing import Any
@@ -302,14 +303,17 @@ def _duplicate_status_note(conv: dict[str, Any]) -> list[str]:
 
 
 # The API server's own endpoint reconciler writes the `kubernetes` Service's endpoints about every
-# 10 s, operator or not (an idle control plane shows it too): never counted as anyone's traffic.
+# 10 s, operator or not (an idle control plane shows it too), and current servers renew their
+# identity Lease as often: never counted as anyone's traffic. A run records what its server does
+# (``steady[].server_own``, bench.common.server_own_writes); older results lack it.
 SERVER_OWN = ("endpoints",)
 
 
-def _server_writes(phase: dict[str, Any]) -> int | None:
+def _server_writes(phase: dict[str, Any], own: Iterable[str] = SERVER_OWN) -> int | None:
     if "apiserver_writes" not in phase:
         return None
-    return sum(v for k, v in phase["apiserver_writes"].items() if k not in SERVER_OWN)
+    own = set(own)
+    return sum(v for k, v in phase["apiserver_writes"].items() if k not in own)
 
 
 def _mem_mode(r: dict[str, Any]) -> str:
@@ -341,15 +345,17 @@ def _steady(results: dict[str, Any]) -> list[str]:
            "Requests are counted twice: by the operator's own `rest_client_requests_total`, and by the API "
            "server's `apiserver_request_total` (writes to any resource in the cluster, from anyone — nothing "
            "else runs meanwhile; the API server's own writes to the `kubernetes` Service's endpoints, "
-           "which an idle control plane makes every ~10 s, are left out). The GETs at restart are the "
+           "which an idle control plane makes every ~10 s, and on current servers the renewals of its "
+           "identity Lease, are left out). The GETs at restart are the "
            "informers' paginated LISTs and their WATCHes, one of each per informer; a converged reconcile "
            "reads only the cache.", ""]
     rows = []
     for s in steady:
         r, y = s["restart"], s["resync"]
-        rows.append([f"{s['objects']:,}", _f(r["reconciles"]), _f(r["writes"]), _f(_server_writes(r)),
+        own = s.get("server_own", SERVER_OWN)
+        rows.append([f"{s['objects']:,}", _f(r["reconciles"]), _f(r["writes"]), _f(_server_writes(r, own)),
                      _f(r["reads"]), _f(r.get("informers")), _f(r.get("reconcile_reads")), _f(r["seconds"]),
-                     _f(y["reconciles"]), _f(y["writes"]), _f(_server_writes(y)),
+                     _f(y["reconciles"]), _f(y["writes"]), _f(_server_writes(y, own)),
                      _f(y["reads"]), _f(y["reads_per_reconcile"], 3), _f(y["seconds"])])
     out += _table(["objects", "restart reconciles", "restart writes", "… seen by API server", "restart GETs",
                    "informers", "GETs not LIST/WATCH", "restart s", "resync reconciles", "resync writes",
@@ -671,8 +677,9 @@ def headline(results: dict[str, Any]) -> list[str]:
         for st in conv.get("steady") or []:
             r, y = st["restart"], st["resync"]
             out.append(f"  steady state {st['objects']:,} objects: restart writes {r['writes']} "
-                       f"(API server {_server_writes(r)}), resync writes {y['writes']} "
-                       f"(API server {_server_writes(y)}), reads per reconcile "
+                       f"(API server {_server_writes(r, st.get('server_own', SERVER_OWN))}), resync writes "
+                       f"{y['writes']} (API server {_server_writes(y, st.get('server_own', SERVER_OWN))}), "
+                       "reads per reconcile "
                        f"{_f(y['reads_per_reconcile'], 3)} (restart: {r.get('reconcile_reads')} reads beyond "
                        f"informer LIST/WATCH)")
     mem = results.get("memory")
