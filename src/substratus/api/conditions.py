@@ -49,6 +49,7 @@ class Reason:
     DEPLOYING = "Deploying"
     AVAILABLE = "Available"
     SUSPENDED = "Suspended"
+    IDLE = "Idle"  # Notebook: Pod stopped after spec.idleTimeout (status.idle); not spec.suspend
     # any kind
     INVALID_SPEC = "InvalidSpec"
     RECONCILE_ERROR = "ReconcileError"  # the pass itself keeps failing (the error is the message)
@@ -81,6 +82,7 @@ SERVING_REASONS: tuple[str, ...] = (
     Reason.DEPLOYING,
     Reason.AVAILABLE,
     Reason.SUSPENDED,
+    Reason.IDLE,
     Reason.REFERENCE_NOT_PERMITTED,
     Reason.INVALID_SPEC,
     Reason.RECONCILE_ERROR,
