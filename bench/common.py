@@ -40,9 +40,9 @@ from substratus.controllers import render
 from substratus.controllers.resources import DATASETS
 from substratus.controllers.status import StatusUpdate, status_dict
 from substratus.runtime import metrics
-from substratus.runtime.client import Client, Gone
+from substratus.runtime.client import ApiError, Client, Gone
 from substratus.runtime.events import event_body
-from substratus.runtime.resource import CONFIGMAPS, EVENTS, JOBS, NAMESPACES, Resource
+from substratus.runtime.resource import CONFIGMAPS, EVENTS, JOBS, LEASES, NAMESPACES, Resource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_IMAGE = "substratusai/dataset-loader:v1"
@@ -164,6 +164,7 @@ class ChildRenderer:
         update.set(COMPLETE, False, Reason.JOB_RUNNING, f"Job {naming.child_name(meta.name, obj.KIND)} is running")
         obj.status.url = naming.storage_url(
             self.cloud.bucket_url, naming.storage_hash(CLUSTER_NAME, meta.namespace or "", obj.PLURAL, meta.name))
+        obj.status.image = obj.spec.image.name  # the image the workload runs (controllers/build.py)
         obj.status.ready = update.finish(COMPLETE)
         obj.status.conditions = update.conditions
         return status_dict(obj)
@@ -310,6 +311,26 @@ def reconciles(controller: str = "dataset") -> int:
             if s.name == "controller_runtime_reconcile_total" and s.labels.get("controller") == controller:
                 total += int(s.value)
     return total
+
+
+# What an API server writes by itself, nothing else running: the `kubernetes` Service's endpoints
+# (about every 10 s, every release) and, where it has an identity Lease (APIServerIdentity, on by
+# default from 1.26), that Lease's renewals (every 10 s).
+APISERVER_IDENTITY_LABEL = "apiserver.kubernetes.io/identity=kube-apiserver"
+
+
+async def server_own_writes(client: Client) -> list[str]:
+    """The resources (as ``apiserver_request_total`` names them) this API server writes on its own.
+
+    Probed, not keyed on a version: the identity Lease is there or not."""
+    own = ["endpoints"]
+    try:
+        leases = await client.list(LEASES, "kube-system", label_selector=APISERVER_IDENTITY_LABEL)
+    except ApiError:  # no Lease API or no access: nothing the server renews there
+        leases = {}
+    if (leases or {}).get("items"):
+        own.append("leases")
+    return own
 
 
 _REQUEST_LINE = re.compile(r'^apiserver_request_total\{([^}]*)\}\s+([0-9.e+]+)$', re.MULTILINE)

@@ -49,6 +49,7 @@ from bench.common import (
     quiesce,
     reconciles,
     same_writes,
+    server_own_writes,
     writes_of,
 )
 from substratus.cloud.local import LocalCloud
@@ -300,7 +301,7 @@ async def steady_state(client: Client, namespace: str, objects: int, workdir: Pa
                          upload_signing_key="bench")
     cloud = LocalCloud(cfg.bucket_url, signing_key=cfg.upload_signing_key, upload_base_url="http://127.0.0.1:0")
     mgr = build_manager(client, cloud, cfg)
-    out: dict[str, Any] = {"namespace": namespace, "objects": objects}
+    out: dict[str, Any] = {"namespace": namespace, "objects": objects, "server_own": await server_own_writes(client)}
     await quiesce(client, settle=2.0, timeout=60)
     srv0 = await apiserver_requests(client)
     req0, rec0 = client_requests(), reconciles()

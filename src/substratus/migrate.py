@@ -35,7 +35,8 @@ GPU_TYPE_RENAMES: dict[str, str] = {"nvidia-a100": "nvidia-tesla-a100", "nvidia-
 """Upstream ``GPUType`` values (api/v1/common_types.go) → GKE accelerator names (SPEC §5);
 ``nvidia-l4`` is the same in both."""
 
-SERVER_SET_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
+SERVER_SET_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink",
+                       "deletionTimestamp", "deletionGracePeriodSeconds")
 """Set by the API server; left in an exported manifest they make ``kubectl apply`` fail."""
 
 REFERENCE_RENAMES: dict[str, dict[str, str]] = {"Model": {"model": "baseModel", "dataset": "trainingDataset"}}
@@ -92,6 +93,12 @@ def convert_object(obj: Mapping[str, Any], *, default_gpu_type: str | None = Non
         del meta[k]
     if dropped:
         changes.append(f"metadata.{{{','.join(dropped)}}}: removed (set by the API server)")
+    if meta.get("ownerReferences"):
+        # They name owners by uid, and uids do not survive a move to another cluster: the garbage
+        # collector deletes an object whose owner's uid does not exist.
+        del meta["ownerReferences"]
+        changes.append("metadata.ownerReferences: removed (they name owners by their uid in the old cluster; "
+                       "the garbage collector would delete this object)")
     annotations = meta.get("annotations") or {}
     if "kubectl.kubernetes.io/last-applied-configuration" in annotations:
         del annotations["kubectl.kubernetes.io/last-applied-configuration"]
@@ -257,15 +264,26 @@ def check_converted(obj: Mapping[str, Any]) -> list[str]:
 
 # --- reading and writing manifests -------------------------------------------------------------
 
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+"""What ``kubectl apply -f DIR`` reads from a directory (JSON is YAML to the parser)."""
+
+
 def _yaml_files(path: Path) -> list[Path]:
+    """The manifest files at ``path``: itself, or every ``MANIFEST_SUFFIXES`` file below a
+    directory, sorted. Raises FileNotFoundError for a directory with none, so a mistyped
+    directory is an error rather than an empty, successful conversion."""
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        found = sorted(p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file())
+        if not found:
+            raise FileNotFoundError(f"{path}: no {', '.join('*' + s for s in MANIFEST_SUFFIXES)} files below it")
+        return found
     return [path]
 
 
 def read_documents(paths: Iterable[str], stdin: IO[str]) -> Iterator[tuple[str, Any]]:
     """``(source, document)`` for every YAML document in ``paths`` (files, directories searched
-    for ``*.yaml``/``*.yml``, ``-`` for stdin); a ``kind: List`` is expanded into its items."""
+    for ``*.yaml``/``*.yml``/``*.json``, ``-`` for stdin); a ``kind: List`` is expanded into its
+    items. Raises OSError, UnicodeDecodeError (a file that is not UTF-8) or yaml.YAMLError."""
     for arg in paths:
         files: list[tuple[str, str]] = []
         if arg == "-":
@@ -286,6 +304,20 @@ def read_documents(paths: Iterable[str], stdin: IO[str]) -> Iterator[tuple[str, 
                     yield where, doc
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (prompt templates, scripts in ``command``) as ``|`` blocks, the way
+    upstream's examples write them, instead of quoted one-liners with blank lines between."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # PyYAML falls back to a quoted style by itself where a block cannot hold the value exactly
+    # (e.g. trailing spaces on a line).
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
 def convert_main(args: argparse.Namespace, stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout,
                  stderr: IO[str] = sys.stderr) -> int:
     """``substratus convert``: all or nothing — converted YAML on stdout only if every document
@@ -297,7 +329,7 @@ def convert_main(args: argparse.Namespace, stdin: IO[str] = sys.stdin, stdout: I
     failed = 0
     try:
         docs = list(read_documents(args.paths or ["-"], stdin))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         stderr.write(f"error: {exc}\n")
         return 1
     for source, doc in docs:
@@ -314,8 +346,8 @@ def convert_main(args: argparse.Namespace, stdin: IO[str] = sys.stdin, stdout: I
     if failed:
         stderr.write(f"{failed} of {len(docs)} documents cannot be converted; nothing written\n")
         return 1
-    stdout.write(yaml.safe_dump_all(converted, sort_keys=False, default_flow_style=False, width=1 << 16,
-                                    allow_unicode=True, explicit_start=True))
+    stdout.write(yaml.dump_all(converted, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                               width=1 << 16, allow_unicode=True, explicit_start=True))
     return 0
 
 
@@ -336,7 +368,7 @@ def add_arguments(sub: Any) -> None:
     """The ``convert`` and ``adopt`` subcommands of ``substratus``."""
     conv = sub.add_parser(
         "convert", help="rewrite manifests of the original Substratus (v0.10) for this product",
-        description="Reads YAML (files, directories, or - for stdin; multi-document, kind: List), writes "
+        description="Reads YAML or JSON (files, directories, or - for stdin; multi-document, kind: List), writes "
                     "the converted manifests to stdout and one line per change to stderr. Refuses (exit 1, "
                     "nothing written) what cannot be converted mechanically.")
     conv.add_argument("paths", nargs="*", metavar="PATH", help="file, directory or - (default: stdin)")
@@ -347,7 +379,8 @@ def add_arguments(sub: Any) -> None:
         description="Finds {bucket}/{hash}/artifacts written by the original Substratus and writes "
                     "{bucket}/{hash}/completed.json, so the object completes without running a Job. "
                     "Never moves or deletes data.")
-    adopt.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b (Model or Dataset)")
+    adopt.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b (Model or Dataset; notebook/NAME lists an "
+                                      "upstream Notebook's files and prints how to copy them)")
     adopt.add_argument("-n", "--namespace", default=None, help="default: the kubeconfig's namespace, else default")
     adopt.add_argument("--cluster-name", default=os.environ.get("SUBSTRATUS_CLUSTER_NAME"),
                        help="the operator's --cluster-name; with --bucket-url, no cluster access is needed "
@@ -382,8 +415,9 @@ async def adopt(target: str, namespace: str, *, cloud_name: str, cluster_name: s
     except ValueError as exc:
         err.write(f"error: {exc}\n")
         return 2
-    if kind not in ADOPTABLE:
-        err.write(f"error: only a Model or a Dataset has artifacts to adopt, not a {kind}\n")
+    if kind not in (*ADOPTABLE, "Notebook"):
+        err.write(f"error: only a Model or a Dataset has artifacts to adopt (and a Notebook files to find), "
+                  f"not a {kind}\n")
         return 2
     plural = KINDS[kind].PLURAL
     generation: int | None = None
@@ -417,6 +451,8 @@ async def adopt(target: str, namespace: str, *, cloud_name: str, cluster_name: s
     cloud = build_cloud(OperatorConfig(cloud=cloud_name, bucket_url=url.rsplit("/", 1)[0],
                                        upload_signing_key="unused: adopt signs nothing"))
     try:
+        if kind == "Notebook":
+            return await notebook_files_at(cloud, namespace, name, url, out, err)
         return await adopt_at(cloud, kind, namespace, name, url, generation, out, err)
     finally:
         await cloud.close()
@@ -454,3 +490,43 @@ async def adopt_at(cloud: Cloud, kind: str, namespace: str, name: str, url: str,
     out.write(f"adopted {len(listing)} files ({size} bytes) at {upstream}/ in place; wrote {marker}\n"
               f"{kind} {namespace}/{name} completes without running a Job (status.artifactsURL = {upstream})\n")
     return 0
+
+
+async def notebook_files_at(cloud: Cloud, namespace: str, name: str, url: str, out: IO[str],
+                            err: IO[str]) -> int:
+    """Where an upstream Notebook's files are, and how to bring them into this product's Notebook.
+
+    Upstream mounted ``{url}/artifacts`` read-write at ``/content/artifacts`` of every Notebook
+    Pod (internal/controller/notebook_controller.go), so a user's work lives there; here a
+    Notebook's ``/content/output`` (and ``/content/artifacts``) is ``{url}/output``
+    (controllers/notebook.py). Nothing marks a Notebook complete, and adopt never moves data:
+    this lists the files and prints the copy command. 0 when there is nothing to bring over,
+    1 when files wait to be copied (or the bucket cannot be read)."""
+    from substratus.controllers.notebook import output_url
+
+    upstream = f"{url}/{UPSTREAM_ARTIFACTS_DIR}"
+    try:
+        listing = await cloud.list(upstream)
+    except (CloudError, OSError) as exc:
+        err.write(f"error: cannot read {url}/: {type(exc).__name__}: {exc} (check --bucket-url, --cloud and the "
+                  "credentials); nothing written\n")
+        return 1
+    if not listing:
+        out.write(f"Notebook {namespace}/{name}: no files of the original Substratus at {upstream}/; "
+                  "nothing to bring over\n")
+        return 0
+    target = output_url(url)
+    size = sum(o.size for o in listing)
+    err.write(f"Notebook {namespace}/{name}: {len(listing)} files ({size} bytes) of the original Substratus at "
+              f"{upstream}/; here the Notebook's /content/output and /content/artifacts are {target}/, so "
+              f"they are not visible until copied (adopt never moves data; nothing written):\n"
+              f"  {_copy_command(upstream, target)}\n")
+    return 1
+
+
+def _copy_command(source: str, target: str) -> str:
+    """A shell command copying the directory ``source`` into ``target`` (bucket URLs)."""
+    if source.startswith("file://"):
+        src, dst = source.removeprefix("file://"), target.removeprefix("file://")
+        return f"mkdir -p '{dst}' && cp -r '{src}/.' '{dst}/'"
+    return f"gsutil -m cp -r '{source}/*' '{target}/'"

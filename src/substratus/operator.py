@@ -8,6 +8,7 @@ import logging
 from kubernetes_asyncio.config import ConfigException
 
 from substratus import logs
+from substratus.api.crd import crd_apply_command
 from substratus.cli import ExitCode
 from substratus.cloud import build_cloud
 from substratus.cloud.base import Cloud
@@ -201,8 +202,8 @@ async def run_operator(cfg: OperatorConfig) -> int:
             log.error("cannot reach the Kubernetes API server", extra={"server": client.host, "error": repr(exc)})
             return ExitCode.NO_CLUSTER
         if missing:
-            log.error("CRDs not installed; install them with `kubectl apply -k manifests/crd` (or `make run`, "
-                      "which does it)", extra={"crds": missing})
+            log.error("CRDs not installed; install them (or `make run`, which does it)",
+                      extra={"crds": missing, "command": crd_apply_command(None)})
             return ExitCode.NO_CRDS
         mgr = build_manager(client, cloud, cfg)
         log.info("starting operator", extra={"cluster": cfg.cluster_name, "cloud": cfg.cloud, "bucket": cloud.bucket_url,

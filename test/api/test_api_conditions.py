@@ -36,7 +36,8 @@ def test_reasons_match_spec() -> None:
         "InvalidSpec",
         "ReconcileError",
     )
-    assert REASONS[SERVING] == ("WaitingForDependency", "Deploying", "Available", "Suspended",
+    # Idle: a Notebook stopped after spec.idleTimeout (issue 16; recorded in status.idle, never spec.suspend).
+    assert REASONS[SERVING] == ("WaitingForDependency", "Deploying", "Available", "Suspended", "Idle",
                                 "ReferenceNotPermitted", "PodFailing", "InvalidSpec", "ReconcileError")
     assert (BUILT, COMPLETE, SERVING) == ("Built", "Complete", "Serving")
 

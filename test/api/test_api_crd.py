@@ -125,12 +125,14 @@ def test_metadata_is_plain_object_and_name_rules_are_cel(kind: str) -> None:
     assert image["properties"]["git"][VALIDATIONS] == [{"rule": r, "message": m} for r, m in GIT_RULES]
 
 
-def test_image_cel_rules_allow_controller_set_name() -> None:
-    # {git, name} and {upload, name} are legal (name is set after a build); {} and {git, upload} are not.
+def test_image_cel_rules_say_exactly_one_source() -> None:
+    # SPEC §1: the spec is the user's; a built image is in status.image, never in image.name.
+    # test_api_cel.py evaluates these rules against the controller's verdicts.
     rules = [r for r, _ in IMAGE_RULES]
     assert rules == [
         "has(self.git) || has(self.upload) || has(self.name)",
         "!(has(self.git) && has(self.upload))",
+        "!has(self.name) || !(has(self.git) || has(self.upload))",
     ]
 
 

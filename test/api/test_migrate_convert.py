@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -293,3 +294,72 @@ def test_typed_lists_from_the_api_are_expanded() -> None:
     assert [o["metadata"]["name"] for o in objs] == ["a", "b"]
     assert objs[1]["spec"]["baseModel"] == {"name": "a"}
     assert "<stdin>[1]: Model/b: spec.model → spec.baseModel" in err
+
+
+def test_adopt_notebook_finds_upstream_files_and_says_how_to_bring_them_over(tmp_path: Path) -> None:
+    """Upstream persisted a Notebook's /content/artifacts at {hash}/artifacts; here a Notebook's
+    output is {hash}/output. adopt lists them and prints the copy command; it writes nothing."""
+    from substratus import naming
+
+    bucket = f"file://{tmp_path}/bucket"
+    url = naming.storage_url(bucket, naming.storage_hash("old", "default", "notebooks", "dev"))
+    cmd = [sys.executable, "-m", "substratus", "adopt", "notebook/dev", "-n", "default",
+           "--cluster-name", "old", "--bucket-url", bucket]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "no files of the original Substratus" in proc.stdout
+    work = Path(url.removeprefix("file://")) / "artifacts"
+    (work / "checkpoints").mkdir(parents=True)
+    (work / "checkpoints" / "step-1.bin").write_bytes(b"y" * 7)
+    (work / "analysis.ipynb").write_text("{}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "Notebook default/dev: 2 files (9 bytes) of the original Substratus" in proc.stderr
+    assert f"are {url}/output/, so they are not visible until copied" in proc.stderr
+    copy = proc.stderr.splitlines()[-1].strip()
+    assert sorted(p.name for p in work.parent.iterdir()) == ["artifacts"], "nothing written"
+    subprocess.run(copy, shell=True, check=True)
+    assert (work.parent / "output" / "checkpoints" / "step-1.bin").read_bytes() == b"y" * 7
+    assert (work / "analysis.ipynb").exists(), "the originals stay"
+
+
+def test_a_directory_of_json_manifests_is_converted_like_kubectl_reads_it(tmp_path: Path) -> None:
+    """kubectl apply -f DIR reads *.json too; skipping them gave an empty, successful conversion."""
+    (tmp_path / "model.json").write_text(json.dumps(_upstream(name="j", image="x", resources={})))
+    (tmp_path / "README.md").write_text("not a manifest")
+    rc, out, err = run_convert(str(tmp_path))
+    assert rc == 0, err
+    assert [d["spec"]["image"] for d in yaml.safe_load_all(out)] == [{"name": "x"}]
+
+
+def test_a_directory_without_manifests_or_a_file_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    rc, out, err = run_convert(str(tmp_path / "empty"))
+    assert rc == 1 and out == "" and "no *.yaml, *.yml, *.json files below it" in err
+    (tmp_path / "latin1.yaml").write_bytes(b"\xff\xfe not utf-8")
+    rc, out, err = run_convert(str(tmp_path / "latin1.yaml"))
+    assert rc == 1 and out == "" and err.startswith("error: 'utf-8' codec can't decode")
+
+
+def test_exported_owner_references_and_deletion_marks_are_removed() -> None:
+    """An object exported from the old cluster names its owners by uid; applied to a new cluster
+    the garbage collector would delete it (the owner uid does not exist there)."""
+    exported = _upstream(image="x", resources={})
+    exported["metadata"].update({
+        "uid": "1", "deletionTimestamp": "2024-01-01T00:00:00Z", "deletionGracePeriodSeconds": 0,
+        "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": "0"}]})
+    result = convert_object(exported)
+    assert result.obj["metadata"] == {"name": "m"}
+    assert "metadata.{uid,deletionTimestamp,deletionGracePeriodSeconds}: removed (set by the API server)" \
+        in result.changes
+    assert any(c.startswith("metadata.ownerReferences: removed") for c in result.changes)
+
+
+def test_multi_line_params_stay_blocks_and_round_trip() -> None:
+    template = "You're a helpful assistant\n## Instruction\n{prompt}\n## Response:\n{completion}\n"
+    odd = "trailing space \nand tab\there"
+    text = yaml.safe_dump(_upstream(image="x", resources={}, params={"prompt_template": template, "odd": odd}))
+    rc, out, err = run_convert("-", stdin=text)
+    assert rc == 0, err
+    assert "    prompt_template: |\n      You're a helpful assistant\n      ## Instruction\n" in out
+    assert yaml.safe_load(out)["spec"]["params"] == {"prompt_template": template, "odd": odd}

@@ -31,6 +31,8 @@ from substratus.cloud.local import LocalCloud
 from substratus.controllers import build
 from substratus.controllers.resources import DATASETS, MODELS
 from substratus.controllers.status import StatusUpdate
+from substratus.install import crd_enforces_cel
+from substratus.runtime.client import Invalid
 from substratus.runtime.resource import JOBS, PODS, Resource
 from substratus.testing.simulator import (
     COMMIT_ANNOTATION,
@@ -439,10 +441,16 @@ async def test_git_tag_builds_tag(operator: Any, namespace: str) -> None:
 
 
 async def test_image_name_beside_git_is_invalid_spec(operator: Any, namespace: str) -> None:
-    """SPEC §1: exactly one of git / upload / name — on servers without CEL the controller says so."""
+    """SPEC §1: exactly one of git / upload / name — at admission where the server enforces the
+    CRD's CEL rules, otherwise the controller says so."""
     client = operator.client
     manifest = git_model("both", namespace, branch="main")
     manifest["spec"]["image"]["name"] = "docker.io/me/trainer:1"
+    if await crd_enforces_cel(client):
+        with pytest.raises(Invalid) as err:
+            await client.create(MODELS, manifest)
+        assert err.value.status == 422 and "image.name cannot be set together" in err.value.message
+        return
     await client.create(MODELS, manifest)
 
     async def invalid() -> dict[str, Any] | None:
@@ -465,6 +473,13 @@ async def test_legacy_controller_written_name_is_adopted_not_rebuilt(operator: A
     legacy = f"{REGISTRY}/test-cluster-model-{namespace}-old:main"
     manifest = git_model("old", namespace, branch="main")
     manifest["spec"]["image"]["name"] = legacy
+    if await crd_enforces_cel(client):
+        # A CEL server refuses such an object at admission (the CRD's exactly-one-source rule), so
+        # one can only exist from before the upgrade: docs/operations.md says to drop the name.
+        with pytest.raises(Invalid) as err:
+            await client.create(MODELS, manifest)
+        assert err.value.status == 422 and "image.name cannot be set together" in err.value.message
+        return
     created = await client.create(MODELS, manifest)
     obj = await eventually(lambda: ready(client, MODELS, "old", namespace), timeout=30)
     assert obj["status"]["image"] == legacy

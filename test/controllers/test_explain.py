@@ -42,6 +42,7 @@ async def test_explain_walks_the_waiting_chain_to_the_blocker(operator, namespac
     assert f"Model {namespace}/missing: NOT FOUND" in text
     assert "Job slow-dataset: running" in text
     assert "Job tuned-model: not created" in text
+    assert text.count("depends on:") == 1  # one heading over both dependencies
     # The first blocker, depth first: baseModel is listed first and does not exist.
     assert text.splitlines()[-1] == f"why: Model {namespace}/missing does not exist"
 

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from helpers import condition, event_reasons, get_obj, gone, writes_on_resync
+from helpers import condition, event_reasons, get_obj, gone, requests_on_resync, writes_on_resync
 
 from substratus import naming
 from substratus.api import format_time
@@ -246,26 +246,78 @@ async def test_spec_change_replaces_the_pod(operator, namespace: str) -> None:
     assert (await client.get(PODS, "edit-notebook", namespace))["metadata"]["uid"] == pod["metadata"]["uid"]
 
 
-async def test_idle_notebook_is_suspended(operator, namespace: str, fake_jupyter: FakeJupyter) -> None:
+async def test_idle_notebook_is_stopped_without_touching_its_spec(operator, namespace: str,
+                                                                  fake_jupyter: FakeJupyter) -> None:
+    """SPEC §1: idleness stops the Pod and is recorded in the status; spec and generation stay the
+    user's (a GitOps tool sees no drift). A converged idle Notebook makes no request at all."""
     client = operator.client
     reader = DirectJupyterStatusReader(fake_jupyter.url)
     use_reader(operator, reader)
-    await client.create(NOTEBOOKS, notebook("idle", namespace, idleTimeout="1h"))
+    created = await client.create(NOTEBOOKS, notebook("idle", namespace, idleTimeout="1h"))
 
-    obj = await eventually(lambda: _serving_reason(client, "idle", namespace, "Suspended"), timeout=30)
-    assert obj["spec"]["suspend"] is True, "suspended through the spec, like a user would"
-    assert obj["status"]["ready"] is False
+    obj = await eventually(lambda: _serving_reason(client, "idle", namespace, "Idle"), timeout=30)
     await eventually(lambda: gone(client, PODS, "idle-notebook", namespace), timeout=30)
+    obj = await client.get(NOTEBOOKS, "idle", namespace)
+    assert obj["spec"] == created["spec"] and obj["spec"]["suspend"] is False
+    assert obj["metadata"]["generation"] == 1
+    assert obj["status"]["ready"] is False and condition(obj, "Ready")["reason"] == "Idle"
+    idle = obj["status"]["idle"]
+    assert "resume" not in idle and idle["generation"] == 1 and idle["since"] and idle["lastActivity"]
+    message = condition(obj, "Serving")["message"]
+    assert "idleTimeout 1h" in message and "(3h" in message
+    assert f"kubectl notebook idle -n {namespace}" in message
+    assert f"kubectl annotate notebook/idle -n {namespace} substratus.ai/resume=" in message
     assert reader.calls and reader.calls[0] == (namespace, "idle-notebook")
     secret = await client.get(SECRETS, "idle-notebook-token", namespace)
     assert fake_jupyter.tokens[0] == base64.b64decode(secret["data"]["token"]).decode(), "authenticated"
+    events = await eventually(lambda: _events(client, namespace, "idle", "Idle"), timeout=10)
+    assert "substratus.ai/resume" in events[0]["message"] and "idleTimeout 1h" in events[0]["message"]
 
-    events = await eventually(lambda: _events(client, namespace, "idle", "IdleSuspended"), timeout=10)
-    assert "idleTimeout 1h" in events[0]["message"] and "3h" in events[0]["message"]
+    # Converged: re-delivering it (a resync, a restart) sends nothing and probes nothing.
+    probes = len(reader.calls)
+    assert await requests_on_resync(operator) == 0
+    assert len(reader.calls) == probes
+
+    # A new annotation value resumes it; the spec is still untouched.
+    fake_jupyter.last_activity = dt.datetime.now(dt.UTC)
+    await client.patch(NOTEBOOKS, "idle", {"metadata": {"annotations": {"substratus.ai/resume": "1"}}}, namespace)
+    obj = await eventually(lambda: _serving_reason(client, "idle", namespace, "Available"), timeout=30)
+    assert "idle" not in obj["status"] and obj["metadata"]["generation"] == 1 and obj["status"]["ready"] is True
+    assert await client.get_or_none(PODS, "idle-notebook", namespace) is not None
 
 
-async def test_active_notebook_is_suspended_when_the_timeout_expires(operator, namespace: str,
-                                                                     fake_jupyter: FakeJupyter) -> None:
+async def test_spec_change_resumes_an_idle_notebook(operator, namespace: str, fake_jupyter: FakeJupyter) -> None:
+    client = operator.client
+    use_reader(operator, DirectJupyterStatusReader(fake_jupyter.url))
+    await client.create(NOTEBOOKS, {**notebook("edit-idle", namespace, idleTimeout="1h"),
+                                    "metadata": {"name": "edit-idle", "namespace": namespace,
+                                                 "annotations": {"substratus.ai/resume": "a"}}})
+    obj = await eventually(lambda: _serving_reason(client, "edit-idle", namespace, "Idle"), timeout=30)
+    assert obj["status"]["idle"]["resume"] == "a", "an old value does not resume"
+    await eventually(lambda: gone(client, PODS, "edit-idle-notebook", namespace), timeout=30)
+
+    fake_jupyter.last_activity = dt.datetime.now(dt.UTC)
+    await client.patch(NOTEBOOKS, "edit-idle", {"spec": {"params": {"a": 1}}}, namespace)
+    obj = await eventually(lambda: _serving_reason(client, "edit-idle", namespace, "Available"), timeout=30)
+    assert "idle" not in obj["status"] and condition(obj, "Serving")["observedGeneration"] == 2
+    pod = await client.get(PODS, "edit-idle-notebook", namespace)
+    assert {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}["PARAM_A"] == "1"
+
+
+async def test_user_suspend_still_means_suspend_and_clears_idleness(operator, namespace: str,
+                                                                    fake_jupyter: FakeJupyter) -> None:
+    client = operator.client
+    use_reader(operator, DirectJupyterStatusReader(fake_jupyter.url))
+    await client.create(NOTEBOOKS, notebook("both", namespace, idleTimeout="1h"))
+    await eventually(lambda: _serving_reason(client, "both", namespace, "Idle"), timeout=30)
+    await client.patch(NOTEBOOKS, "both", {"spec": {"suspend": True}}, namespace)
+    obj = await eventually(lambda: _serving_reason(client, "both", namespace, "Suspended"), timeout=30)
+    assert "idle" not in obj["status"]
+    assert await client.get_or_none(PODS, "both-notebook", namespace) is None
+
+
+async def test_active_notebook_is_stopped_when_the_timeout_expires(operator, namespace: str,
+                                                                   fake_jupyter: FakeJupyter) -> None:
     client = operator.client
     started = time.monotonic()
     fake_jupyter.last_activity = dt.datetime.now(dt.UTC)  # active just now
@@ -275,10 +327,11 @@ async def test_active_notebook_is_suspended_when_the_timeout_expires(operator, n
     await eventually(lambda: _serving_reason(client, "busy", namespace, "Available"), timeout=30)
     assert reader.calls, "checked as soon as the Pod is ready"
     # No event arrives in between: the reconciler's own requeue comes back when the timeout expires.
-    obj = await eventually(lambda: _serving_reason(client, "busy", namespace, "Suspended"), timeout=30)
-    assert obj["spec"]["suspend"] is True
+    obj = await eventually(lambda: _serving_reason(client, "busy", namespace, "Idle"), timeout=30)
+    assert obj["spec"]["suspend"] is False and obj["metadata"]["generation"] == 1
     assert time.monotonic() - started >= 3.5, "not before the last activity is idleTimeout old"
     assert len(reader.calls) >= 2
+    await eventually(lambda: gone(client, PODS, "busy-notebook", namespace), timeout=30)
 
 
 async def test_unreachable_jupyter_never_suspends(operator, namespace: str) -> None:

@@ -10,6 +10,7 @@ from helpers import condition, create_secret, event_reasons, get_obj, gone, writ
 from substratus import naming
 from substratus.controllers.resources import MODELS, SERVERS
 from substratus.controllers.server import deployment_state
+from substratus.install import crd_enforces_cel
 from substratus.runtime.client import Invalid
 from substratus.runtime.resource import CONFIGMAPS, DEPLOYMENTS, JOBS, SERVICES
 from substratus.testing.simulator import OUTCOME_ANNOTATION
@@ -198,10 +199,17 @@ async def test_server_without_model_is_rejected_by_the_schema(operator, namespac
     assert err.value.status == 422 and "model" in err.value.message
 
 
-async def test_server_name_too_long_is_invalid_spec(operator, namespace: str) -> None:
+async def test_server_name_too_long_is_rejected_or_invalid_spec(operator, namespace: str) -> None:
     client = operator.client
-    name = "s" * 51  # the apiserver (no CEL on 1.20) accepts it; the controller must not
+    name = "s" * 51
     await client.create(MODELS, model("opt", namespace))
+    if await crd_enforces_cel(client, "servers.substratus.ai"):
+        # The CRD's CEL rule rejects it at admission (SPEC §2): nothing is stored.
+        with pytest.raises(Invalid) as err:
+            await client.create(SERVERS, server(name, namespace))
+        assert err.value.status == 422 and "metadata.name must be at most 50" in err.value.message
+        return
+    # A server without CEL (1.20) stores it; the controller must not act on it.
     await client.create(SERVERS, server(name, namespace))
     obj = await eventually(lambda: _serving_reason(client, name, namespace, "InvalidSpec"), timeout=30)
     assert "metadata.name" in serving(obj)["message"]

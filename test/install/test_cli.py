@@ -39,8 +39,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, *ne
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if "error:" in line]
-    assert len(errors) == 1, proc.stderr
+    assert len(lines) == 1 and "error:" in lines[0], proc.stderr  # one line, nothing around it
+    errors = lines
     for needle in needles:
         assert needle in errors[0], (needle, errors[0])
 

@@ -3,6 +3,7 @@ server, and that the RBAC it ships is exactly what the operator's code calls."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -32,8 +33,11 @@ from manifest_helpers import (
 )
 
 from substratus import rbac
+from substratus.api.crd import crd_apply_command, generate_crds
 from substratus.config import OperatorConfig
+from substratus.install import crd_enforces_cel, crd_install_hint
 from substratus.rbac import Permission
+from substratus.runtime.client import Client
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -277,6 +281,26 @@ def test_overlay_applies_to_the_api_server(overlay: str, kubectl: Kubectl, names
         assert not changed, again
     finally:
         delete_cluster_scoped(kubectl, objs)
+
+
+def test_crd_install_hint() -> None:
+    assert crd_apply_command(20) == "kubectl apply -k manifests/crd --validate=false"
+    assert crd_apply_command(24) == "kubectl apply -k manifests/crd --validate=false"
+    assert crd_apply_command(25) == crd_apply_command(36) == "kubectl apply -k manifests/crd"
+    assert "--validate=false" in crd_apply_command(None) and "< 1.25" in crd_apply_command(None)
+
+
+async def test_the_crd_install_hint_works_on_this_server(client: Client, kubectl: Kubectl) -> None:
+    """The command the operator and the plugins print when the CRDs are missing, run with the
+    real kubectl against this server (a current kubectl against 1.20 refuses the plain one)."""
+    hint = await crd_install_hint(client)
+    words = hint.split()
+    assert words[:4] == ["kubectl", "apply", "-k", "manifests/crd"], hint
+    await asyncio.to_thread(kubectl, "apply", "-k", str(MANIFESTS / "crd"), *words[4:])
+    names = [f"crd/{c['metadata']['name']}" for c in generate_crds().values()]
+    await asyncio.to_thread(kubectl, "wait", "--for=condition=Established", "--timeout=60s", *names)
+    # The rules reach the server where it enforces them; elsewhere the server dropped them.
+    assert await crd_enforces_cel(client) is ("--validate=false" not in hint)
 
 
 # --- RBAC: the shipped rules are what the code calls -------------------------------------------

@@ -13,13 +13,15 @@ and a Dataset created just after the freeze is ready within it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 
 from reliability_helpers import dataset, wait_ready
 
 from substratus.controllers.resources import DATASETS
-from substratus.runtime.client import ClientOptions
+from substratus.runtime.client import Client, ClientOptions
+from substratus.runtime.leaderelection import LeaderElectionConfig, LeaderElector
 from substratus.testing.wait import eventually
 
 BOUND = 60.0
@@ -46,6 +48,13 @@ async def test_frozen_connections_are_noticed_and_work_created_meanwhile_converg
 
     await wait_ready(admin, DATASETS, namespace, ["created-while-frozen"], timeout=BOUND + 60)
     ready_s = time.monotonic() - t_freeze
+
+    def rewatched() -> set[str]:
+        return {r.path for r in proxy.records if r.watch and r.started > t_freeze}
+
+    # Each watch has its own deadline (its server timeout + slack): wait for every replacement.
+    await eventually(lambda: paths <= rewatched(), timeout=max(1.0, BOUND + 5 - (time.monotonic() - t_freeze)),
+                     message="every frozen watch replaced")
 
     rewatch: dict[str, float] = defaultdict(lambda: float("inf"))
     for r in proxy.records:
@@ -102,3 +111,74 @@ async def test_watches_that_trickle_bytes_but_carry_nothing_are_noticed(
     assert ready_s <= BOUND, f"the Dataset created meanwhile was ready {ready_s:.1f}s after the trickle began"
     print(f"\nRELIABILITY trickling watches: {trickling} watches trickled a byte every 5 s; watches "
           f"replaced after (s) {noticed}; max {max(noticed.values()):.1f}s; Dataset ready after {ready_s:.1f}s")
+
+
+async def test_a_leader_whose_connections_freeze_keeps_its_lease(
+        start_operator, make_proxy, sim, admin, namespace, tmp_path) -> None:
+    """Every connection of a leading operator freezes (watches, the controllers' idle pooled ones,
+    the elector's own); new connections work: the API server is fine. A renewal that waits on a
+    frozen connection until the renew deadline loses the lease for nothing (the process exits,
+    a standby waits out the lease). Unfixed, leadership was lost 4.5-4.9 s after the freeze."""
+    proxy = await make_proxy("op")
+    lease = {"leader_election_lease_duration": 8.0, "leader_election_renew_deadline": 5.0,
+             "leader_election_retry_period": 1.0}
+    op = await start_operator(kubeconfig_path=proxy.write_kubeconfig(tmp_path / "kubeconfig"),
+                              leader_elect=True, leader_election_namespace=namespace,
+                              leader_election_id="frozen-leader", **lease)
+    elector = op.manager.elector
+    assert elector is not None
+    await eventually(lambda: elector.is_leader, timeout=30, message="leading")
+    # Warm the controllers' pool with idle keep-alive connections, as a busy operator has.
+    await admin.create(DATASETS, dataset("before-freeze", namespace))
+    await wait_ready(admin, DATASETS, namespace, ["before-freeze"], timeout=60)
+    frozen = proxy.freeze()
+    t0 = time.monotonic()
+    watch_for = 3 * lease["leader_election_renew_deadline"]
+    while time.monotonic() - t0 < watch_for:
+        assert elector.is_leader and not op.task.done(), (
+            f"leadership lost {time.monotonic() - t0:.1f}s after {frozen} connections froze")
+        await asyncio.sleep(0.1)
+    renewals = [r for r in proxy.select(method="PUT", path="/leases/frozen-leader", ok=True) if r.started > t0]
+    assert renewals, "no renewal got through after the freeze"
+    print(f"\nRELIABILITY frozen leader: {frozen} connections frozen; still leading after {watch_for:.0f}s "
+          f"(renew deadline {lease['leader_election_renew_deadline']:.0f}s); first renewal after the freeze "
+          f"{renewals[0].started - t0:.1f}s; {len(renewals)} renewals")
+
+
+async def test_a_standby_whose_connections_freeze_still_takes_over(
+        client, make_proxy, namespace, tmp_path) -> None:
+    """The standby's connections freeze, then the leader dies without releasing: the standby must
+    take over about a lease after the leader's last renewal, not after an acquire attempt stuck on
+    a frozen connection waits out the client's 30 s request timeout."""
+    cfg = {"lease_duration": 8.0, "renew_deadline": 5.0, "retry_period": 1.0}
+    leader = LeaderElector(client.with_own_connections(), LeaderElectionConfig(
+        name="frozen-standby", namespace=namespace, identity="leader", release_on_cancel=False, **cfg))
+    proxy = await make_proxy("standby")
+    via_proxy = await Client.from_kubeconfig(str(proxy.write_kubeconfig(tmp_path / "kubeconfig")))
+    standby = LeaderElector(via_proxy, LeaderElectionConfig(
+        name="frozen-standby", namespace=namespace, identity="standby", **cfg))
+    tl = asyncio.create_task(leader.run())
+    ts: asyncio.Task[None] | None = None
+    try:
+        await eventually(lambda: leader.is_leader, timeout=30, message="leading")
+        ts = asyncio.create_task(standby.run())
+        await eventually(lambda: proxy.select(path="/leases/frozen-standby", ok=True), timeout=30,
+                         message="the standby polling the lease")
+        await asyncio.sleep(1.5)
+        frozen = proxy.freeze()
+        tl.cancel()  # the leader dies: no more renewals, no release
+        await asyncio.gather(tl, return_exceptions=True)
+        t_dead = time.monotonic()
+        await eventually(lambda: standby.is_leader, timeout=45, message="the standby leading")
+        took = time.monotonic() - t_dead
+        bound = cfg["lease_duration"] + 2 * 1.2 * cfg["retry_period"] + cfg["renew_deadline"] / 3 + 4
+        assert took <= bound, f"takeover {took:.1f}s after the leader died, bound {bound:.1f}s"
+        print(f"\nRELIABILITY frozen standby: {frozen} connections frozen; takeover {took:.1f}s after the "
+              f"leader died (lease {cfg['lease_duration']:.0f}s)")
+    finally:
+        for t in (tl, ts):
+            if t is not None:
+                t.cancel()
+                await asyncio.gather(t, return_exceptions=True)
+        await leader.client.close()
+        await via_proxy.close()

@@ -84,14 +84,15 @@ NEEDED = [
     ("create", "leases.coordination.k8s.io", ()),
     ("update", "leases.coordination.k8s.io/substratus-leader", ()),
     ("get", "pods", ("--subresource=proxy",)), ("delete", "pods", ()), ("create", "secrets", ()),
-    ("patch", "services", ()), ("patch", "notebooks.substratus.ai", ()),
+    ("patch", "services", ()), ("patch", "notebooks.substratus.ai", ("--subresource=status",)),
     ("patch", "servers.substratus.ai", ("--subresource=status",)),
 ]
 DENIED = [
     ("delete", "datasets.substratus.ai", ()), ("delete", "models.substratus.ai", ()),
-    # The spec is the user's (SPEC §1): only a Notebook's spec.suspend is ever patched (idle check).
+    # The spec is the user's (SPEC §1): never patched, not even a Notebook's suspend (idleness is
+    # recorded in status.idle).
     ("patch", "models.substratus.ai", ()), ("patch", "datasets.substratus.ai", ()),
-    ("patch", "servers.substratus.ai", ()),
+    ("patch", "servers.substratus.ai", ()), ("patch", "notebooks.substratus.ai", ()),
     ("create", "models.substratus.ai", ()), ("update", "models.substratus.ai", ()),
     ("delete", "namespaces", ()), ("create", "clusterrolebindings.rbac.authorization.k8s.io", ()),
     ("escalate", "clusterroles.rbac.authorization.k8s.io", ()), ("bind", "clusterroles.rbac.authorization.k8s.io", ()),

@@ -49,6 +49,7 @@ class Reason:
     DEPLOYING = "Deploying"
     AVAILABLE = "Available"
     SUSPENDED = "Suspended"
+    IDLE = "Idle"  # Notebook: Pod stopped after spec.idleTimeout (status.idle); not spec.suspend
     # any kind
     INVALID_SPEC = "InvalidSpec"
     # Built, Complete, Serving: the workload's (or build's) Pod cannot start or keeps failing;
@@ -86,6 +87,7 @@ SERVING_REASONS: tuple[str, ...] = (
     Reason.DEPLOYING,
     Reason.AVAILABLE,
     Reason.SUSPENDED,
+    Reason.IDLE,
     Reason.REFERENCE_NOT_PERMITTED,
     Reason.POD_FAILING,
     Reason.INVALID_SPEC,

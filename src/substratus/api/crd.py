@@ -84,6 +84,26 @@ def crd_for(cls: KindClass, *, cel: bool = True) -> dict[str, Any]:
     }
 
 
+CEL_SERVER_MINOR = 25
+"""First Kubernetes 1.x whose API server enforces CRD CEL rules by default (beta in 1.25)."""
+APPLY_CRDS = "kubectl apply -k manifests/crd"
+
+
+def crd_apply_command(server_minor: int | None) -> str:
+    """The ``kubectl`` command that installs ``manifests/crd`` on a 1.``server_minor`` server.
+
+    kubectl validates an applied object against the server's OpenAPI when the server cannot
+    validate fields itself; a server older than 1.25 does not know ``x-kubernetes-validations``
+    (before 1.23 not at all), so that check fails and ``--validate=false`` is needed there — the
+    server then drops the rules and the controller enforces them. ``None`` (version unknown) gives
+    both."""
+    if server_minor is None:
+        return f"{APPLY_CRDS} (Kubernetes < 1.{CEL_SERVER_MINOR}: {APPLY_CRDS} --validate=false)"
+    if server_minor < CEL_SERVER_MINOR:
+        return f"{APPLY_CRDS} --validate=false"
+    return APPLY_CRDS
+
+
 def crd_filename(cls: KindClass) -> str:
     return f"{GROUP}_{cls.PLURAL}.yaml"
 

@@ -41,6 +41,11 @@ IMAGE_RULES: tuple[tuple[str, str], ...] = (
         "!(has(self.git) && has(self.upload))",
         "image.git and image.upload are mutually exclusive",
     ),
+    (
+        "!has(self.name) || !(has(self.git) || has(self.upload))",
+        "image.name cannot be set together with image.git or image.upload (a built image is reported in "
+        "status.image)",
+    ),
 )
 GIT_RULES: tuple[tuple[str, str], ...] = (
     ("!(has(self.branch) && has(self.tag))", "git.branch and git.tag are mutually exclusive"),

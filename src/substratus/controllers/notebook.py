@@ -11,12 +11,18 @@ Secret deleted (a new token is written) or edited rolls the Pod, and the Secret 
 Jupyter always agree.
 
 ``idleTimeout``: while the Pod is Ready, Jupyter's ``/api/status`` (``last_activity``) is read
-through the API server's pod proxy; idle for longer than the timeout → ``spec.suspend: true``
-and an ``IdleSuspended`` Event. That check is legitimately time-based, so the Notebook is
-requeued for the moment the timeout would expire. A check that cannot read the status (403,
-Jupyter unreachable) never suspends; it says so in the ``Serving`` message and a Warning Event
-``IdleCheckFailed``, since ``idleTimeout`` is not enforced meanwhile. How the status is fetched is
-the only injectable part (:class:`JupyterStatusReader`), because tests have no kubelet to proxy to.
+through the API server's pod proxy; idle for longer than the timeout → ``status.idle`` is
+recorded (with the ``substratus.ai/resume`` annotation's value and the generation at that
+moment), ``Serving=False/Idle`` (an Event says how to resume), and the next pass deletes the
+Pod. The spec is the user's (SPEC §1): the controller never writes ``spec.suspend``, so GitOps
+tools see no drift. A different annotation value (``kubectl notebook``, ``kubectl annotate``)
+or a spec change (new generation: the user acted) clears ``status.idle`` and starts the Pod.
+``spec.suspend: true`` wins over idleness and clears it. That check is legitimately
+time-based, so the Notebook is requeued for the moment the timeout would expire; an idle
+Notebook makes no request at all. How the status is fetched is the only injectable part
+(:class:`JupyterStatusReader`), because tests have no kubelet to proxy to. A check that cannot read the
+status (403, Jupyter unreachable) never stops the Notebook; it says so in the ``Serving`` message
+and a Warning Event ``IdleCheckFailed``, since ``idleTimeout`` is not enforced meanwhile.
 """
 
 from __future__ import annotations
@@ -34,7 +40,16 @@ import aiohttp
 import attrs
 
 from substratus import naming
-from substratus.api import SERVING, AnyKind, Notebook, Reason, format_time, parse_duration, parse_time
+from substratus.api import (
+    SERVING,
+    AnyKind,
+    IdleStatus,
+    Notebook,
+    Reason,
+    format_time,
+    parse_duration,
+    parse_time,
+)
 from substratus.cloud.base import Mount
 from substratus.controllers import render
 from substratus.controllers.apply import Action
@@ -44,8 +59,9 @@ from substratus.controllers.dependencies import dependency_mounts, forbidden_ref
 from substratus.controllers.pods import pod_problem
 from substratus.controllers.resources import NOTEBOOKS
 from substratus.controllers.status import StatusUpdate, now
+from substratus.naming import RESUME_ANNOTATION
 from substratus.runtime.client import AlreadyExists, ApiError, Client
-from substratus.runtime.events import NORMAL, WARNING
+from substratus.runtime.events import WARNING
 from substratus.runtime.reconcile import Result
 from substratus.runtime.resource import CONFIGMAPS, PODS, SECRETS
 
@@ -61,7 +77,6 @@ READINESS_PATH = "/api"
 DEFAULT_COMMAND = ["jupyter", "lab", "--ip=0.0.0.0", f"--port={PORT}", "--allow-root", "--no-browser"]
 TOKEN_ENV = "JUPYTER_TOKEN"
 TOKEN_KEY = "token"
-IDLE_SUSPENDED = "IdleSuspended"
 IDLE_CHECK_FAILED = "IdleCheckFailed"
 IDLE_NOT_ENFORCED = "idleTimeout is not enforced"
 TOKEN_DIGEST_ANNOTATION = "substratus.ai/token-sha256"
@@ -178,6 +193,33 @@ def _decode_token(secret: dict[str, Any] | None) -> str | None:
     return token or None
 
 
+def resume_value(obj: Notebook) -> str:
+    """The ``substratus.ai/resume`` annotation's value ("" when absent)."""
+    return obj.metadata.annotations.get(RESUME_ANNOTATION) or ""
+
+
+def idle_resumed(obj: Notebook, idle: IdleStatus) -> bool:
+    """True when the user asked for the Pod again since it was stopped for idleness: a new
+    ``substratus.ai/resume`` value, or a spec change (a new generation is a user's act; running
+    the new spec is what they expect, as after an edit of a running Notebook)."""
+    return resume_value(obj) != idle.resume or (obj.metadata.generation or 0) != idle.generation
+
+
+def idle_message(obj: Notebook, idle: IdleStatus) -> str:
+    """The ``Serving=False/Idle`` message: what happened and both ways to resume.
+
+    Built only from ``status.idle`` and the spec, so it is the same on every pass (no rewrite)."""
+    ns, name = obj.metadata.namespace or "", obj.metadata.name
+    try:
+        idle_for = f" ({_human(parse_time(idle.since) - parse_time(idle.last_activity))})"
+    except ValueError:
+        idle_for = ""
+    return (f"no Jupyter activity since {idle.last_activity}{idle_for}, longer than idleTimeout "
+            f"{obj.spec.idle_timeout}: the Pod was stopped at {idle.since} (files in /content/output are kept; "
+            f"spec unchanged); resume with `kubectl notebook {name} -n {ns}` or "
+            f"`kubectl annotate notebook/{name} -n {ns} {RESUME_ANNOTATION}=$(date +%s) --overwrite`")
+
+
 def _human(d: dt.timedelta) -> str:
     s = int(d.total_seconds())
     h, rest = divmod(s, 3600)
@@ -204,8 +246,20 @@ class NotebookReconciler(KindReconciler):
         # published, so `kubectl notebook` can upload before resuming.
         image = await self.builder.resolve(obj, raw, url, update)
         if obj.spec.suspend:
+            obj.status.idle = None  # the user's suspend supersedes idleness; suspend: false runs it
             await self._suspend(obj, pod_name, update)
             return image.result
+        idle = obj.status.idle
+        if idle is not None:
+            if not idle_resumed(obj, idle):
+                # Recorded by an earlier pass (status first, then the Pod: a failed status write
+                # never leaves a stopped Pod unexplained). Converged: no request at all.
+                await self.ctx.applier.delete(PODS, pod_name, ns)
+                update.set(SERVING, False, Reason.IDLE, idle_message(obj, idle))
+                return image.result
+            log.info("resuming idle notebook", extra={"resume": resume_value(obj),
+                                                      "generation": obj.metadata.generation})
+            obj.status.idle = None
         if image.image is None or not image.current:
             # A rebuilt Notebook image means new code (`kubectl notebook`): no Ready on the old Pod.
             update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
@@ -260,10 +314,13 @@ class NotebookReconciler(KindReconciler):
         if obj.spec.idle_timeout is None:
             update.set(SERVING, True, Reason.AVAILABLE, available)
             return image.result
-        idle, failure = await self._check_idle(obj, raw, pod_name, token)
-        if idle is None:
-            await self._suspend(obj, pod_name, update)
-            return image.result
+        idle_check, failure = await self._check_idle(obj, pod_name, token)
+        if isinstance(idle_check, IdleStatus):
+            obj.status.idle = idle_check
+            update.set(SERVING, False, Reason.IDLE, idle_message(obj, idle_check))
+            # The status (and its Event) is written at the end of this pass; its watch event
+            # brings the next pass, which deletes the Pod. requeue covers a lost event.
+            return _sooner(image.result, Result(requeue=True))
         if failure is None:
             update.set(SERVING, True, Reason.AVAILABLE, available)
         else:
@@ -273,7 +330,7 @@ class NotebookReconciler(KindReconciler):
             if previous is None or IDLE_NOT_ENFORCED not in previous.message:
                 self.ctx.recorder.event(raw, WARNING, IDLE_CHECK_FAILED, message)
             update.set(SERVING, True, Reason.AVAILABLE, message)
-        return _sooner(image.result, idle)
+        return _sooner(image.result, idle_check)
 
     # --- pieces -------------------------------------------------------------------------------
 
@@ -316,13 +373,14 @@ class NotebookReconciler(KindReconciler):
             return existing
         return token
 
-    async def _check_idle(self, obj: Notebook, raw: dict[str, Any], pod_name: str,
-                          token: str) -> tuple[Result | None, str | None]:
-        """(None when the Notebook has been idle too long and was suspended, else when to look
-        again; why the status could not be read, or None)."""
+    async def _check_idle(self, obj: Notebook, pod_name: str,
+                          token: str) -> tuple[Result | IdleStatus, str | None]:
+        """(What to record when Jupyter has been idle longer than ``spec.idleTimeout``, else when
+        to look again; why Jupyter's status could not be read, or None). Unreadable: never stop
+        it (retry within a minute)."""
         assert obj.spec.idle_timeout is not None
         timeout = parse_duration(obj.spec.idle_timeout)
-        ns, name = obj.metadata.namespace or "", obj.metadata.name
+        ns = obj.metadata.namespace or ""
         try:
             status = await self.status_reader.read(ns, pod_name, token)
         except JupyterUnreachable as exc:
@@ -333,11 +391,7 @@ class NotebookReconciler(KindReconciler):
         if idle_for < timeout:
             # Activity moves last_activity forward; look again when this one would expire.
             return Result(requeue_after=(timeout - idle_for).total_seconds() + 1.0), None
-        await self.ctx.client.patch(NOTEBOOKS, name, {"spec": {"suspend": True}}, ns)
-        message = (f"no Jupyter activity since {format_time(status.last_activity)} ({_human(idle_for)}), "
-                   f"longer than idleTimeout {obj.spec.idle_timeout}: suspended; "
-                   "set spec.suspend to false to resume")
-        self.ctx.recorder.event(raw, NORMAL, IDLE_SUSPENDED, message)
-        log.info("suspended idle notebook", extra={"lastActivity": format_time(status.last_activity),
-                                                 "idleTimeout": obj.spec.idle_timeout})
-        return None, None
+        log.info("stopping idle notebook", extra={"lastActivity": format_time(status.last_activity),
+                                                "idleTimeout": obj.spec.idle_timeout})
+        return IdleStatus(since=format_time(now()), last_activity=format_time(status.last_activity),
+                          resume=resume_value(obj), generation=obj.metadata.generation or 0), None

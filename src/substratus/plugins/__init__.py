@@ -69,6 +69,10 @@ def run_cli(main: Callable[[], Coroutine[Any, Any, int]], prog: str) -> int:
     suspend the Notebook); a second signal cancels the clean-up too.
     """
 
+    # The Kubernetes client library warns on its own ("Config not found: ...") before raising what
+    # we turn into the one error line; a command line prints that line only.
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.ERROR)
+
     async def runner() -> int:
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(main())

@@ -9,7 +9,9 @@ Code", SPEC §8).
    code in the environment it runs in.
 2. ``--build DIR``: tar DIR (honouring ``.dockerignore``), upload, wait for the build (see
    :mod:`substratus.plugins.upload`).
-3. Resume it (``suspend: false``), wait for ``Serving=True`` while printing each condition change.
+3. Resume it (``suspend: false``, and a new ``substratus.ai/resume`` annotation value, which
+   starts a Notebook the controller stopped for idleness: ``status.idle``), wait for
+   ``Serving=True`` while printing each condition change.
 4. Read Jupyter's token from the Secret the controller made (``{name}-notebook-token``), run
    ``kubectl port-forward`` to 8888, print ``http://localhost:8888/?token=…`` on stdout, open it.
    The forward is restarted with backoff whenever it drops, for as long as the Pod runs
@@ -145,6 +147,19 @@ def notebook_for(workload: dict[str, Any]) -> dict[str, Any]:
                      "annotations": {FOR_ANNOTATION: f"{kind}/{meta['name']}"}},
         "spec": nb_spec,
     }
+
+
+def new_resume_value() -> str:
+    """A ``substratus.ai/resume`` value no earlier run used (nanoseconds since the epoch)."""
+    return str(time.time_ns())
+
+
+def with_resume(notebook: dict[str, Any]) -> dict[str, Any]:
+    """``notebook`` with a new ``substratus.ai/resume`` annotation: a Notebook the controller
+    stopped for idleness (``status.idle``) starts again; the spec is not touched for that."""
+    out = copy.deepcopy(notebook)
+    out.setdefault("metadata", {}).setdefault("annotations", {})[naming.RESUME_ANNOTATION] = new_resume_value()
+    return out
 
 
 def port_forward_command(notebook: str, namespace: str, local_port: int = PORT, *, kubeconfig: str | None = None,
@@ -410,10 +425,11 @@ class Session:
             if desired is not None:
                 if tarball:
                     desired = with_upload(desired, tarball.md5, request_id)
+                desired = with_resume(desired)
                 live = await apply(self.client, NOTEBOOKS, desired)
             else:
                 live = await self._resume_existing(tarball.md5 if tarball else None, request_id)
-            echo(f"{label}: applied (suspend: false)", self.err)
+            echo(f"{label}: applied (suspend: false, resumed)", self.err)
             generation = int(live["metadata"].get("generation") or 1)
             try:
                 return await self._session(live, tarball, request_id, generation, label)
@@ -424,8 +440,9 @@ class Session:
         spec: dict[str, Any] = {"suspend": False}
         if checksum:
             spec["image"] = {"upload": {"checksum": checksum, "requestID": request_id}, "git": None}
+        patch = {"metadata": {"annotations": {naming.RESUME_ANNOTATION: new_resume_value()}}, "spec": spec}
         try:
-            return await self.client.patch(NOTEBOOKS, self.name, {"spec": spec}, self.ns)
+            return await self.client.patch(NOTEBOOKS, self.name, patch, self.ns)
         except NotFound:
             if not checksum:
                 raise PluginError(ExitCode.USAGE, f"Notebook {self.ns}/{self.name} not found: create it with "

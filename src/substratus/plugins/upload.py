@@ -42,6 +42,7 @@ from substratus.api.conditions import BUILT, COMPLETE, TRUE
 from substratus.cloud.base import UPLOAD_CONTENT_TYPE
 from substratus.controllers.diff import merge_patch
 from substratus.controllers.resources import BY_KIND
+from substratus.install import crd_install_hint
 from substratus.plugins import ExitCode, PluginError, echo
 from substratus.plugins.tarball import DockerignoreError, Tarball, build_tarball
 from substratus.runtime.client import ApiError, Client, NotFound, ServerError
@@ -226,7 +227,7 @@ async def check_crd(client: Client, res: Resource) -> None:
     plurals = {r.get("name") for r in (group or {}).get("resources") or []}
     if res.plural not in plurals:
         raise PluginError(ExitCode.NO_CRDS, f"the cluster does not serve {res.plural}.{res.group}/{res.version}: "
-                                            "install the substratus CRDs (kubectl apply -k manifests/crd)")
+                                            f"install the substratus CRDs ({await crd_install_hint(client)})")
 
 
 def default_namespace(kubeconfig: str | None, context: str | None = None) -> str:

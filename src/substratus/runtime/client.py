@@ -249,6 +249,15 @@ class Client:
         other.write_fence = check
         return other
 
+    def with_own_connections(self) -> Client:
+        """A client for the same server, credentials and options over a connection pool of its
+        own (close it when done). The leader elector uses one: a renewal must not wait behind, or
+        be handed, a pooled connection the controllers left dead (a frozen proxy or load balancer
+        keeps it open and silent), which would cost the whole renew deadline and the lease."""
+        other = Client(k8s_client.ApiClient(configuration=self.api.configuration), self.options)
+        other.write_fence = self.write_fence
+        return other
+
     # --- construction -------------------------------------------------------------------------
 
     @classmethod

@@ -7,6 +7,8 @@ Written here rather than taken from kubernetes-asyncio because its LeaseLock nev
   duration — never by comparing the holder's renewTime with our clock (clocks skew);
 * every write carries the resourceVersion we read; a 409 means someone else won this round;
 * taking over from another holder sets acquireTime and increments leaseTransitions;
+* a Lease deleted while another holder's lease still runs is waited out as if it were there
+  (client-go creates it at once, and the old holder acts on until its next renewal);
 * a graceful stop releases the lease (empty holder) so a standby takes over without waiting.
 
 And fencing, which client-go leaves to the caller (SPEC §7): the leader acts only while its last
@@ -164,6 +166,11 @@ class LeaderElector:
         try:
             lease = await self.client.get(LEASES, cfg.name, cfg.namespace)
         except NotFound:
+            last_holder = self.observed_holder
+            if not self._leader and last_holder and last_holder != cfg.identity and self._lease_valid(self._clock()):
+                # Deleted while another replica's lease still runs by our clock: that replica
+                # acts until its next renewal (which re-creates it), so wait as if it were there.
+                return False
             spec = {
                 "holderIdentity": cfg.identity, "leaseDurationSeconds": int(cfg.lease_duration),
                 "acquireTime": micro_time(now_wall), "renewTime": micro_time(now_wall), "leaseTransitions": 0,
@@ -222,10 +229,14 @@ class LeaderElector:
         return self.config.retry_period * (1 + 0.2 * random.random())
 
     async def acquire(self) -> None:
-        """Block until we hold the lease."""
+        """Block until we hold the lease. Each attempt may take what a renew attempt may (a
+        third of the renew deadline, at least the retry period): one stuck on a dead connection
+        would otherwise delay a takeover by the client's whole request timeout."""
         while True:
             try:
-                if await self.try_acquire_or_renew():
+                async with asyncio.timeout(self._attempt_limit()):
+                    acquired = await self.try_acquire_or_renew()
+                if acquired:
                     self._set_leader(True)
                     log.info("acquired lease", extra={"lease": f"{self.config.namespace}/{self.config.name}",
                                                       "identity": self.config.identity})
@@ -235,8 +246,21 @@ class LeaderElector:
                     "lease": f"{self.config.namespace}/{self.config.name}", "error": repr(exc)})
             await asyncio.sleep(self._jittered_retry())
 
+    def _attempt_timeout(self) -> float:
+        """Seconds one renew attempt (a GET and a PUT of a small object) may take: a third of the
+        renew deadline (at least the retry period), never past the deadline itself. One attempt
+        stuck on a dead connection (frozen, no FIN) must leave time for more on fresh ones, or
+        an unreachable-for-a-moment path costs the lease although the API server is fine."""
+        return max(min(self._remaining(), self._attempt_limit()), 0.0)
+
+    def _attempt_limit(self) -> float:
+        """A third of the renew deadline, at least the retry period: what one acquire or renew
+        attempt may take."""
+        return max(self.config.retry_period, self.config.renew_deadline / 3)
+
     async def renew_until_lost(self) -> None:
-        """Renew every retry period; return once no longer the leader.
+        """Renew every retry period; return once no longer the leader. Each attempt may take a
+        third of the renew deadline (``_attempt_timeout``); one cut short is retried at once.
 
         Leadership ends when the renew deadline passes since the last *successful* renewal (not
         since the current round began: a round that starts late, after a pause, starts with the
@@ -244,18 +268,24 @@ class LeaderElector:
         deadline passed first.
         """
         cfg = self.config
+        timed_out = False
         while True:
+            # After an attempt cut by its timeout (already ≥ a retry period long; its connection
+            # is closed) the next one goes at once, on a fresh connection.
+            wait = 0.0 if timed_out else min(cfg.retry_period, max(self._remaining(), 0.0))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(cfg.retry_period, max(self._remaining(), 0.0))):
+                async with asyncio.timeout(wait):
                     await self._stepped_down.wait()
             if not self.holds_lease():
                 return
+            timed_out = False
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
                 # as the attempt completes, and a stopped elector would renew on forever.
-                async with asyncio.timeout(max(self._remaining(), 0.0)):
+                async with asyncio.timeout(self._attempt_timeout()) as attempt:
                     await self.try_acquire_or_renew()
             except (ApiError, OSError, TimeoutError) as exc:
+                timed_out = attempt.expired()
                 log.warning("error renewing lease", extra={
                     "lease": f"{cfg.namespace}/{cfg.name}", "error": repr(exc)})
 

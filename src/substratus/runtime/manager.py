@@ -219,7 +219,8 @@ class Manager:
         elector_task: asyncio.Task[None] | None = None
         if self.options.leader_election:
             # The elector writes the Lease unfenced; everything else goes through its fence.
-            self.elector = LeaderElector(self._unfenced, LeaderElectionConfig(
+            elector_client = self._unfenced.with_own_connections()
+            self.elector = LeaderElector(elector_client, LeaderElectionConfig(
                 name=self.options.leader_election_id, namespace=self.options.leader_election_namespace,
                 lease_duration=self.options.lease_duration, renew_deadline=self.options.renew_deadline,
                 retry_period=self.options.retry_period),
@@ -260,6 +261,8 @@ class Manager:
                 # Cancelling the elector stops controllers (drain) and then releases the lease.
                 elector_task.cancel()
                 await asyncio.gather(elector_task, return_exceptions=True)
+            if self.elector is not None:
+                await self.elector.client.close()
             await self._stop_controllers()
             for t in self._runnable_tasks:
                 t.cancel()
