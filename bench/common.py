@@ -164,6 +164,7 @@ class ChildRenderer:
         update.set(COMPLETE, False, Reason.JOB_RUNNING, f"Job {naming.child_name(meta.name, obj.KIND)} is running")
         obj.status.url = naming.storage_url(
             self.cloud.bucket_url, naming.storage_hash(CLUSTER_NAME, meta.namespace or "", obj.PLURAL, meta.name))
+        obj.status.image = obj.spec.image.name  # the image the workload runs (controllers/build.py)
         obj.status.ready = update.finish(COMPLETE)
         obj.status.conditions = update.conditions
         return status_dict(obj)

@@ -19,6 +19,7 @@ from substratus.api import parse_time
 from substratus.api.conditions import Reason
 from substratus.cli import CliError, ExitCode
 from substratus.controllers.dependencies import REFERENCE_FIELDS
+from substratus.controllers.pods import pod_problem_of
 from substratus.controllers.resources import BY_KIND
 from substratus.runtime.client import ApiError, Client, Forbidden
 from substratus.runtime.resource import DEPLOYMENTS, EVENTS, JOBS, PODS, Resource
@@ -60,6 +61,8 @@ class Node:
     name: str
     obj: dict[str, Any] | None
     children: list[tuple[str, str, dict[str, Any] | None]] = attrs.field(factory=list)
+    pods: list[dict[str, Any]] = attrs.field(factory=list)
+    """Every Pod labelled with this object (its Jobs', ReplicaSets' and its own)."""
     warnings: list[dict[str, Any]] = attrs.field(factory=list)
     dependencies: list[Node] = attrs.field(factory=list)
     forbidden: str = ""
@@ -95,12 +98,23 @@ def child_state(kind: str, obj: dict[str, Any] | None) -> str:
         want = (obj.get("spec") or {}).get("replicas", 1)
         return f"{status.get('availableReplicas', 0)}/{want} available"
     if kind == "Pod":
-        waiting = [(cs.get("state") or {}).get("waiting") or {} for cs in status.get("containerStatuses") or []]
-        reasons = [f"{w.get('reason')}: {w.get('message', '')}".rstrip(": ") for w in waiting if w]
+        # The kubelet's or scheduler's reason (CreateContainerConfigError, Unschedulable, OOMKilled…).
+        problem = pod_problem_of(obj)
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-        return f"{status.get('phase', 'Pending')}{', ready' if ready else ''}" + (f" ({'; '.join(reasons)})"
-                                                                                  if reasons else "")
+        detail = f" ({problem.reason}: {problem.message})".replace(": )", ")") if problem else ""
+        return f"{status.get('phase', 'Pending')}{', ready' if ready else ''}{detail}"
     return "present"
+
+
+def _pods_of_child(kind: str, name: str, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A Job's own Pods (by owner), or a Deployment's (every workload Pod of the object)."""
+    if kind == "Job":
+        return [p for p in pods if any(r.get("kind") == "Job" and r.get("name") == name
+                                       for r in (p.get("metadata") or {}).get("ownerReferences") or [])]
+    if kind == "Deployment":
+        return [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get("substratus.ai/role")
+                == "workload"]
+    return []
 
 
 def render(node: Node, now: dt.datetime | None = None, out: list[str] | None = None, depth: int = 0) -> list[str]:
@@ -126,6 +140,9 @@ def render(node: Node, now: dt.datetime | None = None, out: list[str] | None = N
         if child is None and kind == "Job" and name.endswith("-bld"):
             continue  # no build: the image was given
         out.append(f"{pad}  {kind} {name}: {child_state(kind, child)}")
+        if child is not None:
+            for pod in _pods_of_child(kind, name, node.pods):
+                out.append(f"{pad}    Pod {(pod.get('metadata') or {}).get('name')}: {child_state('Pod', pod)}")
     for ev in node.warnings[-5:]:
         out.append(f"{pad}  warning {ev.get('reason')}: {ev.get('message')} (x{ev.get('count', 1)})")
     if node.dependencies:
@@ -194,6 +211,10 @@ async def gather(client: Client, kind: str, namespace: str, name: str, depth: in
             node.children.append((res.kind, child_name, await client.get_or_none(res, child_name, namespace)))
         except Forbidden:
             continue  # another tenant's workload: not shown rather than shown as "not created"
+    try:
+        node.pods = (await client.list(PODS, namespace, label_selector=f"substratus.ai/{kind.lower()}={name}"))["items"]
+    except ApiError:
+        node.pods = []
     try:
         events = (await client.list(EVENTS, namespace,
                                     field_selector=f"involvedObject.name={name},type=Warning"))["items"]

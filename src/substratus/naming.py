@@ -21,6 +21,10 @@ DNS1123_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 REBUILD_ANNOTATION = "substratus.ai/rebuild"
 """On a parent: any new value builds the image again (SPEC §6; ``kubectl applybuild --rebuild``)."""
+RESUME_ANNOTATION = "substratus.ai/resume"
+"""On a Notebook stopped for idleness (``status.idle``): a value other than the one recorded when
+it was stopped starts the Pod again (``kubectl notebook``, or ``kubectl annotate notebook/NAME
+substratus.ai/resume=$(date +%s) --overwrite``). The controller never writes ``spec.suspend`` (SPEC §1)."""
 RERUN_ANNOTATION = "substratus.ai/rerun"
 """On a parent: set by ``substratus rerun`` beside moving ``completed.json``; a new value is a new workload Job."""
 MANAGED_BY = "substratus"

@@ -19,6 +19,14 @@ from substratus.controllers.base import Context
 from substratus.controllers.build import build_pods_of
 from substratus.controllers.dependencies import DEPENDS_ON_INDEX, dependents_of, depends_on_index
 from substratus.controllers.notebook import NotebookReconciler
+from substratus.controllers.pods import (
+    POD_PARENT_INDEX,
+    pod_parent_index,
+    pod_problem_changed,
+    pod_status_changed,
+    pod_transform,
+    pods_to_parent,
+)
 from substratus.controllers.render import BuildImages, RenderOptions
 from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS, SERVERS
 from substratus.controllers.server import ServerReconciler
@@ -58,7 +66,9 @@ CACHE_TRANSFORMS: dict[Resource, Transform | None] = {
     # reconcilers read only their status (Job conditions and completionTime; Pod phase,
     # conditions and container states). The Pod template is most of either object.
     JOBS: keep_only("status"),
-    PODS: keep_only("status"),
+    # Pods change most often: only the status fields pod_problem/readiness read, and the labels
+    # and owners that map a Pod to its parent (controllers/pods.py).
+    PODS: pod_transform,
 }
 """What the cache keeps per kind beyond ``strip_bulk`` (docs/operations.md, "What the cache keeps").
 Other kinds keep every field but ``managedFields`` and kubectl's last-applied annotation: the
@@ -83,25 +93,32 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
     workers = cfg.max_concurrent_reconciles
     for dependent in (MODELS, SERVERS, NOTEBOOKS):
         mgr.cache.add_index(dependent, DEPENDS_ON_INDEX, depends_on_index)
+    # Every workload and build Pod (a Job's, a ReplicaSet's, a Notebook's) wakes its parent by
+    # its parent label: why it cannot run reaches the parent's status without polling.
+    mgr.cache.add_index(PODS, POD_PARENT_INDEX, pod_parent_index)
 
     mgr.add_controller(
         Controller("dataset", DatasetReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(DATASETS).owns(JOBS).owns(CONFIGMAPS)
+        .watches(PODS, pods_to_parent(DATASETS.kind, problems_only=True), pod_problem_changed)
         .watches(PODS, build_pods_of(DATASETS.kind)))
     mgr.add_controller(
         Controller("model", ModelReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(MODELS).owns(JOBS).owns(CONFIGMAPS)
+        .watches(PODS, pods_to_parent(MODELS.kind, problems_only=True), pod_problem_changed)
         .watches(PODS, build_pods_of(MODELS.kind))
         .watches(MODELS, dependents_of(mgr.cache, MODELS))
         .watches(DATASETS, dependents_of(mgr.cache, MODELS)))
     mgr.add_controller(
         Controller("server", ServerReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
         .for_(SERVERS).owns(DEPLOYMENTS).owns(SERVICES).owns(CONFIGMAPS).owns(JOBS)
+        .watches(PODS, pods_to_parent(SERVERS.kind, problems_only=True), pod_problem_changed)
         .watches(PODS, build_pods_of(SERVERS.kind))
         .watches(MODELS, dependents_of(mgr.cache, SERVERS)))
     mgr.add_controller(
         Controller("notebook", NotebookReconciler(ctx), mgr.cache, max_concurrent_reconciles=workers)
-        .for_(NOTEBOOKS).owns(PODS).owns(CONFIGMAPS).owns(SECRETS).owns(JOBS)
+        .for_(NOTEBOOKS).owns(CONFIGMAPS).owns(SECRETS).owns(JOBS)
+        .watches(PODS, pods_to_parent(NOTEBOOKS.kind), pod_status_changed)
         .watches(PODS, build_pods_of(NOTEBOOKS.kind))
         .watches(MODELS, dependents_of(mgr.cache, NOTEBOOKS))
         .watches(DATASETS, dependents_of(mgr.cache, NOTEBOOKS)))

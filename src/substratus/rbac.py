@@ -94,9 +94,8 @@ CLUSTER_RULES: tuple[Rule, ...] = (
     Rule(GROUP, ("datasets", "models", "notebooks", "servers"), ("list", "watch"),
          "informers of the four controllers and their dependency indexes (the built image goes to "
          "status.image: the controller never writes a spec, SPEC §1)"),
-    Rule(GROUP, ("notebooks",), ("patch",), "the idle check sets a Notebook's spec.suspend"),
     Rule(GROUP, ("datasets/status", "models/status", "notebooks/status", "servers/status"), ("patch",),
-         "write_status merge-patches /status (conditions, ready, url, upload)"),
+         "write_status merge-patches /status (conditions, ready, url, upload, a Notebook's idle)"),
     Rule("batch", ("jobs",), ("create", "delete", "get", "list", "watch"),
          "workload and build Jobs: Applier.ensure creates them, re-reads one on AlreadyExists and deletes an "
          "outdated one (a Job's spec is immutable); owned Jobs are watched (label-selected)"),

@@ -22,7 +22,8 @@ T1 = T0 + timedelta(minutes=5)
 
 def test_reasons_match_spec() -> None:
     assert REASONS[BUILT] == (
-        "ImageProvided", "AwaitingUpload", "UploadVerified", "Building", "BuildSucceeded", "BuildFailed", "InvalidSpec",
+        "ImageProvided", "AwaitingUpload", "UploadVerified", "Building", "BuildSucceeded", "BuildFailed", "PodFailing",
+        "InvalidSpec",
     )  # fmt: skip
     assert REASONS[COMPLETE] == (
         "WaitingForDependency",
@@ -31,11 +32,13 @@ def test_reasons_match_spec() -> None:
         "JobFailed",
         "FoundInStorage",
         "ReferenceNotPermitted",
+        "PodFailing",
         "InvalidSpec",
         "ReconcileError",
     )
-    assert REASONS[SERVING] == ("WaitingForDependency", "Deploying", "Available", "Suspended",
-                                "ReferenceNotPermitted", "InvalidSpec", "ReconcileError")
+    # Idle: a Notebook stopped after spec.idleTimeout (issue 16; recorded in status.idle, never spec.suspend).
+    assert REASONS[SERVING] == ("WaitingForDependency", "Deploying", "Available", "Suspended", "Idle",
+                                "ReferenceNotPermitted", "PodFailing", "InvalidSpec", "ReconcileError")
     assert (BUILT, COMPLETE, SERVING) == ("Built", "Complete", "Serving")
 
 

@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:  # `bench` is a top-level directory of the reposit
 import pytest  # noqa: E402
 
 from bench import common, convergence, memory, report, workqueue_bench  # noqa: E402
+from substratus.controllers.resources import DATASETS  # noqa: E402
 from substratus.install import install_crds  # noqa: E402
 from substratus.runtime.client import Client  # noqa: E402
 
@@ -30,7 +31,7 @@ HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
 async def test_convergence_n5_and_report(kubeconfig: Path, tmp_path: Path) -> None:
-    contenders = ("ceiling", "substratus", *(("kopf",) if HAVE_KOPF else ()))
+    contenders = ("ceiling", "ceiling-same-writes", "substratus", *(("kopf", "kopf-same-job") if HAVE_KOPF else ()))
     client = await Client.from_kubeconfig(str(kubeconfig))
     try:
         await install_crds(client)
@@ -50,6 +51,29 @@ async def test_convergence_n5_and_report(kubeconfig: Path, tmp_path: Path) -> No
             assert r["writes"].get(resource, 0) >= 5, r["writes"]
     ours = next(r for r in conv["runs"] if r["contender"] == "substratus")
     assert ours["reconciles"] >= 6 and ours["reconcile_errors"] == 0
+    # Like for like: the same-writes contenders make substratus's writes, resource by resource
+    # (kopf adds its own annotation patch on the Dataset), and write the status substratus writes.
+    by_resource = {k: v for k, v in ours["writes"].items() if k != "endpoints"}
+    same = next(r for r in conv["runs"] if r["contender"] == "ceiling-same-writes")
+    assert {k: v for k, v in same["writes"].items() if k != "endpoints"} == by_resource
+    client = await Client.from_kubeconfig(str(kubeconfig))
+    try:
+        def comparable(ds: dict[str, Any]) -> dict[str, Any]:
+            status = dict(ds["status"])
+            status["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                                    for c in status["conditions"]]
+            status["url"] = status["url"].rsplit("/", 1)[0]  # the hash differs per namespace
+            return status
+
+        mine = await client.get(DATASETS, "ds-0000", ours["namespace"])
+        theirs = await client.get(DATASETS, "ds-0000", same["namespace"])
+        assert comparable(theirs) == comparable(mine)
+    finally:
+        await client.close()
+    if HAVE_KOPF:
+        kopf_same = next(r for r in conv["runs"] if r["contender"] == "kopf-same-job")
+        assert {k: v for k, v in kopf_same["writes"].items() if k not in ("endpoints", "datasets")} == {
+            k: v for k, v in by_resource.items() if k != "datasets"}
     assert ours["exit_code"] == 0, "SIGTERM is a clean shutdown"
     assert [s["contender"] for s in conv["summary"]] == list(contenders)
     assert all(s["median_seconds"] and s["converged"] == 1 for s in conv["summary"])
@@ -73,7 +97,7 @@ async def test_convergence_n5_and_report(kubeconfig: Path, tmp_path: Path) -> No
     for c in contenders:
         assert f"| {report.LABELS[c]} |" in md
     assert md.count("<sub>Measured ") >= 3, "the machine line goes with every table"
-    assert any(line.startswith("  convergence N=5: substratus/ceiling ") for line in report.headline(results))
+    assert any(line.startswith("  convergence N=5: substratus/ceiling-same-writes ") for line in report.headline(results))
     if HAVE_MATPLOTLIB:
         assert "![convergence](bench/convergence.png)" in md
         assert written["convergence"].read_bytes().startswith(b"\x89PNG")

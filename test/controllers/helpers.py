@@ -23,14 +23,15 @@ async def get_obj(client: Client, res: Resource, name: str, ns: str) -> dict[str
     return await client.get_or_none(res, name, ns)
 
 
-def metric_writes() -> float:
-    """Every write request this process has sent to any API server, by client-go's request metric."""
+def metric_writes(methods: tuple[str, ...] | None = WRITE_METHODS) -> float:
+    """Every write request (or, with ``methods=None``, every request) this process has sent to
+    any API server, by client-go's request metric."""
     total = 0.0
     for family in metrics.REGISTRY.collect():
         if family.name != "rest_client_requests":
             continue
         for s in family.samples:
-            if s.name == "rest_client_requests_total" and s.labels.get("method") in WRITE_METHODS:
+            if s.name == "rest_client_requests_total" and (methods is None or s.labels.get("method") in methods):
                 total += s.value
     return total
 
@@ -68,3 +69,26 @@ async def writes_on_resync(operator: Any) -> float:
         inf.resync()
     await settled(operator)
     return metric_writes() - before
+
+
+async def create_secret(client: Client, ns: str, name: str = "hf", **data: str) -> None:
+    """A Secret a workload's ``${{ secrets.NAME.KEY }}`` names: without it, the kubelet (and the
+    simulator) keeps the Pod in CreateContainerConfigError, as on a real cluster."""
+    import base64
+
+    from substratus.runtime.resource import SECRETS
+
+    await client.create(SECRETS, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
+                                  "data": {k: base64.b64encode(v.encode()).decode()
+                                           for k, v in (data or {"token": "t0ken"}).items()}}, ns)
+
+
+async def requests_on_resync(operator: Any) -> float:
+    """As :func:`writes_on_resync`, counting reads (GET, LIST) too: what a converged reconcile
+    costs the API server (it should read only the cache)."""
+    await settled(operator)
+    before = metric_writes(None)
+    for inf in operator.manager.cache.informers:
+        inf.resync()
+    await settled(operator)
+    return metric_writes(None) - before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from helpers import condition, event_reasons, get_obj, gone, ready, writes_on_resync
+from helpers import condition, create_secret, event_reasons, get_obj, gone, ready, writes_on_resync
 
 from substratus import naming
 from substratus.controllers.resources import DATASETS, MODELS
@@ -57,6 +57,18 @@ async def test_dataset_import_end_to_end(operator, namespace: str) -> None:
     cm = await client.get(CONFIGMAPS, "squad-dataset-params", namespace)
     assert json.loads(cm["data"]["params.json"]) == {"url": "https://x/y.jsonl", "limit": 5, "shuffle": True}
 
+    # Issue 20 #7: no Secret `hf` yet — the kubelet cannot create the container, and the Dataset
+    # says so (not "running"), with the kubelet's reason and message, in its status and an Event.
+    async def pod_failing() -> dict[str, Any] | None:
+        c = condition(await get_obj(client, DATASETS, "squad", namespace), "Complete")
+        return c if c and c["reason"] == "PodFailing" else None
+
+    c = await eventually(pod_failing, timeout=30)
+    assert c["status"] == "False"
+    assert "Job squad-dataset cannot run: Pod squad-dataset-" in c["message"]
+    assert 'CreateContainerConfigError: container dataset: secret "hf" not found' in c["message"]
+    await create_secret(client, namespace)
+
     obj = await eventually(lambda: ready(client, DATASETS, "squad", namespace), timeout=30)
     assert obj["status"]["url"] == f"{operator.cloud.bucket_url}/{h}"
     assert condition(obj, "Complete")["reason"] == "JobSucceeded"
@@ -65,7 +77,7 @@ async def test_dataset_import_end_to_end(operator, namespace: str) -> None:
     assert marker["job"] == "squad-dataset" and marker["image"] == "substratusai/dataset-loader:v1"
     assert marker["generation"] == 1 and marker["completionTime"]
     reasons = await eventually(lambda: event_reasons(client, namespace, "squad"))
-    assert {"JobRunning", "JobSucceeded"} <= reasons
+    assert {"JobRunning", "PodFailing", "JobSucceeded"} <= reasons
     # SPEC §7: Built=True/ImageProvided on creation asks nothing of anyone: no Event for it.
     assert "ImageProvided" not in reasons
 

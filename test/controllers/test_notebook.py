@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from helpers import condition, event_reasons, get_obj, gone, writes_on_resync
+from helpers import condition, event_reasons, get_obj, gone, requests_on_resync, writes_on_resync
 
 from substratus import naming
 from substratus.api import format_time
@@ -27,6 +27,7 @@ from substratus.controllers.notebook import (
     NotebookReconciler,
     PodProxyJupyterStatusReader,
     parse_jupyter_status,
+    token_digest,
 )
 from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS
 from substratus.runtime.client import Invalid
@@ -245,26 +246,78 @@ async def test_spec_change_replaces_the_pod(operator, namespace: str) -> None:
     assert (await client.get(PODS, "edit-notebook", namespace))["metadata"]["uid"] == pod["metadata"]["uid"]
 
 
-async def test_idle_notebook_is_suspended(operator, namespace: str, fake_jupyter: FakeJupyter) -> None:
+async def test_idle_notebook_is_stopped_without_touching_its_spec(operator, namespace: str,
+                                                                  fake_jupyter: FakeJupyter) -> None:
+    """SPEC §1: idleness stops the Pod and is recorded in the status; spec and generation stay the
+    user's (a GitOps tool sees no drift). A converged idle Notebook makes no request at all."""
     client = operator.client
     reader = DirectJupyterStatusReader(fake_jupyter.url)
     use_reader(operator, reader)
-    await client.create(NOTEBOOKS, notebook("idle", namespace, idleTimeout="1h"))
+    created = await client.create(NOTEBOOKS, notebook("idle", namespace, idleTimeout="1h"))
 
-    obj = await eventually(lambda: _serving_reason(client, "idle", namespace, "Suspended"), timeout=30)
-    assert obj["spec"]["suspend"] is True, "suspended through the spec, like a user would"
-    assert obj["status"]["ready"] is False
+    obj = await eventually(lambda: _serving_reason(client, "idle", namespace, "Idle"), timeout=30)
     await eventually(lambda: gone(client, PODS, "idle-notebook", namespace), timeout=30)
+    obj = await client.get(NOTEBOOKS, "idle", namespace)
+    assert obj["spec"] == created["spec"] and obj["spec"]["suspend"] is False
+    assert obj["metadata"]["generation"] == 1
+    assert obj["status"]["ready"] is False and condition(obj, "Ready")["reason"] == "Idle"
+    idle = obj["status"]["idle"]
+    assert "resume" not in idle and idle["generation"] == 1 and idle["since"] and idle["lastActivity"]
+    message = condition(obj, "Serving")["message"]
+    assert "idleTimeout 1h" in message and "(3h" in message
+    assert f"kubectl notebook idle -n {namespace}" in message
+    assert f"kubectl annotate notebook/idle -n {namespace} substratus.ai/resume=" in message
     assert reader.calls and reader.calls[0] == (namespace, "idle-notebook")
     secret = await client.get(SECRETS, "idle-notebook-token", namespace)
     assert fake_jupyter.tokens[0] == base64.b64decode(secret["data"]["token"]).decode(), "authenticated"
+    events = await eventually(lambda: _events(client, namespace, "idle", "Idle"), timeout=10)
+    assert "substratus.ai/resume" in events[0]["message"] and "idleTimeout 1h" in events[0]["message"]
 
-    events = await eventually(lambda: _events(client, namespace, "idle", "IdleSuspended"), timeout=10)
-    assert "idleTimeout 1h" in events[0]["message"] and "3h" in events[0]["message"]
+    # Converged: re-delivering it (a resync, a restart) sends nothing and probes nothing.
+    probes = len(reader.calls)
+    assert await requests_on_resync(operator) == 0
+    assert len(reader.calls) == probes
+
+    # A new annotation value resumes it; the spec is still untouched.
+    fake_jupyter.last_activity = dt.datetime.now(dt.UTC)
+    await client.patch(NOTEBOOKS, "idle", {"metadata": {"annotations": {"substratus.ai/resume": "1"}}}, namespace)
+    obj = await eventually(lambda: _serving_reason(client, "idle", namespace, "Available"), timeout=30)
+    assert "idle" not in obj["status"] and obj["metadata"]["generation"] == 1 and obj["status"]["ready"] is True
+    assert await client.get_or_none(PODS, "idle-notebook", namespace) is not None
 
 
-async def test_active_notebook_is_suspended_when_the_timeout_expires(operator, namespace: str,
-                                                                     fake_jupyter: FakeJupyter) -> None:
+async def test_spec_change_resumes_an_idle_notebook(operator, namespace: str, fake_jupyter: FakeJupyter) -> None:
+    client = operator.client
+    use_reader(operator, DirectJupyterStatusReader(fake_jupyter.url))
+    await client.create(NOTEBOOKS, {**notebook("edit-idle", namespace, idleTimeout="1h"),
+                                    "metadata": {"name": "edit-idle", "namespace": namespace,
+                                                 "annotations": {"substratus.ai/resume": "a"}}})
+    obj = await eventually(lambda: _serving_reason(client, "edit-idle", namespace, "Idle"), timeout=30)
+    assert obj["status"]["idle"]["resume"] == "a", "an old value does not resume"
+    await eventually(lambda: gone(client, PODS, "edit-idle-notebook", namespace), timeout=30)
+
+    fake_jupyter.last_activity = dt.datetime.now(dt.UTC)
+    await client.patch(NOTEBOOKS, "edit-idle", {"spec": {"params": {"a": 1}}}, namespace)
+    obj = await eventually(lambda: _serving_reason(client, "edit-idle", namespace, "Available"), timeout=30)
+    assert "idle" not in obj["status"] and condition(obj, "Serving")["observedGeneration"] == 2
+    pod = await client.get(PODS, "edit-idle-notebook", namespace)
+    assert {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}["PARAM_A"] == "1"
+
+
+async def test_user_suspend_still_means_suspend_and_clears_idleness(operator, namespace: str,
+                                                                    fake_jupyter: FakeJupyter) -> None:
+    client = operator.client
+    use_reader(operator, DirectJupyterStatusReader(fake_jupyter.url))
+    await client.create(NOTEBOOKS, notebook("both", namespace, idleTimeout="1h"))
+    await eventually(lambda: _serving_reason(client, "both", namespace, "Idle"), timeout=30)
+    await client.patch(NOTEBOOKS, "both", {"spec": {"suspend": True}}, namespace)
+    obj = await eventually(lambda: _serving_reason(client, "both", namespace, "Suspended"), timeout=30)
+    assert "idle" not in obj["status"]
+    assert await client.get_or_none(PODS, "both-notebook", namespace) is None
+
+
+async def test_active_notebook_is_stopped_when_the_timeout_expires(operator, namespace: str,
+                                                                   fake_jupyter: FakeJupyter) -> None:
     client = operator.client
     started = time.monotonic()
     fake_jupyter.last_activity = dt.datetime.now(dt.UTC)  # active just now
@@ -274,10 +327,11 @@ async def test_active_notebook_is_suspended_when_the_timeout_expires(operator, n
     await eventually(lambda: _serving_reason(client, "busy", namespace, "Available"), timeout=30)
     assert reader.calls, "checked as soon as the Pod is ready"
     # No event arrives in between: the reconciler's own requeue comes back when the timeout expires.
-    obj = await eventually(lambda: _serving_reason(client, "busy", namespace, "Suspended"), timeout=30)
-    assert obj["spec"]["suspend"] is True
+    obj = await eventually(lambda: _serving_reason(client, "busy", namespace, "Idle"), timeout=30)
+    assert obj["spec"]["suspend"] is False and obj["metadata"]["generation"] == 1
     assert time.monotonic() - started >= 3.5, "not before the last activity is idleTimeout old"
     assert len(reader.calls) >= 2
+    await eventually(lambda: gone(client, PODS, "busy-notebook", namespace), timeout=30)
 
 
 async def test_unreachable_jupyter_never_suspends(operator, namespace: str) -> None:
@@ -337,3 +391,88 @@ async def _events(client, ns: str, name: str, reason: str) -> list[dict[str, Any
             if e["involvedObject"]["name"] == name and e["reason"] == reason]
 
 
+
+
+# --- issue 20 #8: the token Secret and the running Jupyter always agree -------------------------
+
+
+class JupyterPerPod:
+    """TEST DOUBLE at the pod-proxy boundary that behaves like the Jupyter *in* each Pod: the
+    kubelet resolved ``JUPYTER_TOKEN`` from the Secret when that Pod's container started, so each
+    Pod (by uid) accepts only the token the Secret held then, and answers 403 to any other."""
+
+    def __init__(self, client: Any, last_activity: dt.datetime) -> None:
+        self.client = client
+        self.last_activity = last_activity
+        self.started_with: dict[str, str] = {}
+        self.answers: list[tuple[str, int]] = []  # (pod uid, HTTP status)
+
+    async def read(self, namespace: str, pod: str, token: str) -> JupyterStatus:
+        uid = (await self.client.get(PODS, pod, namespace))["metadata"]["uid"]
+        if uid not in self.started_with:
+            secret = await self.client.get(SECRETS, f"{pod}-token", namespace)
+            self.started_with[uid] = base64.b64decode(secret["data"]["token"]).decode()
+        ok = token == self.started_with[uid]
+        self.answers.append((uid, 200 if ok else 403))
+        if not ok:
+            raise JupyterUnreachable("HTTP 403", "HTTP 403: the token was rejected")
+        return JupyterStatus(last_activity=self.last_activity)
+
+
+async def test_deleted_token_secret_rolls_the_pod_so_jupyter_and_secret_agree(operator, namespace: str) -> None:
+    client = operator.client
+    jupyter = JupyterPerPod(client, dt.datetime.now(dt.UTC))
+    use_reader(operator, jupyter)
+    await client.create(NOTEBOOKS, notebook("tok", namespace, idleTimeout="1h"))
+    await eventually(lambda: _serving_reason(client, "tok", namespace, "Available"), timeout=30)
+    first = await client.get(PODS, "tok-notebook", namespace)
+    await eventually(lambda: (first["metadata"]["uid"], 200) in jupyter.answers, timeout=10)
+    old_token = jupyter.started_with[first["metadata"]["uid"]]
+
+    await client.delete(SECRETS, "tok-notebook-token", namespace)
+
+    async def agreed() -> dict[str, Any] | None:
+        pod = await client.get_or_none(PODS, "tok-notebook", namespace)
+        if pod is None or pod["metadata"]["uid"] == first["metadata"]["uid"]:
+            return None
+        return pod if (pod["metadata"]["uid"], 200) in jupyter.answers else None
+
+    pod = await eventually(agreed, timeout=45)
+    secret = await client.get(SECRETS, "tok-notebook-token", namespace)
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert token != old_token and jupyter.started_with[pod["metadata"]["uid"]] == token
+    assert pod["metadata"]["annotations"]["substratus.ai/token-sha256"] == token_digest(token)
+    assert not [a for a in jupyter.answers if a[1] == 403], "the idle check never met a Jupyter with another token"
+    obj = await eventually(lambda: _serving_reason(client, "tok", namespace, "Available"), timeout=30)
+    assert "not enforced" not in condition(obj, "Serving")["message"]
+
+
+async def test_idle_check_that_cannot_authenticate_is_visible(operator, namespace: str) -> None:
+    class Rejecting:
+        calls = 0
+
+        async def read(self, namespace: str, pod: str, token: str) -> JupyterStatus:
+            Rejecting.calls += 1
+            raise JupyterUnreachable(f"GET /api/v1/.../proxy/api/status?token={token}: 403",
+                                     "HTTP 403: the token was rejected")
+
+    use_reader(operator, Rejecting())
+    await client_create_and_wait(operator, namespace, "deaf")
+    client = operator.client
+
+    async def not_enforced() -> dict[str, Any] | None:
+        obj = await _serving_reason(client, "deaf", namespace, "Available")
+        return obj if obj and "idleTimeout is not enforced" in condition(obj, "Serving")["message"] else None
+
+    obj = await eventually(not_enforced, timeout=30)
+    message = condition(obj, "Serving")["message"]
+    assert "HTTP 403: the token was rejected" in message and "token=" not in message
+    assert obj["spec"]["suspend"] is False and obj["status"]["ready"] is True
+    events = await eventually(lambda: _events(client, namespace, "deaf", "IdleCheckFailed"), timeout=10)
+    assert events[0]["type"] == "Warning" and "HTTP 403" in events[0]["message"]
+    assert len(events) == 1 and events[0].get("count", 1) == 1, "once per failing streak, not per retry"
+
+
+async def client_create_and_wait(operator, namespace: str, name: str) -> None:
+    await operator.client.create(NOTEBOOKS, notebook(name, namespace, idleTimeout="1h"))
+    await eventually(lambda: _serving_reason(operator.client, name, namespace, "Available"), timeout=30)

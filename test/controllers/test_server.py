@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import condition, event_reasons, get_obj, gone, writes_on_resync
+from helpers import condition, create_secret, event_reasons, get_obj, gone, writes_on_resync
 
 from substratus import naming
 from substratus.controllers.resources import MODELS, SERVERS
@@ -219,6 +219,7 @@ async def test_server_name_too_long_is_rejected_or_invalid_spec(operator, namesp
 
 async def test_converged_servers_resync_with_zero_writes(operator, namespace: str) -> None:
     client = operator.client
+    await create_secret(client, namespace)
     await client.create(MODELS, model("opt", namespace))
     for i in range(2):
         await client.create(SERVERS, server(f"steady-{i}", namespace, params={"i": i},

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import condition, event_reasons, get_obj, ready, settled
+from helpers import condition, create_secret, event_reasons, get_obj, ready, settled
 
 from substratus import naming
 from substratus.api import from_dict, to_dict
@@ -116,6 +116,8 @@ async def test_converted_fine_tune_stays_a_fine_tune(operator, namespace: str) -
     objs = {o["metadata"]["name"]: o for o in converted("models.yaml", "datasets.yaml")}
     for name in ("opt-125m", "squad", "opt-125m-squad"):
         objs[name]["metadata"]["namespace"] = namespace
+    # opt-125m's env names ${{ secrets.ai.HUGGING_FACE_HUB_TOKEN }}: its Pod needs the Secret.
+    await create_secret(client, namespace, "ai", HUGGING_FACE_HUB_TOKEN="hf_x")
     await client.create(MODELS, objs["opt-125m"])
     await client.create(DATASETS, objs["squad"])
     await client.create(MODELS, objs["opt-125m-squad"])

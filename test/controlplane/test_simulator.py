@@ -329,6 +329,169 @@ async def test_simulator_relists_after_410(local_controlplane: ControlPlane, api
         await eventually(complete)
 
 
+# --- Pods of Jobs and Deployments, and Pods that cannot start (kubelet-shaped) ------------------------
+
+
+async def _pods(core: Any, namespace: str, selector: str) -> list[Any]:
+    return (await core.list_namespaced_pod(namespace, label_selector=selector)).items
+
+
+async def test_job_gets_a_pod_that_ends_with_it(simulator: ClusterSimulator, api_client: ApiClient, namespace: str,
+                                                eventually: Eventually) -> None:
+    batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+    job = await batch.create_namespaced_job(namespace, {
+        "metadata": {"name": "j"}, "spec": {"template": {"metadata": {"labels": {"app": "j"}}, "spec": POD_SPEC}}})
+
+    async def done() -> Any:
+        pods = await _pods(core, namespace, "app=j")
+        return pods if pods and pods[0].status.phase == "Succeeded" else None
+
+    (pod,) = await eventually(done)
+    assert pod.metadata.labels["job-name"] == "j" and pod.metadata.labels["controller-uid"] == job.metadata.uid
+    assert [(r.kind, r.name, r.controller) for r in pod.metadata.owner_references] == [("Job", "j", True)]
+    term = pod.status.container_statuses[0].state.terminated
+    assert (term.exit_code, term.reason) == (0, "Completed")
+    assert _conditions(await batch.read_namespaced_job_status("j", namespace))["Complete"].status == "True"
+
+
+async def test_missing_secret_keeps_the_job_pod_waiting_until_it_exists(
+        simulator: ClusterSimulator, api_client: ApiClient, namespace: str, eventually: Eventually) -> None:
+    """The kubelet's CreateContainerConfigError: the Job stays active while its Pod cannot start."""
+    batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+    env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]
+    spec = {**POD_SPEC, "containers": [{"name": "main", "image": "busybox", "env": env}]}
+    await batch.create_namespaced_job(namespace, {
+        "metadata": {"name": "needs-secret"},
+        "spec": {"template": {"metadata": {"labels": {"app": "s"}}, "spec": spec}}})
+
+    async def waiting() -> Any:
+        pods = await _pods(core, namespace, "app=s")
+        cs = pods[0].status.container_statuses if pods else None
+        return pods[0] if cs and cs[0].state.waiting else None
+
+    pod = await eventually(waiting)
+    assert pod.status.phase == "Pending"
+    w = pod.status.container_statuses[0].state.waiting
+    assert (w.reason, w.message) == ("CreateContainerConfigError", 'secret "hf" not found')
+    assert _conditions(pod)["Ready"].status == "False" and _conditions(pod)["PodScheduled"].status == "True"
+    await asyncio.sleep(1.5)  # several kubelet retries and job delays
+    job = await batch.read_namespaced_job_status("needs-secret", namespace)
+    assert job.status.active == 1 and not job.status.conditions
+
+    await core.create_namespaced_secret(namespace, {"metadata": {"name": "hf"}, "data": {"other": "eA=="}})
+
+    async def wrong_key() -> Any:
+        p = (await _pods(core, namespace, "app=s"))[0]
+        return p if "couldn't find key token" in (p.status.container_statuses[0].state.waiting or w).message else None
+
+    await eventually(wrong_key)
+    await core.patch_namespaced_secret("hf", namespace, {"data": {"token": "eA=="}})
+
+    async def complete() -> Any:
+        j = await batch.read_namespaced_job_status("needs-secret", namespace)
+        return j if _conditions(j).get("Complete") else None
+
+    await eventually(complete)
+
+
+@pytest.mark.parametrize("fault", ["ImagePullBackOff", "Unschedulable", "OOMKilled", "CrashLoopBackOff"])
+async def test_pod_faults_are_kubelet_shaped(local_controlplane: ControlPlane, api_client: ApiClient, namespace: str,
+                                             eventually: Eventually, fault: str) -> None:
+    core, batch = client.CoreV1Api(api_client), client.BatchV1Api(api_client)
+    async with ClusterSimulator(api_client, namespace=namespace, job_delay=0.1, gc_interval=0,
+                                pod_fault=lambda p: fault if p["metadata"]["labels"].get("app") == "f" else None):
+        gpu = {"limits": {"nvidia.com/gpu": "1"}}
+        always = {"containers": [{"name": "main", "image": "trainer:1", "resources": gpu}], "restartPolicy": "Always"}
+        await core.create_namespaced_pod(namespace, {"metadata": {"name": "nb", "labels": {"app": "f"}},
+                                                     "spec": always})
+        await batch.create_namespaced_job(namespace, {"metadata": {"name": "job"}, "spec": {
+            "backoffLimit": 0, "template": {"metadata": {"labels": {"app": "f", "role": "job"}}, "spec": {
+                **POD_SPEC, "containers": [{"name": "main", "image": "trainer:1"}]}}}})
+
+        async def settled(selector: str) -> Any:
+            pods = await _pods(core, namespace, selector)
+            return pods[0] if pods and pods[0].status.conditions else None
+
+        nb = await eventually(lambda: settled("app=f,!role"))
+        job_pod = await eventually(lambda: settled("role=job"))
+        if fault == "Unschedulable":
+            for p in (nb, job_pod):
+                c = _conditions(p)["PodScheduled"]
+                assert (p.status.phase, c.status, c.reason) == ("Pending", "False", "Unschedulable")
+                assert not p.status.container_statuses
+            assert "Insufficient nvidia.com/gpu" in _conditions(nb)["PodScheduled"].message
+        elif fault == "ImagePullBackOff":
+            for p in (nb, job_pod):
+                w = p.status.container_statuses[0].state.waiting
+                assert (p.status.phase, w.reason, w.message) == ("Pending", "ImagePullBackOff",
+                                                                 'Back-off pulling image "trainer:1"')
+        else:
+            # restartPolicy Always: a crash loop with the last run's end; Never: the Pod fails.
+            code, reason = (137, "OOMKilled") if fault == "OOMKilled" else (1, "Error")
+            cs = nb.status.container_statuses[0]
+            assert nb.status.phase == "Running" and cs.state.waiting.reason == "CrashLoopBackOff"
+            assert (cs.last_state.terminated.exit_code, cs.last_state.terminated.reason) == (code, reason)
+            assert cs.restart_count >= 1 and not cs.ready
+
+            async def failed() -> Any:
+                p = await settled("role=job")
+                return p if p.status.phase == "Failed" else None
+
+            p = await eventually(failed)
+            term = p.status.container_statuses[0].state.terminated
+            assert (term.exit_code, term.reason) == (code, reason)
+
+            async def job_failed() -> Any:
+                j = await batch.read_namespaced_job_status("job", namespace)
+                return j if _conditions(j).get("Failed") else None
+
+            await eventually(job_failed)
+        if fault in ("Unschedulable", "ImagePullBackOff"):
+            await asyncio.sleep(1.0)
+            job = await batch.read_namespaced_job_status("job", namespace)
+            assert job.status.active == 1 and not job.status.conditions  # never started, never finished
+
+
+async def test_deployment_pods_come_from_a_replica_set_and_gate_availability(
+        local_controlplane: ControlPlane, api_client: ApiClient, namespace: str, eventually: Eventually) -> None:
+    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    faults: dict[str, str] = {"web": "ImagePullBackOff"}
+    async with ClusterSimulator(api_client, namespace=namespace, gc_interval=0.3,
+                                pod_fault=lambda p: faults.get(p["metadata"]["labels"].get("app", ""))):
+        labels = {"app": "web"}
+        await apps.create_namespaced_deployment(namespace, {"metadata": {"name": "web"}, "spec": {
+            "replicas": 1, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+
+        async def stuck() -> Any:
+            pods = await _pods(core, namespace, "app=web")
+            cs = pods[0].status.container_statuses if pods else None
+            return pods[0] if cs and cs[0].state.waiting else None
+
+        pod = await eventually(stuck)
+        (rs,) = (await apps.list_namespaced_replica_set(namespace)).items
+        assert pod.metadata.owner_references[0].name == rs.metadata.name and rs.metadata.owner_references[0].name == "web"
+        assert pod.metadata.labels["pod-template-hash"] in rs.metadata.name
+        await asyncio.sleep(0.8)
+        d = await apps.read_namespaced_deployment_status("web", namespace)
+        assert _conditions(d)["Available"].status == "False" and not d.status.available_replicas
+
+        faults.clear()  # the image is pushed: the kubelet's next pull works
+
+        async def available() -> Any:
+            d = await apps.read_namespaced_deployment_status("web", namespace)
+            return d if d.status.available_replicas == 1 and _conditions(d)["Available"].status == "True" else None
+
+        await eventually(available)
+        await apps.delete_namespaced_deployment("web", namespace)
+
+        async def collected() -> bool:
+            return not (await _pods(core, namespace, "app=web")) and \
+                not (await apps.list_namespaced_replica_set(namespace)).items
+
+        await eventually(collected)
+
+
 # --- status shapes per server version (pure) ------------------------------------------------------
 # The rules are those of validateJobStatus / ValidateJobStatusUpdate in kubernetes'
 # pkg/apis/batch/validation (current release, JobManagedBy's strengthened checks); a current

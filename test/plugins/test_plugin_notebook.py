@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import io
 import os
 import signal
@@ -22,6 +23,7 @@ import pytest
 from aiohttp import ClientSession, web
 from plugin_helpers import CLUSTER, REGISTRY, condition, context_dir, manifest
 
+from substratus.controllers.notebook import JupyterStatus
 from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS
 from substratus.plugins import ExitCode, PluginError, notebook
 from substratus.plugins.notebook import Options, notebook_for, notebook_url, port_forward_command
@@ -158,6 +160,52 @@ async def test_notebook_build_ready_url_then_suspend_on_exit(operator: Any, name
     await eventually(lambda: _gone(client, "dev-notebook", namespace), timeout=30, message="the Pod deleted")
 
 
+class _JupyterStatus:
+    """The Notebook controller's Jupyter status reader, standing in for the pod proxy only (no
+    kubelet here, see test/controllers/test_notebook.py for the HTTP one): idle since 3 h until
+    ``active`` is set. The controller's idle decision is production code."""
+
+    def __init__(self) -> None:
+        self.last_activity = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
+
+    def active(self) -> None:
+        self.last_activity = dt.datetime.now(dt.UTC)
+
+    async def read(self, namespace: str, pod: str, token: str) -> JupyterStatus:
+        return JupyterStatus(last_activity=self.last_activity)
+
+
+async def test_kubectl_notebook_resumes_an_idle_notebook_without_touching_its_spec(
+        operator: Any, namespace: str, kubeconfig: Path) -> None:
+    client = operator.client
+    jupyter = _JupyterStatus()
+    ctl = next(c for c in operator.manager.controllers if c.name == "notebook")
+    ctl.reconciler.status_reader = jupyter
+    await client.create(NOTEBOOKS, {"apiVersion": "substratus.ai/v1", "kind": "Notebook",
+                                    "metadata": {"name": "sleepy", "namespace": namespace},
+                                    "spec": {"image": {"name": "substratusai/notebook:v1"}, "idleTimeout": "1h"}})
+
+    async def idle() -> dict[str, Any] | None:
+        nb = await client.get(NOTEBOOKS, "sleepy", namespace)
+        c = condition(nb, "Serving")
+        return nb if c and c["reason"] == "Idle" and await _gone(client, "sleepy-notebook", namespace) else None
+
+    nb = await eventually(idle, timeout=30, message="the idle Notebook stopped")
+    assert nb["spec"]["suspend"] is False and nb["metadata"]["generation"] == 1
+    assert "kubectl notebook sleepy" in condition(nb, "Serving")["message"]
+
+    jupyter.active()
+    task, out, stop = await _start(_opts(kubeconfig, name="sleepy", namespace=namespace))
+    await _url(task, out)
+    nb = await client.get(NOTEBOOKS, "sleepy", namespace)
+    assert condition(nb, "Serving")["reason"] == "Available" and "idle" not in nb["status"]
+    assert nb["metadata"]["generation"] == 1, "resumed by the annotation, not a spec change"
+    assert nb["metadata"]["annotations"]["substratus.ai/resume"]
+    assert await client.get_or_none(PODS, "sleepy-notebook", namespace) is not None
+    stop.set()
+    assert await asyncio.wait_for(task, 30) == ExitCode.OK
+
+
 async def test_build_supplies_the_image_a_manifest_leaves_out(operator: Any, namespace: str, kubeconfig: Path,
                                                                tmp_path: Path) -> None:
     """`kubectl notebook -f nb.yaml --build DIR` where nb.yaml has no spec.image (issue 17, item 10)."""
@@ -227,6 +275,37 @@ exec sleep 60
     stop.set()
     assert await asyncio.wait_for(task, 30) == 0
     assert (await operator.client.get(NOTEBOOKS, "pf", namespace))["spec"]["suspend"] is False  # --keep-running
+
+
+async def test_session_prints_the_new_url_when_the_notebook_token_changes(operator: Any, namespace: str,
+                                                                           kubeconfig: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 #8/#9: the token Secret is deleted mid-session; the operator rolls the Pod with a
+    new token and the session, restarting its dropped port-forward, prints the URL that works now."""
+    monkeypatch.setenv("KUBECTL", _fake_kubectl(tmp_path, """echo "Forwarding from 127.0.0.1:18889 -> 8888"
+sleep 1
+echo "error: lost connection to pod" >&2
+exit 1
+"""))
+    monkeypatch.setattr(notebook, "PORT_FORWARD_BACKOFF", (0.2, 0.5))
+    opts = _opts(kubeconfig, name="rot", namespace=namespace, build=str(context_dir(tmp_path / "ctx")), port=18889,
+                 keep_running=True)
+    opts.port_forward = True
+    task, out, stop = await _start(opts)
+    first = await _url(task, out)
+    old = await _token(operator.client, "rot", namespace)
+    assert first == notebook_url(old, 18889)
+    await operator.client.delete(SECRETS, "rot-notebook-token", namespace)
+
+    async def new_url() -> str | None:
+        lines = out.getvalue().split()
+        return lines[-1] if len(lines) >= 2 else None
+
+    url = await eventually(new_url, timeout=60, message="a second URL on stdout")
+    token = await _token(operator.client, "rot", namespace)
+    assert token != old and url == notebook_url(token, 18889)
+    stop.set()
+    assert await asyncio.wait_for(task, 30) == 0
 
 
 async def test_unknown_notebook_without_build_exits_2(operator: Any, namespace: str, kubeconfig: Path) -> None:

@@ -234,3 +234,10 @@ def snapshot(root: Path) -> dict[str, str]:
             p = Path(dirpath) / f
             out[p.relative_to(root).as_posix()] = hashlib.md5(p.read_bytes(), usedforsecurity=False).hexdigest()
     return out
+
+
+def hf_secret(ns: str) -> dict[str, Any]:
+    """The Secret ``hf`` (key ``token``) that ``${{ secrets.hf.token }}`` names: without it the
+    kubelet (and the simulator) keeps the Pod in CreateContainerConfigError, as a real cluster does."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf", "namespace": ns},
+            "data": {"token": "dDBrZW4="}}

@@ -49,6 +49,13 @@ async def test_frozen_connections_are_noticed_and_work_created_meanwhile_converg
     await wait_ready(admin, DATASETS, namespace, ["created-while-frozen"], timeout=BOUND + 60)
     ready_s = time.monotonic() - t_freeze
 
+    def rewatched() -> set[str]:
+        return {r.path for r in proxy.records if r.watch and r.started > t_freeze}
+
+    # Each watch has its own deadline (its server timeout + slack): wait for every replacement.
+    await eventually(lambda: paths <= rewatched(), timeout=max(1.0, BOUND + 5 - (time.monotonic() - t_freeze)),
+                     message="every frozen watch replaced")
+
     rewatch: dict[str, float] = defaultdict(lambda: float("inf"))
     for r in proxy.records:
         if r.watch and r.started > t_freeze and r.path in paths:

@@ -17,12 +17,21 @@ import asyncio
 from typing import Any
 
 import attrs
-from reliability_helpers import condition, conditions_text, dataset, metric, model, server, wait_ready
+from reliability_helpers import (
+    condition,
+    conditions_text,
+    dataset,
+    hf_secret,
+    metric,
+    model,
+    server,
+    wait_ready,
+)
 
 from substratus.controllers.resources import BY_KIND, DATASETS, MODELS, SERVERS
 from substratus.install import crd_enforces_cel
 from substratus.runtime.client import ApiError
-from substratus.runtime.resource import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS
+from substratus.runtime.resource import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, SECRETS
 from substratus.testing.wait import eventually
 
 MD5 = "0123456789abcdef0123456789abcdef"
@@ -122,6 +131,7 @@ async def test_malformed_objects_are_rejected_or_invalid_and_valid_ones_converge
     ns = namespace
     op = await start_operator(workers=4)
     assert op.controller("server") is not None
+    await admin.create(SECRETS, hf_secret(ns), ns)  # what valid ${{ secrets.hf.token }} references need
     panics = metric("controller_runtime_reconcile_panics_total")
     bad, good = malformed(ns), valid(ns)
     assert len(bad) == 25 and len(good) == 25

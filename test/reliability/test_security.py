@@ -24,11 +24,11 @@ import aiohttp
 import pytest
 import yaml
 import yarl
-from reliability_helpers import condition, dataset, model, notebook, server, wait_ready
+from reliability_helpers import condition, dataset, hf_secret, model, notebook, server, wait_ready
 
 from substratus.cloud.local import TMP_PREFIX, LocalCloud
 from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS, SERVERS
-from substratus.runtime.resource import DEPLOYMENTS, JOBS, PODS, SERVICES
+from substratus.runtime.resource import DEPLOYMENTS, JOBS, PODS, SECRETS, SERVICES
 from substratus.testing.wait import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,14 +84,15 @@ NEEDED = [
     ("create", "leases.coordination.k8s.io", ()),
     ("update", "leases.coordination.k8s.io/substratus-leader", ()),
     ("get", "pods", ("--subresource=proxy",)), ("delete", "pods", ()), ("create", "secrets", ()),
-    ("patch", "services", ()), ("patch", "notebooks.substratus.ai", ()),
+    ("patch", "services", ()), ("patch", "notebooks.substratus.ai", ("--subresource=status",)),
     ("patch", "servers.substratus.ai", ("--subresource=status",)),
 ]
 DENIED = [
     ("delete", "datasets.substratus.ai", ()), ("delete", "models.substratus.ai", ()),
-    # The spec is the user's (SPEC §1): only a Notebook's spec.suspend is ever patched (idle check).
+    # The spec is the user's (SPEC §1): never patched, not even a Notebook's suspend (idleness is
+    # recorded in status.idle).
     ("patch", "models.substratus.ai", ()), ("patch", "datasets.substratus.ai", ()),
-    ("patch", "servers.substratus.ai", ()),
+    ("patch", "servers.substratus.ai", ()), ("patch", "notebooks.substratus.ai", ()),
     ("create", "models.substratus.ai", ()), ("update", "models.substratus.ai", ()),
     ("delete", "namespaces", ()), ("create", "clusterrolebindings.rbac.authorization.k8s.io", ()),
     ("escalate", "clusterroles.rbac.authorization.k8s.io", ()), ("bind", "clusterroles.rbac.authorization.k8s.io", ()),
@@ -136,6 +137,7 @@ async def test_operator_converges_as_its_serviceaccount(operator_sa, make_proxy,
     proxy = await make_proxy("as-sa")
     proxy.impersonate = operator_sa
     op = await start_operator(kubeconfig_path=proxy.write_kubeconfig(tmp_path / "kubeconfig"))
+    await admin.create(SECRETS, hf_secret(ns), ns)  # what valid ${{ secrets.hf.token }} references need
     await admin.create(MODELS, model("base", ns))
     # A git build: a build Job, then the built image (pinned by digest) recorded in status.image.
     await admin.create(DATASETS, dataset("data", ns, env={"HF_TOKEN": "${{ secrets.hf.token }}"},

@@ -276,3 +276,25 @@ async def test_the_fence_is_checked_again_right_before_the_bytes_leave(client: C
     refused_at = 99  # the same client still writes once the fence allows it
     await writer.create(CONFIGMAPS, configmap("allowed", namespace))
     assert len(calls) == 3, "checked before building the request, on the connection, at the first byte"
+
+
+async def test_a_deleted_lease_is_not_taken_while_the_leader_may_still_act(client: Client, namespace: str) -> None:
+    """The Lease is deleted while ``a`` leads (``kubectl delete lease``, a namespace clean-up). A
+    standby that saw ``a`` holding it must not create it and lead at once: ``a`` still acts
+    until its next renewal (fenced only by its own deadline), so both would write. The standby
+    waits as if the lease were still there; ``a`` re-creates it on its next round and goes on."""
+    a, b = elector(client, namespace, "a"), elector(client, namespace, "b")
+    ta = asyncio.create_task(a.run())
+    try:
+        await eventually(lambda: a.is_leader)
+        assert not await b.try_acquire_or_renew(), "b must not take a lease a holds"
+        await client.delete(LEASES, "test-lease", namespace)
+        # One attempt by the standby right after the delete, before a's next renewal.
+        assert not await b.try_acquire_or_renew(), "b took the deleted lease while a still leads"
+        assert a.is_leader
+        await eventually(lambda: client.get_or_none(LEASES, "test-lease", namespace), timeout=5)
+        assert (await lease(client, namespace))["holderIdentity"] == "a"
+        assert a.is_leader
+    finally:
+        ta.cancel()
+        await asyncio.gather(ta, return_exceptions=True)

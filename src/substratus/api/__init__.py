@@ -47,7 +47,7 @@ from substratus.api.meta import (
     parse_time,
 )
 from substratus.api.model import Model, ModelSpec, ModelStatus
-from substratus.api.notebook import Notebook, NotebookSpec
+from substratus.api.notebook import IdleStatus, Notebook, NotebookSpec, NotebookStatus
 from substratus.api.server import Server, ServerSpec
 from substratus.api.validate import validate
 
@@ -69,6 +69,7 @@ __all__ = [
     "Dataset",
     "DatasetSpec",
     "GitSource",
+    "IdleStatus",
     "Image",
     "KindClass",
     "Model",
@@ -76,6 +77,7 @@ __all__ = [
     "ModelStatus",
     "Notebook",
     "NotebookSpec",
+    "NotebookStatus",
     "ObjectMeta",
     "ObjectRef",
     "ParamValue",

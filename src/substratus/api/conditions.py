@@ -49,8 +49,12 @@ class Reason:
     DEPLOYING = "Deploying"
     AVAILABLE = "Available"
     SUSPENDED = "Suspended"
+    IDLE = "Idle"  # Notebook: Pod stopped after spec.idleTimeout (status.idle); not spec.suspend
     # any kind
     INVALID_SPEC = "InvalidSpec"
+    # Built, Complete, Serving: the workload's (or build's) Pod cannot start or keeps failing;
+    # the message carries the Pod's own reason and message (SPEC §1).
+    POD_FAILING = "PodFailing"
     RECONCILE_ERROR = "ReconcileError"  # the pass itself keeps failing (the error is the message)
     REFERENCE_NOT_PERMITTED = "ReferenceNotPermitted"  # another namespace's object has not opted in
     # Ready, only before the first reconcile has set any other condition
@@ -64,6 +68,7 @@ BUILT_REASONS: tuple[str, ...] = (
     Reason.BUILDING,
     Reason.BUILD_SUCCEEDED,
     Reason.BUILD_FAILED,
+    Reason.POD_FAILING,
     Reason.INVALID_SPEC,
 )
 COMPLETE_REASONS: tuple[str, ...] = (
@@ -73,6 +78,7 @@ COMPLETE_REASONS: tuple[str, ...] = (
     Reason.JOB_FAILED,
     Reason.FOUND_IN_STORAGE,
     Reason.REFERENCE_NOT_PERMITTED,
+    Reason.POD_FAILING,
     Reason.INVALID_SPEC,
     Reason.RECONCILE_ERROR,
 )
@@ -81,7 +87,9 @@ SERVING_REASONS: tuple[str, ...] = (
     Reason.DEPLOYING,
     Reason.AVAILABLE,
     Reason.SUSPENDED,
+    Reason.IDLE,
     Reason.REFERENCE_NOT_PERMITTED,
+    Reason.POD_FAILING,
     Reason.INVALID_SPEC,
     Reason.RECONCILE_ERROR,
 )

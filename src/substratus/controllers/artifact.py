@@ -145,15 +145,21 @@ class ArtifactReconciler(KindReconciler):
         _, (job, _) = await self.ctx.applier.ensure_all(
             (CONFIGMAPS, render.params_configmap(obj), False), (JOBS, desired, True))
         state, message = job_state(job)
+        problem = self.pod_problem(obj, render.WORKLOAD_ROLE, job) if job is not None and state != "succeeded" \
+            else None
         if state == "succeeded":
             await self._write_completed(obj, url, job_name, image.image, job)
             artifacts = await self._stored_artifacts_url(obj, url)
             update.set(COMPLETE, True, Reason.JOB_SUCCEEDED, f"artifacts at {artifacts}")
             await self._describe_artifacts(obj, artifacts)
         elif state == "failed":
+            detail = f"{message}; {problem}" if problem else message
             update.set(COMPLETE, False, Reason.JOB_FAILED,
-                       f"Job {job_name} failed ({message}); see `kubectl logs job/{job_name}`; "
+                       f"Job {job_name} failed ({detail}); see `kubectl logs job/{job_name}`; "
                        "change the spec to retry")
+        elif problem is not None:
+            update.set(COMPLETE, False, Reason.POD_FAILING,
+                       f"Job {job_name} cannot run: {problem}; see `kubectl describe pod {problem.pod}`")
         else:
             update.set(COMPLETE, False, Reason.JOB_RUNNING, f"Job {job_name} is running")
         return Result()

@@ -34,6 +34,7 @@ from substratus.config import DEFAULT_GIT_IMAGE, DEFAULT_KANIKO_IMAGE
 from substratus.controllers import metrics as domain_metrics
 from substratus.controllers.apply import Applier
 from substratus.controllers.build import adopt_legacy_image
+from substratus.controllers.pods import PodProblem, pod_problem, pods_of
 from substratus.controllers.render import BuildImages, RenderOptions
 from substratus.controllers.status import StatusUpdate, now, record_transitions, status_dict, write_status
 from substratus.runtime.cache import Cache
@@ -193,6 +194,16 @@ class KindReconciler(abc.ABC):
 
     def child_name(self, obj: AnyKind, role: naming.Role = naming.WORKLOAD) -> str:
         return naming.child_name(obj.metadata.name, obj.KIND, role)
+
+    def pod_problem(self, obj: AnyKind, role: str, owner: dict[str, Any] | None = None) -> PodProblem | None:
+        """Why the Pods of ``obj``'s workload or build (``role``) cannot run, from the cache; with
+        ``owner`` (a Job), only that Job's Pods count, not those of a replaced one still around."""
+        pods = pods_of(self.ctx.cache, obj.KIND, obj.metadata.namespace or "", obj.metadata.name, role)
+        if owner is not None:
+            uid = (owner.get("metadata") or {}).get("uid")
+            pods = [p for p in pods if any(r.get("uid") == uid for r in
+                                           (p.get("metadata") or {}).get("ownerReferences") or [])]
+        return pod_problem(pods)
 
     def storage_url(self, obj: AnyKind) -> str:
         h = naming.storage_hash(self.ctx.cluster_name, obj.metadata.namespace or "", obj.PLURAL, obj.metadata.name)

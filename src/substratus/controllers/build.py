@@ -411,13 +411,19 @@ class Builder:
             update.set(BUILT, False, Reason.BUILDING, f"replacing build Job {name} to build {what}")
             return waiting
         state, message = job_state(job)
+        problem = self.r.pod_problem(obj, "build", job) if job is not None and state != "succeeded" else None
         if state == "failed":
             clone = " (and `-c clone` for the git checkout)" if obj.spec.image.git is not None else ""
+            detail = f"{message}; {problem}" if problem else message
             update.set(BUILT, False, Reason.BUILD_FAILED,
-                       f"build Job {name} failed ({message}); see `kubectl logs job/{name} -c build`{clone}; "
+                       f"build Job {name} failed ({detail}); see `kubectl logs job/{name} -c build`{clone}; "
                        f"a new source, or the annotation {naming.REBUILD_ANNOTATION} set to a new value, "
                        "builds again")
             log.info("build failed", extra={"job": name, "error": message})
+            return waiting
+        if problem is not None:
+            update.set(BUILT, False, Reason.POD_FAILING,
+                       f"build Job {name} cannot run: {problem}; see `kubectl describe pod {problem.pod}`")
             return waiting
         if state != "succeeded":
             update.set(BUILT, False, Reason.BUILDING, f"building {what} in Job {name}")

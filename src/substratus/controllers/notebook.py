@@ -4,13 +4,25 @@ The Pod's spec is immutable, so a spec change deletes it and the next pass creat
 one. ``suspend: true`` deletes the Pod and keeps everything else (the params ConfigMap, the
 token Secret, the bucket output). Jupyter's token is generated once per Notebook and kept in
 the Secret ``{name}-notebook-token`` (key ``token``); the container gets it as
-``JUPYTER_TOKEN``, and the controller and ``kubectl notebook`` read it from there.
+``JUPYTER_TOKEN``, and the controller and ``kubectl notebook`` read it from there. The kubelet
+resolves that env var only when the container starts, so the Pod carries a digest of the token
+it started with (annotation ``substratus.ai/token-sha256``, part of the Pod's spec hash): a
+Secret deleted (a new token is written) or edited rolls the Pod, and the Secret and the running
+Jupyter always agree.
 
 ``idleTimeout``: while the Pod is Ready, Jupyter's ``/api/status`` (``last_activity``) is read
-through the API server's pod proxy; idle for longer than the timeout → ``spec.suspend: true``
-and an ``IdleSuspended`` Event. That check is legitimately time-based, so the Notebook is
-requeued for the moment the timeout would expire. How the status is fetched is the only
-injectable part (:class:`JupyterStatusReader`), because tests have no kubelet to proxy to.
+through the API server's pod proxy; idle for longer than the timeout → ``status.idle`` is
+recorded (with the ``substratus.ai/resume`` annotation's value and the generation at that
+moment), ``Serving=False/Idle`` (an Event says how to resume), and the next pass deletes the
+Pod. The spec is the user's (SPEC §1): the controller never writes ``spec.suspend``, so GitOps
+tools see no drift. A different annotation value (``kubectl notebook``, ``kubectl annotate``)
+or a spec change (new generation: the user acted) clears ``status.idle`` and starts the Pod.
+``spec.suspend: true`` wins over idleness and clears it. That check is legitimately
+time-based, so the Notebook is requeued for the moment the timeout would expire; an idle
+Notebook makes no request at all. How the status is fetched is the only injectable part
+(:class:`JupyterStatusReader`), because tests have no kubelet to proxy to. A check that cannot read the
+status (403, Jupyter unreachable) never stops the Notebook; it says so in the ``Serving`` message
+and a Warning Event ``IdleCheckFailed``, since ``idleTimeout`` is not enforced meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import logging
 import secrets
 from typing import Any, Protocol
@@ -27,17 +40,28 @@ import aiohttp
 import attrs
 
 from substratus import naming
-from substratus.api import SERVING, AnyKind, Notebook, Reason, format_time, parse_duration, parse_time
+from substratus.api import (
+    SERVING,
+    AnyKind,
+    IdleStatus,
+    Notebook,
+    Reason,
+    format_time,
+    parse_duration,
+    parse_time,
+)
 from substratus.cloud.base import Mount
 from substratus.controllers import render
 from substratus.controllers.apply import Action
 from substratus.controllers.base import KindReconciler
 from substratus.controllers.build import Builder
 from substratus.controllers.dependencies import dependency_mounts, forbidden_references, unready_dependencies
+from substratus.controllers.pods import pod_problem
 from substratus.controllers.resources import NOTEBOOKS
 from substratus.controllers.status import StatusUpdate, now
+from substratus.naming import RESUME_ANNOTATION
 from substratus.runtime.client import AlreadyExists, ApiError, Client
-from substratus.runtime.events import NORMAL
+from substratus.runtime.events import WARNING
 from substratus.runtime.reconcile import Result
 from substratus.runtime.resource import CONFIGMAPS, PODS, SECRETS
 
@@ -53,13 +77,20 @@ READINESS_PATH = "/api"
 DEFAULT_COMMAND = ["jupyter", "lab", "--ip=0.0.0.0", f"--port={PORT}", "--allow-root", "--no-browser"]
 TOKEN_ENV = "JUPYTER_TOKEN"
 TOKEN_KEY = "token"
-IDLE_SUSPENDED = "IdleSuspended"
+IDLE_CHECK_FAILED = "IdleCheckFailed"
+IDLE_NOT_ENFORCED = "idleTimeout is not enforced"
+TOKEN_DIGEST_ANNOTATION = "substratus.ai/token-sha256"
 IDLE_RETRY_SECONDS = 60.0
 STATUS_TIMEOUT_SECONDS = 10.0
 
 
 def token_secret_name(notebook_name: str) -> str:
     return naming.child_name(notebook_name, Notebook.KIND) + "-token"
+
+
+def token_digest(token: str) -> str:
+    """What the Pod records of the token it started with (never the token itself)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 def output_url(url: str) -> str:
@@ -71,7 +102,13 @@ def output_url(url: str) -> str:
 
 
 class JupyterUnreachable(Exception):
-    """``/api/status`` could not be read (Pod not reachable, bad token, not Jupyter, ...)."""
+    """``/api/status`` could not be read (Pod not reachable, bad token, not Jupyter, ...).
+
+    ``reason`` is short and safe to show in a status or Event (never the token-bearing URL)."""
+
+    def __init__(self, detail: str, reason: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason or detail
 
 
 @attrs.frozen
@@ -113,8 +150,11 @@ class PodProxyJupyterStatusReader:
         try:
             async with asyncio.timeout(self.timeout):
                 body = await self.client.request("GET", path, query={"token": token})
-        except (ApiError, OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            raise JupyterUnreachable(f"GET {path}: {exc!r}") from exc
+        except ApiError as exc:
+            why = "the token was rejected" if exc.status in (401, 403) else "Jupyter answered an error"
+            raise JupyterUnreachable(f"GET {path}: {exc!r}", f"HTTP {exc.status}: {why}") from exc
+        except (OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise JupyterUnreachable(f"GET {path}: {exc!r}", type(exc).__name__) from exc
         return parse_jupyter_status(body)
 
 
@@ -153,6 +193,33 @@ def _decode_token(secret: dict[str, Any] | None) -> str | None:
     return token or None
 
 
+def resume_value(obj: Notebook) -> str:
+    """The ``substratus.ai/resume`` annotation's value ("" when absent)."""
+    return obj.metadata.annotations.get(RESUME_ANNOTATION) or ""
+
+
+def idle_resumed(obj: Notebook, idle: IdleStatus) -> bool:
+    """True when the user asked for the Pod again since it was stopped for idleness: a new
+    ``substratus.ai/resume`` value, or a spec change (a new generation is a user's act; running
+    the new spec is what they expect, as after an edit of a running Notebook)."""
+    return resume_value(obj) != idle.resume or (obj.metadata.generation or 0) != idle.generation
+
+
+def idle_message(obj: Notebook, idle: IdleStatus) -> str:
+    """The ``Serving=False/Idle`` message: what happened and both ways to resume.
+
+    Built only from ``status.idle`` and the spec, so it is the same on every pass (no rewrite)."""
+    ns, name = obj.metadata.namespace or "", obj.metadata.name
+    try:
+        idle_for = f" ({_human(parse_time(idle.since) - parse_time(idle.last_activity))})"
+    except ValueError:
+        idle_for = ""
+    return (f"no Jupyter activity since {idle.last_activity}{idle_for}, longer than idleTimeout "
+            f"{obj.spec.idle_timeout}: the Pod was stopped at {idle.since} (files in /content/output are kept; "
+            f"spec unchanged); resume with `kubectl notebook {name} -n {ns}` or "
+            f"`kubectl annotate notebook/{name} -n {ns} {RESUME_ANNOTATION}=$(date +%s) --overwrite`")
+
+
 def _human(d: dt.timedelta) -> str:
     s = int(d.total_seconds())
     h, rest = divmod(s, 3600)
@@ -179,8 +246,20 @@ class NotebookReconciler(KindReconciler):
         # published, so `kubectl notebook` can upload before resuming.
         image = await self.builder.resolve(obj, raw, url, update)
         if obj.spec.suspend:
+            obj.status.idle = None  # the user's suspend supersedes idleness; suspend: false runs it
             await self._suspend(obj, pod_name, update)
             return image.result
+        idle = obj.status.idle
+        if idle is not None:
+            if not idle_resumed(obj, idle):
+                # Recorded by an earlier pass (status first, then the Pod: a failed status write
+                # never leaves a stopped Pod unexplained). Converged: no request at all.
+                await self.ctx.applier.delete(PODS, pod_name, ns)
+                update.set(SERVING, False, Reason.IDLE, idle_message(obj, idle))
+                return image.result
+            log.info("resuming idle notebook", extra={"resume": resume_value(obj),
+                                                      "generation": obj.metadata.generation})
+            obj.status.idle = None
         if image.image is None or not image.current:
             # A rebuilt Notebook image means new code (`kubectl notebook`): no Ready on the old Pod.
             update.set(SERVING, False, Reason.WAITING_FOR_DEPENDENCY, "waiting for the image to be built")
@@ -206,6 +285,11 @@ class NotebookReconciler(KindReconciler):
             options=self.ctx.render, ports=[render.container_port(PORT_NAME, PORT)],
             readiness_probe=render.http_probe(READINESS_PATH, PORT_NAME), default_command=DEFAULT_COMMAND,
             extra_env=[token_env], service_account=sa)
+        # The token is read once, at container start: a new token needs a new Pod.
+        annotations = desired["metadata"].setdefault("annotations", {})
+        annotations.pop(render.HASH_ANNOTATION, None)
+        annotations[TOKEN_DIGEST_ANNOTATION] = token_digest(token)
+        render.stamp_hash(desired)
         pod, action = await self.ctx.applier.ensure(PODS, desired, immutable=True)
         if action is Action.DELETED or pod is None:
             update.set(SERVING, False, Reason.DEPLOYING, f"replacing Pod {pod_name} (its spec changed)")
@@ -217,19 +301,36 @@ class NotebookReconciler(KindReconciler):
             await self.ctx.applier.delete(PODS, pod_name, ns)
             update.set(SERVING, False, Reason.DEPLOYING, f"Pod {pod_name} {phase.lower()} ({reason}); recreating it")
             return image.result
+        problem = None if pod_ready(pod) else pod_problem([pod])
+        if problem is not None:
+            update.set(SERVING, False, Reason.POD_FAILING,
+                       f"{problem}; see `kubectl describe pod {pod_name}`")
+            return image.result
         if not pod_ready(pod):
             update.set(SERVING, False, Reason.DEPLOYING, f"waiting for Pod {pod_name} to be ready (phase {phase})")
             return image.result
-        update.set(SERVING, True, Reason.AVAILABLE,
-                   f"Jupyter is ready on port {PORT} of Pod {pod_name}; its token is in Secret "
-                   f"{token_secret_name(obj.metadata.name)}")
+        available = (f"Jupyter is ready on port {PORT} of Pod {pod_name}; its token is in Secret "
+                     f"{token_secret_name(obj.metadata.name)}")
         if obj.spec.idle_timeout is None:
+            update.set(SERVING, True, Reason.AVAILABLE, available)
             return image.result
-        idle = await self._check_idle(obj, raw, pod_name, token)
-        if idle is None:
-            await self._suspend(obj, pod_name, update)
-            return image.result
-        return _sooner(image.result, idle)
+        idle_check, failure = await self._check_idle(obj, pod_name, token)
+        if isinstance(idle_check, IdleStatus):
+            obj.status.idle = idle_check
+            update.set(SERVING, False, Reason.IDLE, idle_message(obj, idle_check))
+            # The status (and its Event) is written at the end of this pass; its watch event
+            # brings the next pass, which deletes the Pod. requeue covers a lost event.
+            return _sooner(image.result, Result(requeue=True))
+        if failure is None:
+            update.set(SERVING, True, Reason.AVAILABLE, available)
+        else:
+            message = (f"{available}; {IDLE_NOT_ENFORCED}: cannot read Jupyter's /api/status ({failure}); "
+                       "retrying")
+            previous = next((c for c in obj.status.conditions if c.type == SERVING), None)
+            if previous is None or IDLE_NOT_ENFORCED not in previous.message:
+                self.ctx.recorder.event(raw, WARNING, IDLE_CHECK_FAILED, message)
+            update.set(SERVING, True, Reason.AVAILABLE, message)
+        return _sooner(image.result, idle_check)
 
     # --- pieces -------------------------------------------------------------------------------
 
@@ -272,26 +373,25 @@ class NotebookReconciler(KindReconciler):
             return existing
         return token
 
-    async def _check_idle(self, obj: Notebook, raw: dict[str, Any], pod_name: str, token: str) -> Result | None:
-        """None when the Notebook has been idle too long and was suspended; else when to look again."""
+    async def _check_idle(self, obj: Notebook, pod_name: str,
+                          token: str) -> tuple[Result | IdleStatus, str | None]:
+        """(What to record when Jupyter has been idle longer than ``spec.idleTimeout``, else when
+        to look again; why Jupyter's status could not be read, or None). Unreadable: never stop
+        it (retry within a minute)."""
         assert obj.spec.idle_timeout is not None
         timeout = parse_duration(obj.spec.idle_timeout)
-        ns, name = obj.metadata.namespace or "", obj.metadata.name
+        ns = obj.metadata.namespace or ""
         try:
             status = await self.status_reader.read(ns, pod_name, token)
         except JupyterUnreachable as exc:
             retry = min(IDLE_RETRY_SECONDS, timeout.total_seconds())
             log.warning("cannot read jupyter status, not suspending", extra={"retryIn": retry, "error": str(exc)})
-            return Result(requeue_after=retry)
+            return Result(requeue_after=retry), exc.reason
         idle_for = now() - status.last_activity
         if idle_for < timeout:
             # Activity moves last_activity forward; look again when this one would expire.
-            return Result(requeue_after=(timeout - idle_for).total_seconds() + 1.0)
-        await self.ctx.client.patch(NOTEBOOKS, name, {"spec": {"suspend": True}}, ns)
-        message = (f"no Jupyter activity since {format_time(status.last_activity)} ({_human(idle_for)}), "
-                   f"longer than idleTimeout {obj.spec.idle_timeout}: suspended; "
-                   "set spec.suspend to false to resume")
-        self.ctx.recorder.event(raw, NORMAL, IDLE_SUSPENDED, message)
-        log.info("suspended idle notebook", extra={"lastActivity": format_time(status.last_activity),
-                                                 "idleTimeout": obj.spec.idle_timeout})
-        return None
+            return Result(requeue_after=(timeout - idle_for).total_seconds() + 1.0), None
+        log.info("stopping idle notebook", extra={"lastActivity": format_time(status.last_activity),
+                                                "idleTimeout": obj.spec.idle_timeout})
+        return IdleStatus(since=format_time(now()), last_activity=format_time(status.last_activity),
+                          resume=resume_value(obj), generation=obj.metadata.generation or 0), None

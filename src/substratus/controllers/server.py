@@ -121,7 +121,11 @@ class ServerReconciler(KindReconciler):
         await self.ctx.applier.ensure(SERVICES, render.service(obj, name=name, port_name=PORT_NAME, port=PORT,
                                                              target_port=PORT))
         available, message = deployment_state(deployment)
-        if available:
+        problem = None if available else self.pod_problem(obj, render.WORKLOAD_ROLE)
+        if problem is not None:
+            update.set(SERVING, False, Reason.POD_FAILING,
+                       f"{message}: {problem}; see `kubectl describe pod {problem.pod}`")
+        elif available:
             update.set(SERVING, True, Reason.AVAILABLE,
                        f"serving Model {dep.namespace}/{dep.name} at {service_url(obj.metadata.name, ns)}")
         else:

@@ -21,7 +21,7 @@ from substratus.runtime.resource import Resource
 log = logging.getLogger(__name__)
 
 WARNING_REASONS = frozenset({Reason.INVALID_SPEC, Reason.JOB_FAILED, Reason.BUILD_FAILED, Reason.RECONCILE_ERROR,
-                             Reason.REFERENCE_NOT_PERMITTED})
+                             Reason.REFERENCE_NOT_PERMITTED, Reason.POD_FAILING})
 
 QUIET_FIRST_REASONS = frozenset({Reason.IMAGE_PROVIDED, Reason.FOUND_IN_STORAGE})
 """Reasons whose *first* appearance gets no Event (SPEC §7): a state that asks nothing of anyone

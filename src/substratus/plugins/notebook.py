@@ -9,7 +9,9 @@ Code", SPEC §8).
    code in the environment it runs in.
 2. ``--build DIR``: tar DIR (honouring ``.dockerignore``), upload, wait for the build (see
    :mod:`substratus.plugins.upload`).
-3. Resume it (``suspend: false``), wait for ``Serving=True`` while printing each condition change.
+3. Resume it (``suspend: false``, and a new ``substratus.ai/resume`` annotation value, which
+   starts a Notebook the controller stopped for idleness: ``status.idle``), wait for
+   ``Serving=True`` while printing each condition change.
 4. Read Jupyter's token from the Secret the controller made (``{name}-notebook-token``), run
    ``kubectl port-forward`` to 8888, print ``http://localhost:8888/?token=…`` on stdout, open it.
    The forward is restarted with backoff whenever it drops, for as long as the Pod runs
@@ -147,6 +149,19 @@ def notebook_for(workload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def new_resume_value() -> str:
+    """A ``substratus.ai/resume`` value no earlier run used (nanoseconds since the epoch)."""
+    return str(time.time_ns())
+
+
+def with_resume(notebook: dict[str, Any]) -> dict[str, Any]:
+    """``notebook`` with a new ``substratus.ai/resume`` annotation: a Notebook the controller
+    stopped for idleness (``status.idle``) starts again; the spec is not touched for that."""
+    out = copy.deepcopy(notebook)
+    out.setdefault("metadata", {}).setdefault("annotations", {})[naming.RESUME_ANNOTATION] = new_resume_value()
+    return out
+
+
 def port_forward_command(notebook: str, namespace: str, local_port: int = PORT, *, kubeconfig: str | None = None,
                          context: str | None = None, kubectl: str | None = None) -> list[str]:
     """``kubectl port-forward pod/{name}-notebook {local}:8888`` (the Pod, not a Service: a
@@ -214,6 +229,8 @@ class PortForward:
     healthy_after: float = PORT_FORWARD_HEALTHY_SECONDS
     backoff: Backoff = attrs.field(factory=lambda: Backoff(*PORT_FORWARD_BACKOFF, jitter=0.2))
     pod_alive: Callable[[], Awaitable[bool]] | None = None
+    on_restarted: Callable[[], Awaitable[None]] | None = None
+    """Called after each successful restart (the Pod may be a new one, e.g. with a new token)."""
     proc: asyncio.subprocess.Process | None = None
     stderr_tail: collections.deque[str] = attrs.field(factory=lambda: collections.deque(maxlen=20))
     restarted: int = 0
@@ -292,6 +309,12 @@ class PortForward:
                 await self._spawn()
             except PluginError as e:
                 echo(e.message, self.stream)
+                continue
+            if self.on_restarted is not None:
+                try:
+                    await self.on_restarted()
+                except Exception as e:  # a hook must never end the forwarding
+                    echo(f"port-forward: after restarting: {e}", self.stream)
 
     async def _terminate(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -402,10 +425,11 @@ class Session:
             if desired is not None:
                 if tarball:
                     desired = with_upload(desired, tarball.md5, request_id)
+                desired = with_resume(desired)
                 live = await apply(self.client, NOTEBOOKS, desired)
             else:
                 live = await self._resume_existing(tarball.md5 if tarball else None, request_id)
-            echo(f"{label}: applied (suspend: false)", self.err)
+            echo(f"{label}: applied (suspend: false, resumed)", self.err)
             generation = int(live["metadata"].get("generation") or 1)
             try:
                 return await self._session(live, tarball, request_id, generation, label)
@@ -416,8 +440,9 @@ class Session:
         spec: dict[str, Any] = {"suspend": False}
         if checksum:
             spec["image"] = {"upload": {"checksum": checksum, "requestID": request_id}, "git": None}
+        patch = {"metadata": {"annotations": {naming.RESUME_ANNOTATION: new_resume_value()}}, "spec": spec}
         try:
-            return await self.client.patch(NOTEBOOKS, self.name, {"spec": spec}, self.ns)
+            return await self.client.patch(NOTEBOOKS, self.name, patch, self.ns)
         except NotFound:
             if not checksum:
                 raise PluginError(ExitCode.USAGE, f"Notebook {self.ns}/{self.name} not found: create it with "
@@ -455,7 +480,8 @@ class Session:
         try:
             if o.port_forward:
                 forward = PortForward(port_forward_command(self.name, self.ns, o.port, kubeconfig=o.kubeconfig,
-                                                           context=o.context), self.err, pod_alive=self._pod_alive)
+                                                           context=o.context), self.err, pod_alive=self._pod_alive,
+                                      on_restarted=self._refresh_url)
                 await forward.start()
             print(self.url, file=self.out, flush=True)
             if o.open_browser:
@@ -486,6 +512,17 @@ class Session:
         finally:
             if forward is not None:
                 await forward.stop()
+
+    async def _refresh_url(self) -> None:
+        """A replaced Pod may run with a new token (its Secret was deleted or rotated): print the
+        URL that works now, so the session keeps working as long as the Notebook does."""
+        token = await read_token(self.client, self.name, self.ns)
+        url = notebook_url(token, self.opts.port)
+        if url != self.url:
+            self.url = url
+            print(url, file=self.out, flush=True)
+            echo(f"Notebook {self.ns}/{self.name}: its token changed (the Pod was replaced); "
+                 f"use the new URL: {url}", self.err)
 
     async def _pod_alive(self) -> bool:
         """The Notebook's Pod exists, is not being deleted and has not ended: worth forwarding to."""

@@ -7,6 +7,8 @@ Written here rather than taken from kubernetes-asyncio because its LeaseLock nev
   duration — never by comparing the holder's renewTime with our clock (clocks skew);
 * every write carries the resourceVersion we read; a 409 means someone else won this round;
 * taking over from another holder sets acquireTime and increments leaseTransitions;
+* a Lease deleted while another holder's lease still runs is waited out as if it were there
+  (client-go creates it at once, and the old holder acts on until its next renewal);
 * a graceful stop releases the lease (empty holder) so a standby takes over without waiting.
 
 And fencing, which client-go leaves to the caller (SPEC §7): the leader acts only while its last
@@ -164,6 +166,11 @@ class LeaderElector:
         try:
             lease = await self.client.get(LEASES, cfg.name, cfg.namespace)
         except NotFound:
+            last_holder = self.observed_holder
+            if not self._leader and last_holder and last_holder != cfg.identity and self._lease_valid(self._clock()):
+                # Deleted while another replica's lease still runs by our clock: that replica
+                # acts until its next renewal (which re-creates it), so wait as if it were there.
+                return False
             spec = {
                 "holderIdentity": cfg.identity, "leaseDurationSeconds": int(cfg.lease_duration),
                 "acquireTime": micro_time(now_wall), "renewTime": micro_time(now_wall), "leaseTransitions": 0,

@@ -12,6 +12,18 @@ Outcomes are chosen per object: the annotation ``simulator.substratus.ai/outcome
 wins, else the ``*_outcome`` callback, else ``succeed``. ``hold`` leaves the object running/pending
 until the annotation (or callback answer) changes.
 
+Like the real controllers, the Job controller creates a Pod per Job and the Deployment controller
+a ReplicaSet per pod template with ``replicas`` Pods; the kubelet plays every Pod (those and
+the ones others create). A Pod can be made to fail the way real ones do — its annotation
+``simulator.substratus.ai/pod-fault`` or the ``pod_fault`` callback names one of
+:data:`POD_FAULTS` — and, as a real kubelet, a container whose env references a Secret or
+ConfigMap (key) that does not exist waits in ``CreateContainerConfigError`` until it does. The
+statuses are kubelet-shaped: ``PodScheduled=False/Unschedulable``, ``state.waiting`` with
+``ImagePullBackOff``/``CreateContainerConfigError``/``CrashLoopBackOff`` and ``lastState``,
+``terminated`` ``OOMKilled`` with exit code 137 (``Failed`` with ``restartPolicy: Never``, a
+crash loop otherwise). A Job whose Pod cannot start stays active (its outcome waits for the Pod);
+a Job whose Pod failed fails; a Deployment is available only with its Pods ready.
+
 Build Jobs (a container running kaniko with ``--digest-file`` or ``--image-name-with-digest-file``
 pointed at its termination-message path) get the Pod the Job controller would create, finished
 the way the kubelet reports it: each container ``terminated`` with the message it wrote — the
@@ -60,6 +72,14 @@ COMMIT_ANNOTATION = "simulator.substratus.ai/commit"
 _DIGEST_FLAGS = ("--digest-file=", "--image-name-with-digest-file=")
 _TERMINATION_LOG = "/dev/termination-log"
 _OUTCOMES = ("succeed", "fail", "hold")
+
+FAULT_ANNOTATION = "simulator.substratus.ai/pod-fault"
+POD_FAULTS = ("ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "Unschedulable",
+              "CrashLoopBackOff", "OOMKilled")
+"""What the kubelet (or scheduler) can be told to play for a Pod's first container."""
+FaultPolicy = Callable[[dict[str, Any]], str | None]
+"""Called with a Pod; returns one of :data:`POD_FAULTS`, or None for a healthy Pod."""
+_WAITING_OK = ("ContainerCreating", "PodInitializing")
 _MERGE = "application/merge-patch+json"
 
 
@@ -74,6 +94,7 @@ class GCResource:
 DEFAULT_GC_RESOURCES: tuple[GCResource, ...] = (
     GCResource("/apis/batch/v1", "jobs"),
     GCResource("/apis/apps/v1", "deployments"),
+    GCResource("/apis/apps/v1", "replicasets"),
     GCResource("/api/v1", "services"),
     GCResource("/api/v1", "pods"),
     GCResource("/api/v1", "configmaps"),
@@ -279,6 +300,10 @@ class ClusterSimulator:
     job_outcome: OutcomePolicy | None = None
     deployment_outcome: OutcomePolicy | None = None
     pod_outcome: OutcomePolicy | None = None
+    pod_fault: FaultPolicy | None = None
+    """Which Pods fail, and how (see :data:`POD_FAULTS`); the Pod's fault annotation wins."""
+    pod_retry: float = 0.5
+    """Seconds between the kubelet's attempts to start a Pod that cannot start (it retries forever)."""
     gc_interval: float = 1.0
     """Seconds between garbage-collection passes; 0 disables the GC loop (``gc_once`` still works)."""
     gc_resources: tuple[GCResource, ...] = DEFAULT_GC_RESOURCES
@@ -291,6 +316,8 @@ class ClusterSimulator:
     _discovery: dict[str, dict[str, tuple[str, bool]]] = attrs.field(init=False, factory=dict)
     _finalizing_owners: dict[str, tuple[str, str]] = attrs.field(init=False, factory=dict)
     _running: bool = attrs.field(init=False, default=False)
+    _seen_pods: dict[str, dict[str, Any]] = attrs.field(init=False, factory=dict)
+    """Each Pod's latest state from the pod watch, by path (dropped when it is deleted)."""
     server_version: KubeVersion = attrs.field(init=False, default=OLDEST)
     """The API server's version (``/version``), read by :meth:`start`; it selects status shapes."""
 
@@ -488,7 +515,9 @@ class ClusterSimulator:
                 if etype in ("ADDED", "MODIFIED"):
                     await self._dispatch(handler, obj)
                 elif etype == "DELETED":
-                    uid = _meta(obj).get("uid", "")
+                    m = _meta(obj)
+                    self._seen_pods.pop(f"/api/v1/namespaces/{m.get('namespace')}/pods/{m.get('name')}", None)
+                    uid = m.get("uid", "")
                     for key in [k for k in self._pending if k[1] == uid]:
                         self._pending.pop(key).cancel()
         finally:
@@ -525,25 +554,85 @@ class ClusterSimulator:
         path = f"/apis/batch/v1/namespaces/{meta['namespace']}/jobs/{meta['name']}"
         status = job.get("status") or {}
         if not status.get("startTime"):
-            # What the Job controller does when it creates the first Pod.
+            # What the Job controller does first: create the Pod, then count it active.
+            await self._create_job_pod(job)
             await self._patch_status(path, {"status": job_running_status(self.server_version, _now())})
         if self._outcome(job, self.job_outcome) == "hold":
             return
         self._schedule("job", job, path, self.job_delay, self._finish_job)
 
+    @staticmethod
+    def _job_pod_name(job: dict[str, Any]) -> str:
+        meta = _meta(job)
+        return f"{meta['name']}-{hashlib.sha256(meta.get('uid', '').encode()).hexdigest()[:5]}"
+
+    async def _create_job_pod(self, job: dict[str, Any]) -> None:
+        meta, spec = _meta(job), job.get("spec") or {}
+        template = spec.get("template") or {}
+        labels = {**(_meta(template).get("labels") or {}), "controller-uid": meta.get("uid", ""),
+                  "job-name": meta["name"]}
+        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta.get("uid"),
+                 "controller": True, "blockOwnerDeletion": True}
+        await self._create_pod(meta["namespace"], self._job_pod_name(job), template, labels, owner)
+
+    async def _create_pod(self, ns: str, name: str, template: dict[str, Any], labels: dict[str, str],
+                          owner: dict[str, Any]) -> None:
+        tmeta = _meta(template)
+        pod_meta: dict[str, Any] = {"name": name, "namespace": ns, "labels": labels, "ownerReferences": [owner]}
+        if tmeta.get("annotations"):
+            pod_meta["annotations"] = tmeta["annotations"]
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": template.get("spec") or {}}
+        try:
+            await self._request("POST", f"/api/v1/namespaces/{ns}/pods", body=body)
+            logger.info("simulator: created pod", extra={"object": f"{ns}/{name}",
+                                                          "owner": f"{owner['kind']}/{owner['name']}"})
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    async def _get_or_none(self, path: str) -> dict[str, Any] | None:
+        try:
+            return await self._request("GET", path)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
     async def _finish_job(self, job: dict[str, Any], path: str) -> None:
-        if _condition_true(job, "Complete") or _condition_true(job, "Failed") or _meta(job).get("deletionTimestamp"):
-            return
+        # The Job's outcome waits for its Pod: one that cannot start keeps the Job active (the
+        # kubelet keeps retrying), one that failed (OOMKilled, a crash with restartPolicy Never)
+        # fails the Job. A Job without a Pod (created before this simulator ran) just finishes.
+        ns = _meta(job)["namespace"]
+        pod_path = f"/api/v1/namespaces/{ns}/pods/{self._job_pod_name(job)}"
+        while True:
+            if _condition_true(job, "Complete") or _condition_true(job, "Failed") or \
+                    _meta(job).get("deletionTimestamp"):
+                return
+            # What the pod watch last delivered (the Job controller's informer), else the server's.
+            pod = self._seen_pods.get(pod_path) or await self._get_or_none(pod_path)
+            phase = ((pod or {}).get("status") or {}).get("phase")
+            if pod is None or phase in ("Failed", "Succeeded") or (phase == "Running" and _condition_true(pod, "Ready")):
+                break
+            await asyncio.sleep(self.pod_retry)
+            fresh = await self._get_or_none(path)
+            if fresh is None or _meta(fresh).get("uid") != _meta(job).get("uid"):
+                return
+            job = fresh
         outcome = self._outcome(job, self.job_outcome)
-        # Once the controller has declared the outcome (the interim condition), it sticks.
+        # Once the controller has declared the outcome (the interim condition), it sticks; a Pod
+        # that failed fails the Job whatever was asked.
         if _condition_true(job, "SuccessCriteriaMet"):
             outcome = "succeed"
-        elif _condition_true(job, "FailureTarget"):
+        elif _condition_true(job, "FailureTarget") or phase == "Failed":
             outcome = "fail"
         if outcome == "hold":
             return
-        if _is_build(job):
-            # The kubelet reports the Pod's containers before the Job controller counts it.
+        if pod is not None and phase == "Running":
+            # The containers end (exit 0, or 1 for a failing Job) before the Job controller sees
+            # it — a build's with the termination messages its steps write (digest, commit).
+            await self._end_pod(job, pod, pod_path, succeeded=outcome == "succeed")
+        elif pod is None and _is_build(job):
+            # A build Job from before this simulator ran: its Pod, finished, as the kubelet reports it.
             await self._finished_build_pod(job, outcome)
         for patch in job_finish_patches(self.server_version, job, outcome == "succeed", _now()):
             await self._patch_status(path, {"status": patch})
@@ -599,11 +688,14 @@ class ClusterSimulator:
         logger.info("simulator: build pod finished", extra={"object": f"{ns}/{name}", "outcome": outcome})
 
     # ------------------------------------------------------------------------------- Deployments
-    def _deployment_status(self, d: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+    def _deployment_status(self, d: dict[str, Any], outcome: Outcome, pods_ready: int | None = None
+                           ) -> dict[str, Any]:
         meta, spec, status = _meta(d), d.get("spec") or {}, d.get("status") or {}
         replicas = spec.get("replicas")
         replicas = 1 if replicas is None else int(replicas)
-        ready = replicas if outcome == "succeed" else 0
+        ready = (replicas if pods_ready is None else min(pods_ready, replicas)) if outcome == "succeed" else 0
+        if ready < replicas and outcome == "succeed":
+            outcome = "hold"  # Pods not (yet) ready: progressing, not available
         old = status.get("conditions") or []
         rs = f'ReplicaSet "{meta["name"]}"'
         if outcome == "succeed":
@@ -642,18 +734,73 @@ class ClusterSimulator:
 
         return key(status) == key(want)
 
+    @staticmethod
+    def _template_hash(d: dict[str, Any]) -> str:
+        template = (d.get("spec") or {}).get("template") or {}
+        return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+
+    async def _sync_replica_set(self, d: dict[str, Any]) -> int:
+        """The Deployment controller's part: a ReplicaSet for the current template with the wanted
+        Pods, none left of older templates. Returns how many current Pods are ready."""
+        meta, spec = _meta(d), d.get("spec") or {}
+        ns, h = meta["namespace"], self._template_hash(d)
+        replicas = 1 if spec.get("replicas") is None else int(spec["replicas"])
+        template = spec.get("template") or {}
+        labels = {**(_meta(template).get("labels") or {}), "pod-template-hash": h}
+        rs_name = f"{meta['name']}-{h}"
+        rs_path = f"/apis/apps/v1/namespaces/{ns}/replicasets/{rs_name}"
+        rs = await self._get_or_none(rs_path)
+        if rs is None or _meta(rs).get("deletionTimestamp"):
+            selector = dict((spec.get("selector") or {}).get("matchLabels") or {}) | {"pod-template-hash": h}
+            body = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
+                "name": rs_name, "namespace": ns, "labels": labels,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
+                                     "uid": meta.get("uid"), "controller": True, "blockOwnerDeletion": True}]},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": selector},
+                         "template": {**template, "metadata": {**_meta(template), "labels": labels}}}}
+            try:
+                rs = await self._request("POST", f"/apis/apps/v1/namespaces/{ns}/replicasets", body=body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                rs = await self._request("GET", rs_path)
+        rs_uid = _meta(rs).get("uid", "")
+        owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs_name, "uid": rs_uid,
+                 "controller": True, "blockOwnerDeletion": True}
+        wanted = {f"{rs_name}-{hashlib.sha256(f'{rs_uid}/{i}'.encode()).hexdigest()[:5]}" for i in range(replicas)}
+        owned = {_meta(r).get("uid") for r in (await self._request(
+            "GET", f"/apis/apps/v1/namespaces/{ns}/replicasets")).get("items") or []
+            if any(o.get("uid") == meta.get("uid") for o in _meta(r).get("ownerReferences") or [])}
+        pods = (await self._request("GET", f"/api/v1/namespaces/{ns}/pods")).get("items") or []
+        ready = 0
+        have: set[str] = set()
+        for pod in pods:
+            pmeta = _meta(pod)
+            rs_uids = {r.get("uid") for r in pmeta.get("ownerReferences") or [] if r.get("kind") == "ReplicaSet"}
+            if not rs_uids & (owned | {rs_uid}) or pmeta.get("deletionTimestamp"):
+                continue
+            if rs_uid in rs_uids and pmeta["name"] in wanted:
+                have.add(pmeta["name"])
+                ready += _condition_true(pod, "Ready")
+            else:  # an older template's, or scaled down
+                await self._delete(f"/api/v1/namespaces/{ns}/pods/{pmeta['name']}")
+        for name in sorted(wanted - have):
+            await self._create_pod(ns, name, template, labels, owner)
+        return ready
+
     async def _on_deployment(self, d: dict[str, Any]) -> None:
         meta = _meta(d)
         if meta.get("deletionTimestamp"):
             return
         path = f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{meta['name']}"
-        want = self._deployment_status(d, self._outcome(d, self.deployment_outcome))
+        ready = await self._sync_replica_set(d)
+        want = self._deployment_status(d, self._outcome(d, self.deployment_outcome), ready)
         if not self._deployment_matches(d.get("status") or {}, want):
             self._schedule("deployment", d, path, self.deployment_delay, self._update_deployment)
 
     async def _update_deployment(self, d: dict[str, Any], path: str) -> None:
         outcome = self._outcome(d, self.deployment_outcome)
-        want = self._deployment_status(d, outcome)
+        want = self._deployment_status(d, outcome, await self._sync_replica_set(d))
         if self._deployment_matches(d.get("status") or {}, want):
             return
         await self._patch_status(path, {"status": want})
@@ -664,6 +811,7 @@ class ClusterSimulator:
     async def _on_pod(self, pod: dict[str, Any]) -> None:
         meta, spec = _meta(pod), pod.get("spec") or {}
         path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+        self._seen_pods[path] = pod
         if meta.get("deletionTimestamp"):
             # Bound pods wait for their kubelet to confirm deletion; be that kubelet.
             if spec.get("nodeName"):
@@ -673,39 +821,129 @@ class ClusterSimulator:
         outcome = self._outcome(pod, self.pod_outcome)
         if outcome == "hold" or phase in ("Succeeded", "Failed"):
             return
-        if outcome == "succeed" and phase == "Running" and _condition_true(pod, "Ready"):
+        if outcome == "succeed" and phase == "Running" and _condition_true(pod, "Ready") \
+                and self._fault_name(pod) is None:
             return
-        self._schedule("pod", pod, path, self.pod_delay, self._update_pod)
+        self._schedule("pod", pod, path, self.pod_delay, self._run_pod)
 
-    async def _update_pod(self, pod: dict[str, Any], path: str) -> None:
-        outcome = self._outcome(pod, self.pod_outcome)
-        status = pod.get("status") or {}
-        if outcome == "hold" or status.get("phase") in ("Succeeded", "Failed"):
-            return
-        now = _now()
+    def _fault_name(self, pod: dict[str, Any]) -> str | None:
+        ann = (_meta(pod).get("annotations") or {}).get(FAULT_ANNOTATION)
+        name = ann if ann is not None else (self.pod_fault(pod) if self.pod_fault is not None else None)
+        if name is not None and name not in POD_FAULTS:
+            logger.warning("simulator: ignoring unknown pod fault", extra={"fault": name, "object": _ref(pod)})
+            return None
+        return name
+
+    async def _missing_reference(self, pod: dict[str, Any], container: dict[str, Any]) -> str | None:
+        """The kubelet's check before creating a container: every Secret/ConfigMap (key) its env
+        names must exist, unless marked optional. The message is the kubelet's."""
+        ns = _meta(pod)["namespace"]
+        refs: list[tuple[str, str, str | None, bool]] = []
+        for env in container.get("env") or []:
+            src = env.get("valueFrom") or {}
+            for field, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
+                ref = src.get(field)
+                if ref:
+                    refs.append((kind, ref.get("name", ""), ref.get("key"), bool(ref.get("optional"))))
+        for env_from in container.get("envFrom") or []:
+            for field, kind in (("secretRef", "Secret"), ("configMapRef", "ConfigMap")):
+                ref = env_from.get(field)
+                if ref:
+                    refs.append((kind, ref.get("name", ""), None, bool(ref.get("optional"))))
+        for kind, name, key, optional in refs:
+            if optional:
+                continue
+            plural = "secrets" if kind == "Secret" else "configmaps"
+            obj = await self._get_or_none(f"/api/v1/namespaces/{ns}/{plural}/{name}")
+            if obj is None:
+                return f'{kind.lower()} "{name}" not found'
+            if key is not None and key not in (obj.get("data") or {}) and key not in (obj.get("binaryData") or {}):
+                return f"couldn't find key {key} in {kind} {ns}/{name}"
+        return None
+
+    async def _kubelet_status(self, pod: dict[str, Any], outcome: Outcome) -> tuple[dict[str, Any], bool]:
+        """The status a kubelet (and scheduler) would report now, and whether it keeps retrying."""
+        meta, spec, status = _meta(pod), pod.get("spec") or {}, pod.get("status") or {}
+        now, uid = _now(), meta.get("uid", "")
         old = status.get("conditions") or []
-        ok = "True" if outcome == "succeed" else "False"
-        containers = (pod.get("spec") or {}).get("containers") or []
-        uid = _meta(pod).get("uid", "")
+        containers = spec.get("containers") or []
+        base = {"qosClass": status.get("qosClass") or "BestEffort"}
+        fault = self._fault_name(pod) if outcome == "succeed" else None
+        if fault == "Unschedulable":
+            wants_gpu = any("nvidia.com/gpu" in ((c.get("resources") or {}).get("limits") or {}) for c in containers)
+            message = f"0/1 nodes are available: 1 Insufficient {'nvidia.com/gpu' if wants_gpu else 'cpu'}."
+            return {**base, "phase": "Pending", "conditions": [
+                _cond(old, "PodScheduled", "False", "Unschedulable", message, probe=True)]}, True
+        never = spec.get("restartPolicy") == "Never"
+        waiting: dict[str, tuple[str, str]] = {}
+        last: dict[str, dict[str, Any]] = {}
+        failed: dict[str, dict[str, Any]] = {}
+        for i, c in enumerate(containers):
+            cid = f"simulator://{uid}/{c['name']}"
+            if outcome == "fail":
+                failed[c["name"]] = {"exitCode": 1, "reason": "Error", "containerID": cid}
+                continue
+            missing = await self._missing_reference(pod, c)
+            if missing is not None:
+                waiting[c["name"]] = ("CreateContainerConfigError", missing)
+                continue
+            if i > 0 or fault is None:
+                continue  # a named fault is played by the first container
+            image = c.get("image", "")
+            if fault == "ImagePullBackOff":
+                waiting[c["name"]] = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
+            elif fault == "ErrImagePull":
+                waiting[c["name"]] = ("ErrImagePull", f'rpc error: code = NotFound desc = failed to pull and unpack '
+                                                      f'image "{image}": not found')
+            elif fault == "CreateContainerConfigError":
+                waiting[c["name"]] = ("CreateContainerConfigError", 'secret "simulated" not found')
+            elif fault in ("CrashLoopBackOff", "OOMKilled"):
+                term = {"exitCode": 137, "reason": "OOMKilled"} if fault == "OOMKilled" else \
+                    {"exitCode": 1, "reason": "Error"}
+                term |= {"startedAt": now, "finishedAt": now, "containerID": cid}
+                if never:
+                    failed[c["name"]] = term
+                else:
+                    last[c["name"]] = term
+                    waiting[c["name"]] = ("CrashLoopBackOff", f"back-off 10s restarting failed container={c['name']} "
+                                                              f"pod={meta['name']}_{meta['namespace']}({uid})")
         statuses = []
         for c in containers:
-            state: dict[str, Any]
-            if outcome == "succeed":
-                state = {"running": {"startedAt": now}}
+            name = c["name"]
+            cs: dict[str, Any] = {"name": name, "ready": False, "started": False, "restartCount": 0,
+                                  "image": c.get("image", ""), "imageID": ""}
+            if name in failed:
+                cs["state"] = {"terminated": {"startedAt": now, "finishedAt": now, **failed[name]}}
+                cs["containerID"] = failed[name]["containerID"]
+            elif name in waiting:
+                reason, message = waiting[name]
+                cs["state"] = {"waiting": {"reason": reason, "message": message}}
+                if name in last:
+                    cs["lastState"] = {"terminated": last[name]}
+                    cs["restartCount"] = 1
+                    cs["containerID"] = last[name]["containerID"]
             else:
-                state = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now,
-                                        "containerID": f"simulator://{uid}/{c['name']}"}}
-            statuses.append({
-                "name": c["name"], "ready": outcome == "succeed", "started": outcome == "succeed",
-                "restartCount": 0, "image": c.get("image", ""), "imageID": "",
-                "containerID": f"simulator://{uid}/{c['name']}", "state": state,
-            })
+                cs |= {"ready": True, "started": True, "state": {"running": {"startedAt": now}},
+                       "containerID": f"simulator://{uid}/{name}"}
+            statuses.append(cs)
+        init = [{"name": c["name"], "ready": True, "restartCount": 0, "image": c.get("image", ""), "imageID": "",
+                 "containerID": f"simulator://{uid}/{c['name']}",
+                 "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now,
+                                          "containerID": f"simulator://{uid}/{c['name']}"}}}
+                for c in spec.get("initContainers") or []]
+        ok = not failed and not waiting
+        phase = "Failed" if failed else ("Running" if ok or last else "Pending")
+        unready = [c["name"] for c in statuses if not c["ready"]]
+        not_ready = f"containers with unready status: [{' '.join(unready)}]"
         patch = {
-            "phase": "Running" if outcome == "succeed" else "Failed",
+            **base,
+            "phase": phase,
             "conditions": [
                 _cond(old, "Initialized", "True"),
-                _cond(old, "Ready", ok, None if ok == "True" else "ContainersNotReady"),
-                _cond(old, "ContainersReady", ok, None if ok == "True" else "ContainersNotReady"),
+                _cond(old, "Ready", "True" if ok else "False", None if ok else "ContainersNotReady",
+                      None if ok else not_ready),
+                _cond(old, "ContainersReady", "True" if ok else "False", None if ok else "ContainersNotReady",
+                      None if ok else not_ready),
                 _cond(old, "PodScheduled", "True"),
             ],
             "containerStatuses": statuses,
@@ -714,10 +952,102 @@ class ClusterSimulator:
             "podIP": "127.0.0.1",
             "podIPs": [{"ip": "127.0.0.1"}],
             "startTime": status.get("startTime") or now,
-            "qosClass": status.get("qosClass") or "BestEffort",
         }
+        if init:
+            patch["initContainerStatuses"] = init
+        return patch, bool(waiting) and not failed
+
+    @staticmethod
+    def _pod_matches(status: dict[str, Any], want: dict[str, Any]) -> bool:
+        """Same state, ignoring timestamps (a kubelet reports only changes)."""
+        def key(s: dict[str, Any]) -> tuple[Any, ...]:
+            def cstate(c: dict[str, Any]) -> tuple[Any, ...]:
+                state = c.get("state") or {}
+                kind = next(iter(state), None)
+                detail = state.get(kind) or {} if kind else {}
+                return (c.get("name"), c.get("ready"), c.get("restartCount"), kind, detail.get("reason"),
+                        detail.get("message"), detail.get("exitCode"))
+
+            return (s.get("phase"),
+                    sorted((c.get("type"), c.get("status"), c.get("reason") or "") for c in s.get("conditions") or []),
+                    [cstate(c) for c in s.get("containerStatuses") or []])
+
+        return key(status) == key(want)
+
+    async def _run_pod(self, pod: dict[str, Any], path: str) -> None:
+        """Be the Pod's kubelet: report its state; while it cannot start, retry every ``pod_retry``
+        seconds (a Secret created meanwhile, or a fault lifted, lets it start)."""
+        uid = _meta(pod).get("uid")
+        while True:
+            outcome = self._outcome(pod, self.pod_outcome)
+            status = pod.get("status") or {}
+            if outcome == "hold" or status.get("phase") in ("Succeeded", "Failed") or _meta(pod).get("deletionTimestamp"):
+                return
+            want, retry = await self._kubelet_status(pod, outcome)
+            if not self._pod_matches(status, want):
+                if want.get("containerStatuses") is None:
+                    want["containerStatuses"] = None  # an unscheduled Pod has none
+                await self._patch_status(path, {"status": want})
+                logger.info("simulator: pod updated",
+                            extra={"object": _ref(pod), "outcome": outcome, "phase": want["phase"]})
+                await self._poke_deployment(pod)
+            if not retry:
+                return
+            await asyncio.sleep(self.pod_retry)
+            fresh = await self._get_or_none(path)
+            if fresh is None or _meta(fresh).get("uid") != uid:
+                return
+            pod = fresh
+
+    async def _end_pod(self, job: dict[str, Any], pod: dict[str, Any], path: str, *, succeeded: bool) -> None:
+        """A Job's containers exit: the Pod ends Succeeded (exit 0) or Failed (exit 1), each
+        container ``terminated`` with the message it wrote to its termination-message path (a
+        build's digest and commit, see :func:`_termination_message`)."""
+        status, spec = pod.get("status") or {}, pod.get("spec") or {}
+        now, uid = _now(), _meta(pod).get("uid", "")
+
+        def ended(cs: dict[str, Any], c: dict[str, Any], exit_code: int) -> dict[str, Any]:
+            cid = cs.get("containerID") or f"simulator://{uid}/{cs.get('name')}"
+            state = cs.get("state") or {}
+            if "terminated" in state and exit_code == 0:
+                term = dict(state["terminated"])  # an init step that already completed
+            else:
+                term = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                        "startedAt": (state.get("running") or {}).get("startedAt") or now,
+                        "finishedAt": now, "containerID": cid}
+            message = _termination_message(job, c) if exit_code == 0 else None
+            if message:
+                term["message"] = message
+            return {**cs, "ready": False, "started": False, "state": {"terminated": term}}
+
+        specs = {c["name"]: c for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])}
+        old = status.get("conditions") or []
+        reason = "PodCompleted" if succeeded else "ContainersNotReady"
+        patch: dict[str, Any] = {
+            "phase": "Succeeded" if succeeded else "Failed",
+            "conditions": [_cond(old, "Initialized", "True", "PodCompleted" if succeeded else None),
+                           _cond(old, "Ready", "False", reason), _cond(old, "ContainersReady", "False", reason),
+                           _cond(old, "PodScheduled", "True")],
+            "containerStatuses": [ended(cs, specs.get(cs.get("name"), {}), 0 if succeeded else 1)
+                                  for cs in status.get("containerStatuses") or []]}
+        if status.get("initContainerStatuses"):
+            patch["initContainerStatuses"] = [ended(cs, specs.get(cs.get("name"), {}), 0)
+                                              for cs in status["initContainerStatuses"]]
         await self._patch_status(path, {"status": patch})
-        logger.info("simulator: pod updated", extra={"object": _ref(pod), "outcome": outcome})
+
+    async def _poke_deployment(self, pod: dict[str, Any]) -> None:
+        """A Pod of a ReplicaSet changed: its Deployment's availability may have (what the
+        Deployment controller learns from its ReplicaSet informer)."""
+        ns = _meta(pod)["namespace"]
+        for ref in _meta(pod).get("ownerReferences") or []:
+            if ref.get("kind") != "ReplicaSet":
+                continue
+            rs = await self._get_or_none(f"/apis/apps/v1/namespaces/{ns}/replicasets/{ref.get('name')}")
+            for owner in _meta(rs or {}).get("ownerReferences") or []:
+                if owner.get("kind") == "Deployment":
+                    d = await self._get_or_none(f"/apis/apps/v1/namespaces/{ns}/deployments/{owner.get('name')}")
+                    if d is not None:
+                        await self._on_deployment(d)
 
     # ---------------------------------------------------------------------------------------- GC
     async def _gc_loop(self) -> None:
@@ -756,20 +1086,27 @@ class ClusterSimulator:
         """``present`` | ``absent`` | ``foreground`` | ``orphan`` | ``unknown`` (can't tell: keep)."""
         key = (ref.get("apiVersion", ""), ref.get("kind", ""), ns, ref.get("name", ""))
         if key not in cache:
-            try:
-                resolved = await self._resolve(key[0], key[1])
-            except ApiException:
-                resolved = None
-            if resolved is None:
-                cache[key] = None
-            else:
-                plural, namespaced = resolved
-                prefix = "/api/v1" if key[0] == "v1" else f"/apis/{key[0]}"
-                path = f"{prefix}{f'/namespaces/{ns}' if namespaced else ''}/{plural}/{key[3]}"
+            # One LIST per owner kind and namespace per pass, not a GET per dependent: hundreds of
+            # Jobs and their Pods would otherwise cost hundreds of requests every pass.
+            coll_key = ("list", key[0], key[1], ns)
+            if coll_key not in cache:
                 try:
-                    cache[key] = (await self._request("GET", path), path)
-                except ApiException as e:
-                    cache[key] = ({}, path) if e.status == 404 else None
+                    resolved = await self._resolve(key[0], key[1])
+                except ApiException:
+                    resolved = None
+                if resolved is None:
+                    cache[coll_key] = None
+                else:
+                    plural, namespaced = resolved
+                    prefix = "/api/v1" if key[0] == "v1" else f"/apis/{key[0]}"
+                    list_path = f"{prefix}{f'/namespaces/{ns}' if namespaced else ''}/{plural}"
+                    try:
+                        items = (await self._request("GET", list_path)).get("items") or []
+                        cache[coll_key] = ({_meta(i).get("name"): i for i in items}, list_path)
+                    except ApiException:
+                        cache[coll_key] = None
+            coll = cache[coll_key]
+            cache[key] = None if coll is None else (coll[0].get(key[3], {}), f"{coll[1]}/{key[3]}")
         if cache[key] is None:
             return "unknown"
         owner, path = cache[key]
