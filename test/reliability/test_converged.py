@@ -63,7 +63,9 @@ UPLOAD = {"upload": {"checksum": "0" * 32, "requestID": "r1"}}
 def not_ready_variants(ns: str) -> list[tuple[Any, dict[str, Any], str, str]]:
     """(resource, object, condition type, reason it settles in)."""
     return [
-        (DATASETS, dataset("ds-invalid", ns, image={**GIT, **UPLOAD}), "Complete", "InvalidSpec"),
+        # Invalid on every server: no CRD CEL rule covers a malformed secret reference, so a server
+        # that enforces CEL stores it too and the controller marks it.
+        (DATASETS, dataset("ds-invalid", ns, env={"TOKEN": "${{ secrets.hf }}"}), "Complete", "InvalidSpec"),
         (DATASETS, dataset("ds-running", ns), "Complete", "JobRunning"),
         (DATASETS, dataset("ds-failed", ns), "Complete", "JobFailed"),
         (MODELS, model("m-other-ns", ns, baseModel={"name": "m-min", "namespace": "elsewhere"}),
