@@ -356,17 +356,10 @@ class Builder:
         the current source and rebuild request (SPEC §6: no image recorded in status, e.g. after
         delete + re-apply or in a new cluster on the same bucket). True when adopted.
 
-        Not read while this object's own build Job for the current source exists (its outcome
+        Not adopted while this object's own build Job for the current source exists (its outcome
         is authoritative). A missing or garbled record means build; storage errors propagate (retry).
         """
         source, rebuild = source_fingerprint(obj), rebuild_request(obj)
-        job = self.ctx.cache.get(JOBS, self.r.child_name(obj, naming.BUILD), obj.metadata.namespace or "")
-        meta = (job or {}).get("metadata") or {}
-        annotations = meta.get("annotations") or {}
-        ours = any(r.get("uid") == obj.metadata.uid for r in meta.get("ownerReferences") or [])
-        if (ours and not meta.get("deletionTimestamp") and annotations.get(SOURCE_ANNOTATION) == source
-                and (annotations.get(naming.REBUILD_ANNOTATION) or None) == rebuild):
-            return False
         url = naming.build_record_url(status_url)
         try:
             record = json.loads(await self.ctx.cloud.read(url))
@@ -379,6 +372,13 @@ class Builder:
         build = record.get("build") if isinstance(record, dict) else None
         if not (isinstance(image, str) and DIGEST_RE.search(image) and isinstance(build, dict)
                 and build.get("source") == source and (build.get("rebuild") or None) == rebuild):
+            return False
+        job = self.ctx.cache.get(JOBS, self.r.child_name(obj, naming.BUILD), obj.metadata.namespace or "")
+        meta = (job or {}).get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        ours = any(r.get("uid") == obj.metadata.uid for r in meta.get("ownerReferences") or [])
+        if (ours and not meta.get("deletionTimestamp") and annotations.get(SOURCE_ANNOTATION) == source
+                and (annotations.get(naming.REBUILD_ANNOTATION) or None) == rebuild):
             return False
         obj.status.image = image
         obj.status.build = BuildStatus(source=source, commit=build.get("commit"), checksum=build.get("checksum"),
