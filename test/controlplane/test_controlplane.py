@@ -166,7 +166,7 @@ async def test_cel_rule_is_kept_exactly_where_it_is_enforced(crds: None, api_cli
             assert spec_schema["x-kubernetes-validations"][0]["rule"] == CEL_RULE
             with pytest.raises(ApiException) as exc:
                 await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, crd_name, big)
-            assert exc.value.status == 422 and "size must be <= 10" in exc.value.body
+            assert exc.value.status == 422 and "size must be <= 10" in json.loads(exc.value.body)["message"]
 
 
 async def test_status_subresource_and_generation(crds: None, api_client: ApiClient, namespace: str) -> None:
