@@ -123,6 +123,12 @@ def completed_marker_url(url: str) -> str:
     return f"{url.rstrip('/')}/completed.json"
 
 
+def build_record_url(url: str) -> str:
+    """``{url}/build.json``: the last successful build of any kind (source fingerprint, digest-
+    pinned image), so an object restored into a fresh cluster adopts its image (SPEC §6)."""
+    return f"{url.rstrip('/')}/build.json"
+
+
 def history_url(url: str, name: str) -> str:
     """``{url}/history/{name}``: where ``substratus rerun`` moves a completion marker (SPEC §3)."""
     return f"{url.rstrip('/')}/history/{name}"

@@ -278,3 +278,48 @@ async def test_spec_change_after_completion_then_rerun(operator: Any, namespace:
     assert marker["generation"] == 2
     assert await operator.cloud.read(f"{url}/model/weights.bin") == b"w" * 100, "data is never deleted"
     assert await operator.cloud.exists(done.moved_to)
+
+
+@pytest.mark.parametrize("kind", ["Server", "Notebook"])
+async def test_restored_built_object_adopts_bucket_record(operator: Any, namespace: str, kind: str) -> None:
+    """SPEC §6: a Server/Notebook built once, deleted and re-applied, runs the digest recorded in
+    ``build.json`` without a build Job; a new source or rebuild request still builds."""
+    client = operator.client
+    res = RESOURCE[kind]
+    extra: dict[str, Any] = {"model": {"name": "base"}} if kind == "Server" else {}
+    if kind == "Server":
+        await client.create(MODELS, manifest("Model", "base", namespace, {"name": "loader:v1"}))
+    await client.create(res, manifest(kind, "app", namespace, **extra))
+    await finish_build(client, "app", kind, namespace, D1)
+    first = await eventually(lambda: ready(client, res, "app", namespace), timeout=30)
+    image = first["status"]["image"]
+    assert image.endswith(D1)
+
+    await client.delete(res, "app", namespace)
+    bld = f"app-{kind.lower()}-bld"
+    await eventually(lambda: _absent(client, JOBS, bld, namespace), timeout=30)
+    await eventually(lambda: _absent(client, res, "app", namespace), timeout=30)
+    await client.create(res, manifest(kind, "app", namespace, **extra))
+    obj = await eventually(lambda: ready(client, res, "app", namespace), timeout=30)
+    assert obj["status"]["image"] == image, "the recorded digest, not a new build"
+    assert obj["status"]["build"]["commit"] == first["status"]["build"]["commit"]
+    assert "restored from the bucket record" in condition(obj, "Built")["message"]
+    wres, wname = WORKLOAD[kind]
+    assert workload_image(kind, await client.get(wres, wname.format("app"), namespace)) == image
+    await asyncio.sleep(1.5)
+    assert await client.get_or_none(JOBS, bld, namespace) is None, "no build Job"
+
+    # A rebuild request with a new value builds, even though the record matches the source.
+    await client.patch(res, "app", {"metadata": {"annotations": {naming.REBUILD_ANNOTATION: "1"}}}, namespace)
+    await finish_build(client, "app", kind, namespace, D2)
+    await eventually(lambda: status_image(client, res, "app", namespace, image.split("@")[0] + "@" + D2),
+                     timeout=30)
+
+    # Restored again with an older source: the record (now D2, rebuild "1") does not match → builds.
+    await client.delete(res, "app", namespace)
+    await eventually(lambda: _absent(client, JOBS, bld, namespace), timeout=30)
+    await eventually(lambda: _absent(client, res, "app", namespace), timeout=30)
+    changed = manifest(kind, "app", namespace, {"git": {**GIT, "branch": "dev"}}, **extra)
+    await client.create(res, changed)
+    await finish_build(client, "app", kind, namespace, D1)
+    await eventually(lambda: status_image(client, res, "app", namespace), timeout=30)

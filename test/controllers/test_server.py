@@ -122,11 +122,20 @@ async def test_model_url_change_rolls_the_deployment(operator, namespace: str) -
     after = await eventually(rolled, timeout=30)
     assert after["metadata"]["generation"] == 2, "the template changed: a new rollout"
     assert after["metadata"]["uid"] == before["metadata"]["uid"], "updated in place, not recreated"
-    # Serving again once the (simulated) Deployment controller has rolled out generation 2.
-    obj = await eventually(lambda: _serving_reason(client, "roll", namespace, "Available"), timeout=30)
+    # Serving again once the (simulated) Deployment controller has rolled out generation 2. The
+    # Server's status lags the apply by one write (it still reads Available from before the roll
+    # until its Deploying lands), so wait for the rolled-out Deployment *and* an Available Server.
+    async def served_after_roll() -> dict[str, Any] | None:
+        d = await client.get(DEPLOYMENTS, "roll-server", namespace)
+        if (d.get("status") or {}).get("observedGeneration") != 2:
+            return None
+        return await _serving_reason(client, "roll", namespace, "Available")
+
+    obj = await eventually(served_after_roll, timeout=30)
     assert serving(obj)["observedGeneration"] == 1  # the Server's own generation did not change
     d = await client.get(DEPLOYMENTS, "roll-server", namespace)
     assert d["status"]["observedGeneration"] == 2
+    assert deployment_state(d)[0], "the Server is Available only on a rolled-out Deployment"
 
 
 async def test_unavailable_deployment_is_deploying(operator, namespace: str) -> None:

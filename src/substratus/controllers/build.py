@@ -11,7 +11,9 @@ records ``status.image = repo@sha256:<digest>`` with what produced it in ``statu
 
 A build runs when ``status.build`` does not describe the current source and rebuild request: a
 new source, the annotation ``substratus.ai/rebuild`` set to a new value, or no image recorded
-yet. While one runs, ``ImageState.current`` is False and the previous image (if any) is still
+yet — unless ``{bucket-url}/{hash}/build.json`` (written after every successful build) records
+an image for the current source and rebuild request: an object restored into a fresh cluster
+adopts that image instead of building again. While one runs, ``ImageState.current`` is False and the previous image (if any) is still
 reported, so a Server keeps serving it until the new digest is known; the same digest again
 renders the same workload, so nothing restarts.
 
@@ -34,8 +36,8 @@ from typing import Any
 import attrs
 
 from substratus import naming
-from substratus.api import AnyKind, BuildStatus, Reason, UploadStatus, format_time, parse_time
-from substratus.api.conditions import BUILT
+from substratus.api import AnyKind, BuildStatus, Reason, UploadStatus, format_time, parse_time, to_dict
+from substratus.api.conditions import BUILT, get_condition
 from substratus.cloud.base import Mount
 from substratus.controllers import render
 from substratus.controllers.apply import Action
@@ -60,6 +62,7 @@ CLONE_CONTAINER = "clone"
 BUILD_CONTAINER = "build"
 BUILD_ROLE = "build"
 SOURCE_ANNOTATION = "substratus.ai/build-source"
+RESTORED_NOTE = "restored from the bucket record"
 # How long a succeeded build Job may go without a visible Pod before we stop waiting for its digest.
 POD_GRACE = dt.timedelta(seconds=60)
 POD_POLL_SECONDS = 2.0
@@ -308,12 +311,19 @@ class Builder:
             update.set(BUILT, True, Reason.IMAGE_PROVIDED, f"using image {img.name}")
             return ImageState(img.name)
         current = self._is_current(obj)
+        restored = not current and obj.status.image is None and await self._adopt_record(obj, status_url)
+        current = current or restored
         if img.upload is not None:
             waiting = await self._sync_upload(obj, status_url, update, built=current)
             if waiting is not None:
                 return waiting
         if current:
-            update.set(BUILT, True, Reason.BUILD_SUCCEEDED, f"built {obj.status.image}{_produced_by(obj)}")
+            message = f"built {obj.status.image}{_produced_by(obj)}"
+            restored_message = f"{message}; {RESTORED_NOTE} {naming.build_record_url(status_url)}, not building"
+            prev = get_condition(update.conditions, BUILT)
+            if restored or (prev is not None and prev.message == restored_message):
+                message = restored_message  # kept on later passes: the Job-less origin stays visible
+            update.set(BUILT, True, Reason.BUILD_SUCCEEDED, message)
             return ImageState(obj.status.image)
         return await self._build(obj, status_url, update)
 
@@ -340,6 +350,41 @@ class Builder:
         update.set(BUILT, True, Reason.BUILD_SUCCEEDED,
                    f"not building: the artifacts are complete and {naming.completed_marker_url(status_url)} "
                    f"records the image that produced them ({obj.status.image or 'unknown'}{_produced_by(obj)})")
+
+    async def _adopt_record(self, obj: AnyKind, status_url: str) -> bool:
+        """Adopt ``build.json``'s image into ``status.image``/``status.build`` when it was built from
+        the current source and rebuild request (SPEC §6: no image recorded in status, e.g. after
+        delete + re-apply or in a new cluster on the same bucket). True when adopted.
+
+        Not adopted while this object's own build Job for the current source exists (its outcome
+        is authoritative). A missing or garbled record means build; storage errors propagate (retry).
+        """
+        source, rebuild = source_fingerprint(obj), rebuild_request(obj)
+        url = naming.build_record_url(status_url)
+        try:
+            record = json.loads(await self.ctx.cloud.read(url))
+        except FileNotFoundError:
+            return False
+        except ValueError:
+            log.warning("build record is not JSON; building", extra={"url": url})
+            return False
+        image = record.get("image") if isinstance(record, dict) else None
+        build = record.get("build") if isinstance(record, dict) else None
+        if not (isinstance(image, str) and DIGEST_RE.search(image) and isinstance(build, dict)
+                and build.get("source") == source and (build.get("rebuild") or None) == rebuild):
+            return False
+        job = self.ctx.cache.get(JOBS, self.r.child_name(obj, naming.BUILD), obj.metadata.namespace or "")
+        meta = (job or {}).get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        ours = any(r.get("uid") == obj.metadata.uid for r in meta.get("ownerReferences") or [])
+        if (ours and not meta.get("deletionTimestamp") and annotations.get(SOURCE_ANNOTATION) == source
+                and (annotations.get(naming.REBUILD_ANNOTATION) or None) == rebuild):
+            return False
+        obj.status.image = image
+        obj.status.build = BuildStatus(source=source, commit=build.get("commit"), checksum=build.get("checksum"),
+                                       rebuild=rebuild, job=build.get("job"))
+        log.info("adopted image from build record", extra={"url": url, "image": image})
+        return True
 
     async def _sync_upload(self, obj: AnyKind, status_url: str, update: StatusUpdate, *,
                            built: bool) -> ImageState | None:
@@ -435,8 +480,14 @@ class Builder:
         image = f"{repo}@{output.digest}"
         upload = obj.spec.image.upload
         obj.status.image = image
-        obj.status.build = BuildStatus(source=source, commit=output.commit, rebuild=rebuild, job=name,
-                                       checksum=upload.checksum if upload is not None else None)
+        build = BuildStatus(source=source, commit=output.commit, rebuild=rebuild, job=name,
+                            checksum=upload.checksum if upload is not None else None)
+        # Before status: a restore (no status) finds the image here instead of building again.
+        record = {"image": image, "build": to_dict(build), "kind": obj.KIND,
+                  "object": f"{ns}/{obj.metadata.name}"}
+        await self.ctx.cloud.write(naming.build_record_url(status_url),
+                                   (json.dumps(record, indent=2) + "\n").encode())
+        obj.status.image, obj.status.build = image, build
         update.set(BUILT, True, Reason.BUILD_SUCCEEDED, f"built {image}{_produced_by(obj)}")
         log.info("build succeeded", extra={"job": name, "image": image, "commit": output.commit,
                                            "unchanged": image == previous})
