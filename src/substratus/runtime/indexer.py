@@ -15,6 +15,7 @@ asks for a DeepCopy for the same reason). Index values are computed once, when a
 from __future__ import annotations
 
 import builtins
+import json
 from collections.abc import Callable, Iterable, Iterator
 
 import orjson
@@ -39,11 +40,20 @@ def owner_uid_index(obj: dict) -> builtins.list[str]:
 
 def _pack(obj: dict) -> bytes:
     """``obj`` as compact JSON. Copied to an exact-size ``bytes``: orjson returns its write
-    buffer, which keeps a multi-KiB allocation behind every short document."""
-    return memoryview(orjson.dumps(obj)).tobytes()
+    buffer, which keeps a multi-KiB allocation behind every short document. What orjson cannot
+    encode (an integer beyond 64 bits, a non-finite float: never from the API server, which
+    stores int64 and finite float64) goes through ``json``, which round-trips it."""
+    try:
+        return memoryview(orjson.dumps(obj)).tobytes()
+    except orjson.JSONEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
-_unpack = orjson.loads
+def _unpack(data: bytes) -> dict:
+    try:
+        return orjson.loads(data)  # type: ignore[no-any-return]
+    except orjson.JSONDecodeError:  # what _pack wrote with json
+        return json.loads(data)  # type: ignore[no-any-return]
 
 
 def resource_version(obj: dict | None) -> str | None:
