@@ -41,7 +41,7 @@ async def test_adopt_with_a_bucket_that_does_not_exist_is_an_error_not_a_traceba
     try:
         out, err = io.StringIO(), io.StringIO()
         assert await adopt_at(cloud, "Model", "default", "falcon", url, None, out, err) == 1
-        assert err.getvalue().startswith(f"error: cannot read {url}/: "), err.getvalue()
+        assert err.getvalue().startswith(f"substratus: error: cannot read {url}/: "), err.getvalue()
         assert "nothing written" in err.getvalue() and out.getvalue() == ""
     finally:
         await cloud.close()
