@@ -419,6 +419,11 @@ def _json(data: Any) -> bytes:
 ADOPTABLE = ("Model", "Dataset")
 
 
+STORAGE_ATTEMPTS = 3
+"""Tries per storage request from ``adopt`` (gcsfs' backoff: about 3 s before an unreachable
+bucket is reported, instead of its default ~35 s)."""
+
+
 async def adopt(target: str, namespace: str | None, *, cloud_name: str, cluster_name: str | None,
                 bucket_url: str | None, kubeconfig: str | None, out: IO[str] = sys.stdout,
                 err: IO[str] = sys.stderr, context: str | None = None) -> int:
@@ -429,6 +434,7 @@ async def adopt(target: str, namespace: str | None, *, cloud_name: str, cluster_
     Writes only ``{url}/completed.json``; lists, never moves or deletes. ``namespace`` None:
     the kubeconfig context's."""
     from substratus.cloud import build_cloud
+    from substratus.cloud.gcp import GcpCloud
     from substratus.config import OperatorConfig
     from substratus.controllers.resources import BY_KIND
     from substratus.explain import _current_namespace, parse_target
@@ -476,6 +482,8 @@ async def adopt(target: str, namespace: str | None, *, cloud_name: str, cluster_
     # The cloud's object operations take full URLs under its bucket: the object's parent will do.
     cloud = build_cloud(OperatorConfig(cloud=cloud_name, bucket_url=url.rsplit("/", 1)[0],
                                        upload_signing_key="unused: adopt signs nothing"))
+    if isinstance(cloud, GcpCloud):
+        cloud.request_attempts = STORAGE_ATTEMPTS
     try:
         if kind == "Notebook":
             return await notebook_files_at(cloud, namespace, name, url, out, err)
