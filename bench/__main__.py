@@ -27,10 +27,13 @@ from bench import report
 from bench.common import REPO_ROOT, apiserver_version, loadavg, machine_info
 
 SECTIONS = ("convergence", "scale", "memory", "workqueue", "leader")
-FULL: dict[str, Any] = {"sizes": [100, 1000], "repeats": [5, 3], "scale_sizes": [100, 1000, 10000],
+FULL: dict[str, Any] = {"contenders": "ceiling,ceiling-same-writes,substratus,substratus@431d200,substratus-w4,kopf,"
+                                      "kopf-same-job",
+                        "sizes": [100, 1000], "repeats": [3, 3], "scale_sizes": [100, 1000, 10000],
                         "memory_counts": [1000, 10000],
                         "workqueue_cycles": 200_000, "workqueue_rounds": 3, "leader_rounds": 2}
-QUICK: dict[str, Any] = {"sizes": [20], "repeats": [1], "scale_sizes": [20, 40], "memory_counts": [200, 1000],
+QUICK: dict[str, Any] = {"contenders": "ceiling,ceiling-same-writes,substratus,kopf,kopf-same-job",
+                         "sizes": [20], "repeats": [1], "scale_sizes": [20, 40], "memory_counts": [200, 1000],
                          "workqueue_cycles": 20_000,
                          "workqueue_rounds": 1, "leader_rounds": 1}
 
@@ -47,11 +50,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "leader round; writes the report to a temp dir unless --out is given")
     p.add_argument("--sizes", type=_ints, help="Dataset counts for convergence (100,1000; quick: 20)")
     p.add_argument("--repeats", type=_ints,
-                   help="convergence rounds per size (one value, or one per size), medians reported (5,3; quick: 1)")
+                   help="convergence rounds per size (one value, or one per size), medians reported (3,3; quick: 1)")
     p.add_argument("--concurrency", type=int, default=20, help="creates in flight (20)")
-    p.add_argument("--contenders", default="ceiling,ceiling-same-writes,substratus,substratus-w4,kopf,kopf-same-job",
-                   help="convergence contenders (ceiling,ceiling-same-writes,substratus,substratus-w20,kopf,"
-                        "kopf-same-job)")
+    p.add_argument("--contenders",
+                   help="convergence contenders (ceiling,ceiling-same-writes,substratus,substratus-wK: K workers,"
+                        "substratus@REF: commit REF's operator,kopf,kopf-same-job; default: all of "
+                        f"{FULL['contenders']}; quick: without substratus@431d200 and substratus-w4)")
     p.add_argument("--scale-sizes", type=_ints,
                    help="Dataset counts for substratus's scale curve (100,1000,10000; quick: 20,40); sizes "
                         "the convergence section measured reuse its rounds")
@@ -73,11 +77,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
         p.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
-    args.contenders = tuple(c.strip() for c in args.contenders.split(",") if c.strip())
     profile = QUICK if args.quick else FULL
     for key, value in profile.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    args.contenders = tuple(c.strip() for c in args.contenders.split(",") if c.strip())
     if len(args.repeats) == 1:
         args.repeats = args.repeats * len(args.sizes)
     if len(args.repeats) != len(args.sizes):
@@ -151,6 +155,17 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="substratus-bench-"))
         workdir.mkdir(parents=True, exist_ok=True)
         log(f"work dir (operator logs, bucket): {workdir}")
+        if "convergence" in args.only:
+            from bench.common import baseline_source
+            from bench.convergence import baseline_ref
+
+            for ref in filter(None, map(baseline_ref, args.contenders)):
+                try:  # before anything starts: a shallow clone fails here, not an hour in
+                    log(f"baseline {ref}: {baseline_source(ref, workdir)}")
+                except RuntimeError as e:
+                    print(f"error: {e} (a shallow clone? `git fetch --unshallow`, or leave substratus@{ref} "
+                          "out of --contenders)", file=sys.stderr)
+                    return 2
         cp = None
         if args.kubeconfig:
             kubeconfig, server_pids = args.kubeconfig, {}

@@ -461,7 +461,10 @@ class OperatorProc(Proc):
     """``python -m substratus run`` scoped to one namespace, with known metrics and health ports."""
 
     def __init__(self, name: str, kubeconfig: str, namespace: str, workdir: Path, *,
-                 leader_elect: bool = False, extra: list[str] | None = None) -> None:
+                 leader_elect: bool = False, extra: list[str] | None = None,
+                 source: Path | None = None) -> None:
+        """``source``: run the ``substratus`` package from this ``src`` directory (an older commit's,
+        see ``baseline_source``) instead of the installed one, with the same interpreter and packages."""
         self.metrics_port, self.health_port = free_port(), free_port()
         argv = [sys.executable, "-m", "substratus", "run", "--kubeconfig", kubeconfig, "--namespace", namespace,
                 "--metrics-bind-address", f"127.0.0.1:{self.metrics_port}",
@@ -470,7 +473,8 @@ class OperatorProc(Proc):
                 "--bucket-url", f"file://{workdir}/bucket"]
         if leader_elect:
             argv += ["--leader-elect", "--leader-election-namespace", namespace]
-        super().__init__(name, argv + list(extra or []), workdir / f"{name}.log")
+        super().__init__(name, argv + list(extra or []), workdir / f"{name}.log",
+                         env={"PYTHONPATH": str(source)} if source is not None else None)
 
     @property
     def metrics_url(self) -> str:
@@ -519,3 +523,23 @@ def kopf_argv(namespace: str, script: str = "kopf_operator.py") -> list[str]:
     head = [str(kopf)] if kopf.exists() else [sys.executable, "-m", "kopf"]
     return [*head, "run", "--standalone", "--namespace", namespace, str(REPO_ROOT / "bench" / script)]
 
+
+
+def baseline_source(ref: str, workdir: Path) -> Path:
+    """The ``src`` directory of commit ``ref`` of this repository, exported once under ``workdir``.
+
+    The baseline contender (``substratus@REF``) runs that commit's operator with this checkout's
+    interpreter and packages (``PYTHONPATH`` is searched before the editable install), so the two
+    versions are measured side by side in one run. Raises ``RuntimeError`` if ``ref`` is not in the
+    repository's history (a shallow clone: ``git fetch --unshallow``).
+    """
+    out = workdir / f"baseline-{ref}"
+    if (out / "src" / "substratus").is_dir():
+        return out / "src"
+    out.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", "--format=tar", ref, "src"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        raise RuntimeError(f"baseline {ref}: git archive failed: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    return out / "src"

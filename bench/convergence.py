@@ -38,6 +38,7 @@ from bench.common import (
     OperatorProc,
     Proc,
     apiserver_requests,
+    baseline_source,
     bounded,
     child_names,
     client_requests,
@@ -61,6 +62,9 @@ from substratus.runtime.manager import Manager
 from substratus.runtime.resource import CONFIGMAPS, JOBS
 
 CONTENDERS = ("ceiling", "ceiling-same-writes", "substratus", "substratus-w20", "kopf", "kopf-same-job")
+BASELINE = "431d200"
+"""The commit issue 18's CPU target is measured against (``substratus@431d200``: the operator as it
+was when the issue was filed, default flags of that commit)."""
 CEILINGS = ("ceiling", "ceiling-same-writes")
 # kopf-same-job: the handler also writes substratus's status and Event for each Dataset, through
 # substratus's Client, so the two operators make the same writes (plus kopf's own annotation).
@@ -71,14 +75,22 @@ WORKERS = {"substratus": None, "substratus-w20": 20}
 
 
 def is_substratus(contender: str) -> bool:
-    """``substratus`` (default flags) or ``substratus-wK`` (``--max-concurrent-reconciles K``)."""
-    return contender == "substratus" or re.fullmatch(r"substratus-w\d+", contender) is not None
+    """``substratus`` (default flags), ``substratus-wK`` (``--max-concurrent-reconciles K``) or
+    ``substratus@REF`` (commit REF's operator, its default flags)."""
+    return (contender == "substratus" or re.fullmatch(r"substratus-w\d+", contender) is not None
+            or baseline_ref(contender) is not None)
+
+
+def baseline_ref(contender: str) -> str | None:
+    """REF of a ``substratus@REF`` contender, else None."""
+    m = re.fullmatch(r"substratus@([0-9A-Za-z._/-]+)", contender)
+    return m.group(1) if m else None
 
 
 def workers_of(contender: str) -> int | None:
     """The ``--max-concurrent-reconciles`` a substratus contender runs with (None: the default)."""
-    if contender in WORKERS:
-        return WORKERS[contender]
+    if contender in WORKERS or baseline_ref(contender) is not None:
+        return WORKERS.get(contender)
     return int(contender.rsplit("-w", 1)[1])
 READ_VERBS = ("GET", "LIST", "WATCH")
 
@@ -177,8 +189,8 @@ async def run_contender(client: Client, kubeconfig: str, contender: str, n: int,
     ``profile``: sample the operator process with py-spy over the timed window (from the first
     create until every child is seen) and write a flame graph SVG there.
     """
-    ns = await create_namespace(client, f"bench-{contender}-{n}")
-    tag = f"{contender}-{n}-r{rep}"
+    ns = await create_namespace(client, f"bench-{contender.replace('@', '-at-')}-{n}")
+    tag = f"{contender.replace('@', '-at-')}-{n}-r{rep}"
     bucket_url = f"file://{workdir}/bucket"  # what the operator renders with: identical children
     renderer = ChildRenderer(bucket_url) if contender in CEILINGS else None
     same = contender == "ceiling-same-writes"
@@ -190,8 +202,10 @@ async def run_contender(client: Client, kubeconfig: str, contender: str, n: int,
         started = time.monotonic()
         if is_substratus(contender):
             workers = workers_of(contender)
+            ref = baseline_ref(contender)
             proc = OperatorProc(tag, kubeconfig, ns, workdir,
-                                extra=["--max-concurrent-reconciles", str(workers)] if workers else None)
+                                extra=["--max-concurrent-reconciles", str(workers)] if workers else None,
+                                source=baseline_source(ref, workdir) if ref else None)
             await proc.wait_ready()
         elif contender in KOPF_SCRIPTS:
             proc = Proc(tag, kopf_argv(ns, KOPF_SCRIPTS[contender]), workdir / f"{tag}.log",

@@ -136,6 +136,33 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert "headline (" in proc.stdout
 
 
+def _has_commit(ref: str) -> bool:
+    return subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{ref}^{{commit}}"],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _has_commit(convergence.BASELINE), reason=f"{convergence.BASELINE} not in this clone's history")
+async def test_baseline_contender_runs_the_old_commit(kubeconfig: Path, tmp_path: Path) -> None:
+    """``substratus@REF`` runs commit REF's operator side by side: its process imports REF's code."""
+    contender = f"substratus@{convergence.BASELINE}"
+    client = await Client.from_kubeconfig(str(kubeconfig))
+    try:
+        await install_crds(client)
+        conv = await convergence.run(client, str(kubeconfig), [3], concurrency=3, workdir=tmp_path / "work",
+                                     contenders=(contender,), steady=False, log=lambda *_: None)
+    finally:
+        await client.close()
+    (r,) = conv["runs"]
+    assert r["contender"] == contender and r["converged"] and r["reconcile_errors"] == 0, r
+    assert r["operator_cpu_seconds"] is not None
+    src = tmp_path / "work" / f"baseline-{convergence.BASELINE}" / "src" / "substratus"
+    assert src.is_dir()
+    # The exported tree is that commit's, not this checkout's.
+    ours = (ROOT / "src" / "substratus" / "operator.py").read_text()
+    assert (src / "operator.py").read_text() != ours
+    assert report.LABELS[contender] == f"substratus at {convergence.BASELINE}"
+
+
 def test_report_renders_every_section(tmp_path: Path) -> None:
     """All five sections from results shaped like a real run (work queue measured for real)."""
     wq = [workqueue_bench.run(2000, w, metrics=m) for w in (1, 8) for m in (True, False)]

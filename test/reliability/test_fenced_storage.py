@@ -13,7 +13,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from reliability_helpers import dataset
+from reliability_helpers import dataset, metric
 
 from substratus.cloud.local import LocalCloud
 from substratus.controllers.resources import DATASETS
@@ -49,6 +49,7 @@ async def test_a_leader_woken_past_its_deadline_writes_nothing_to_the_bucket(
     cloud = PausingCloud(cfg.bucket_url, signing_key=cfg.upload_signing_key, upload_base_url=cfg.upload_base_url)
     cloud.pause_seconds = cfg.leader_election_renew_deadline + 0.5
     mgr = build_manager(client, cloud, cfg)
+    errors_before = metric("controller_runtime_reconcile_errors_total", controller="dataset")
     task = asyncio.create_task(mgr.run(handle_signals=False))
     try:
         await eventually(lambda: mgr.elector is not None and mgr.elector.is_leader, timeout=30)
@@ -63,5 +64,9 @@ async def test_a_leader_woken_past_its_deadline_writes_nothing_to_the_bucket(
     assert cloud.paused_at is not None, "the reconcile never reached the completion marker"
     markers = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "bucket").rglob("completed.json"))
     assert markers == [], f"a leader woken past its renew deadline wrote {markers}"
+    # The refused write (NotLeader) ended the reconcile, but it is no error of the Dataset's: a
+    # deposed replica's refusals must not count as failed reconciles (alerts fire on those).
+    errors = metric("controller_runtime_reconcile_errors_total", controller="dataset") - errors_before
+    assert errors == 0, f"{errors:.0f} reconcile errors counted for a write refused by the leadership fence"
     print(f"\nRELIABILITY fenced storage: paused {cloud.pause_seconds:.1f}s mid-reconcile (renew deadline "
           f"{cfg.leader_election_renew_deadline:.0f}s); completion markers written on waking: {len(markers)}")

@@ -11,13 +11,21 @@ retrying with backoff (not hot-loop), and everything converges once the fault is
 from __future__ import annotations
 
 import asyncio
+import logging
+from pathlib import Path
 
+import pytest
 from faultproxy import Fault
-from reliability_helpers import condition, metric, model, server, wait_ready
+from reliability_helpers import condition, dataset, metric, model, server, wait_ready
 
-from substratus.controllers.resources import MODELS, SERVERS
+from substratus.cloud.local import LocalCloud
+from substratus.controllers.resources import DATASETS, MODELS, SERVERS
 from substratus.explain import explain
+from substratus.operator import build_manager
+from substratus.runtime.client import Client, NotLeader
+from substratus.runtime.reconcile import Request
 from substratus.runtime.resource import DEPLOYMENTS, EVENTS
+from substratus.testing.operator import local_test_config
 from substratus.testing.wait import eventually
 
 DUPLICATE = ('Deployment.apps "s-server" is invalid: failed to create typed patch object: '
@@ -75,3 +83,44 @@ async def test_a_failing_reconcile_reaches_status_and_explain(start_operator, ma
     assert condition(await admin.get(SERVERS, "s", ns), "Serving")["reason"] == "Available"
     assert await admin.get_or_none(DEPLOYMENTS, "s-server", ns) is not None
     assert not op.task.done()
+
+
+async def test_writes_refused_for_lost_leadership_are_not_the_objects_error(
+        client: Client, crds, namespace: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A replica whose leadership ended has every write refused by its fence (``NotLeader``).
+    However many passes end that way, none is a failed pass of the object: no ``ReconcileError``
+    is computed, and no status write about it is even attempted (the fence would refuse it too;
+    before the fix the third pass tried one and logged that it could not)."""
+    cfg = local_test_config(tmp_path, namespace, leader_elect=True, leader_election_namespace=namespace,
+                            leader_election_id="not-leader")
+    cloud = LocalCloud(cfg.bucket_url, signing_key=cfg.upload_signing_key, upload_base_url=cfg.upload_base_url)
+    mgr = build_manager(client, cloud, cfg)  # never run: this replica never leads
+    reconciler = next(c.reconciler for c in mgr.controllers if c.name == "dataset")
+    refused: list[int] = []
+
+    def fence() -> None:  # the elector's check of a replica that lost the lease
+        refused[-1] += 1
+        raise NotLeader("not the leader")
+
+    mgr.client.write_fence = fence
+    for c in mgr.controllers:
+        for res in c.watched_resources:
+            mgr.cache.informer(res)
+    mgr.cache.start()
+    try:
+        assert await mgr.cache.wait_for_sync(30)
+        await client.create(DATASETS, dataset("d", namespace))
+        await eventually(lambda: mgr.cache.get(DATASETS, "d", namespace) is not None, timeout=15)
+        caplog.set_level(logging.INFO, logger="substratus")
+        for _ in range(4):
+            refused.append(0)
+            with pytest.raises(NotLeader):
+                await reconciler.reconcile(Request(namespace, "d"))
+    finally:
+        await mgr.cache.stop()
+        await cloud.close()
+    assert refused[0] >= 1 and refused == [refused[0]] * 4, \
+        f"writes attempted per pass: {refused} (a later pass tried to write about the refusal)"
+    assert "could not report the reconcile error" not in caplog.text
+    obj = await client.get(DATASETS, "d", namespace)
+    assert all(c.get("reason") != "ReconcileError" for c in (obj.get("status") or {}).get("conditions") or [])

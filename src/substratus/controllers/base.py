@@ -38,7 +38,7 @@ from substratus.controllers.pods import PodProblem, pod_problem, pods_of
 from substratus.controllers.render import BuildImages, RenderOptions
 from substratus.controllers.status import StatusUpdate, now, record_transitions, status_dict, write_status
 from substratus.runtime.cache import Cache
-from substratus.runtime.client import ApiError, Client
+from substratus.runtime.client import ApiError, Client, NotLeader
 from substratus.runtime.events import EventRecorder
 from substratus.runtime.reconcile import Request, Result
 from substratus.runtime.resource import SERVICEACCOUNTS, Resource
@@ -120,7 +120,10 @@ class KindReconciler(abc.ABC):
         except InvalidSpec as exc:
             self._failures.pop(key, None)
             return await self._invalid(raw, obj, [str(exc)])
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, NotLeader):
+            # NotLeader: this replica's leadership ended and its write fence refused a write
+            # (SPEC §7). That is nothing about the object: not one of its failed passes, and no
+            # condition to write (the fence would refuse that too); the new leader carries on.
             raise
         except Exception as exc:
             await self._report_error(raw, obj, update, key, exc)

@@ -2,7 +2,8 @@
 
 Semantics follow controller-runtime's ``internal/controller``: an error requeues with the
 rate limiter's backoff; ``Result.requeue_after`` comes back after that delay; a
-``TerminalError`` is counted and dropped; success forgets the item's failures. An unexpected
+``TerminalError`` is counted and dropped; success forgets the item's failures; ``NotLeader``
+(leadership lost mid-reconcile) drops the item uncounted, as the controller is stopping. An unexpected
 exception (a bug — Go would panic) is caught, logged with the object and counted as a panic,
 and then handled like an error, so one bad object never takes the operator down.
 """
@@ -198,6 +199,14 @@ class Controller:
             result = await self.reconciler.reconcile(req)
         except asyncio.CancelledError:
             raise
+        except NotLeader as exc:
+            # Leadership ended mid-reconcile and the write fence refused a write: not an error of
+            # the object, so not counted or logged as one, and not requeued — this replica stops
+            # reconciling (the manager is stopping its controllers, as controller-runtime does on
+            # a lost lease) and the new leader's informers replay every object.
+            q.forget(req)
+            log.info("reconcile abandoned: leadership lost", extra={"error": str(exc)})
+            return
         except TerminalError as exc:
             self._m_errors.inc()
             self._m_terminal.inc()
