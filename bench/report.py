@@ -538,9 +538,10 @@ def _targets(results: dict[str, Any]) -> list[str]:
             "shares with the API server and etcd (whose CPU per object is in section 1 too). A py-spy "
             "profile of a 1,000-Dataset convergence ([flame graph](bench/profile-substratus-1000.svg), "
             "[before issue 18](bench/profile-substratus-1000-before.svg); breakdown in "
-            "[operations.md](operations.md#performance)) puts about a third of the operator's samples in "
-            "the HTTP request path (kubernetes-asyncio's `call_api`, which re-serialises every body, aiohttp "
-            "and TLS), a tenth in posting Events, 7% in logging and under 5% in the reconcile's own work. "
+            "[operations.md](operations.md#performance)) put about a third of the operator's samples in "
+            "the HTTP request path (kubernetes-asyncio's `call_api`, which re-serialised every body, aiohttp "
+            "and TLS; a quarter once the client built its requests itself), a tenth in posting Events, 7% "
+            "in logging and under 5% in the reconcile's own work. "
             "kopf's per-object handler task starts every object at once; substratus's workers (16 per "
             "controller) start at most that many.",
             "- **Operator CPU.** The baseline (12.54 ms per Dataset) was measured at 431d200 on a nearly idle "
