@@ -7,6 +7,7 @@ explain`` — through the Pod informer, with no polling — and clear once the P
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -134,3 +135,38 @@ async def test_a_job_that_failed_says_how_its_pod_ended(operator: Any, namespace
     assert "BackoffLimitExceeded" in c["message"] and "OOMKilled: container dataset: exit code 137" in c["message"]
     text = await ex.explain(client, "dataset/big", namespace)
     assert "Failed (OOMKilled: container dataset: exit code 137)" in text
+
+
+async def test_a_new_pod_reason_is_a_new_event_the_same_reason_is_not(operator: Any, namespace: str) -> None:
+    """PodFailing stays PodFailing while the Pod's own reason moves on (ErrImagePull →
+    ImagePullBackOff → CrashLoopBackOff): each new reason is a Warning Event naming it, as a change
+    of the condition's reason is. The kubelet re-reporting the same reason (every retry, here
+    every 0.5 s) adds none. Before, only the first reason ever reached an Event."""
+    client = operator.client
+    FAULTS[("notebook/nb", "workload")] = "ErrImagePull"
+    await client.create(NOTEBOOKS, obj("Notebook", "nb", namespace))
+
+    async def pod_failing_events() -> list[dict[str, Any]]:
+        events = (await client.list(EVENTS, namespace))["items"]
+        return sorted((e for e in events if e["involvedObject"]["name"] == "nb" and e["reason"] == "PodFailing"),
+                      key=lambda e: e["metadata"]["name"])  # names end in a creation-time hex
+
+    async def events_for(n: int) -> list[dict[str, Any]] | None:
+        found = await pod_failing_events()
+        return found if len(found) >= n else None
+
+    seen: list[str] = []
+    for step, fault in enumerate(("ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff"), start=1):
+        FAULTS[("notebook/nb", "workload")] = fault
+        await eventually(lambda f=fault: _reason_in_message(client, namespace, f), timeout=30)
+        events = await eventually(lambda n=step: events_for(n), timeout=15)
+        seen.append(events[-1]["message"])
+        assert events[-1]["type"] == "Warning" and f"{fault}: container notebook" in events[-1]["message"], seen
+    await asyncio.sleep(3)  # the kubelet keeps re-reporting CrashLoopBackOff meanwhile
+    events = await pod_failing_events()
+    assert len(events) == 3 and all(e.get("count", 1) == 1 for e in events), [e["message"] for e in events]
+
+
+async def _reason_in_message(client: Client, ns: str, fault: str) -> dict[str, Any] | None:
+    c = await _reason(client, NOTEBOOKS, "nb", ns, "Serving", "PodFailing")
+    return c if c and f": {fault}: " in c["message"] else None
