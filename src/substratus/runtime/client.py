@@ -12,6 +12,9 @@ control over three things the generated client gets wrong by default:
 * patch content types — a dict body goes out as JSON-patch unless told otherwise;
 * metrics — ``rest_client_requests_total{code,method,host}`` like client-go.
 
+Every successful create/replace/patch/apply answer is also handed to ``ownwrites.note_write``, so
+a controller knows the versions its own reconciles wrote (runtime/ownwrites.py).
+
 The ``ApiClient`` is always built explicitly (kubeconfig or in-cluster), never the global default.
 """
 
@@ -43,6 +46,7 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
 from substratus.runtime import metrics
+from substratus.runtime.ownwrites import note_write
 from substratus.runtime.resource import Resource
 
 log = logging.getLogger(__name__)
@@ -465,18 +469,24 @@ class Client:
 
     async def create(self, res: Resource, obj: dict, namespace: str | None = None) -> dict:
         ns = namespace or (obj.get("metadata") or {}).get("namespace")
-        return await self.request("POST", res.path(ns), body=_with_type(res, obj))
+        written = await self.request("POST", res.path(ns), body=_with_type(res, obj))
+        note_write(res, written)
+        return written
 
     async def replace(self, res: Resource, obj: dict, subresource: str | None = None) -> dict:
         meta = obj["metadata"]
-        return await self.request("PUT", res.path(meta.get("namespace"), meta["name"], subresource),
-                                  body=_with_type(res, obj))
+        written = await self.request("PUT", res.path(meta.get("namespace"), meta["name"], subresource),
+                                     body=_with_type(res, obj))
+        note_write(res, written)
+        return written
 
     async def patch(self, res: Resource, name: str, patch: Any, namespace: str | None = None, *,
                     content_type: str = MERGE_PATCH, subresource: str | None = None) -> dict:
         """PATCH with an explicit content type (merge-patch by default, never an accidental JSON-patch)."""
-        return await self.request("PATCH", res.path(namespace, name, subresource), body=patch,
-                                  content_type=content_type)
+        written = await self.request("PATCH", res.path(namespace, name, subresource), body=patch,
+                                     content_type=content_type)
+        note_write(res, written)
+        return written
 
     async def patch_status(self, res: Resource, name: str, patch: dict, namespace: str | None = None) -> dict:
         return await self.patch(res, name, patch, namespace, subresource="status")
@@ -485,10 +495,12 @@ class Client:
                     field_manager: str | None = None) -> dict:
         """Server-side apply: the server merges our fields and owns the result's conflicts."""
         meta = obj["metadata"]
-        return await self.request(
+        written = await self.request(
             "PATCH", res.path(meta.get("namespace"), meta["name"], subresource),
             query={"fieldManager": field_manager or self.options.field_manager, "force": "true" if force else None},
             body=_with_type(res, obj), content_type=APPLY_PATCH)
+        note_write(res, written)
+        return written
 
     async def delete(self, res: Resource, name: str, namespace: str | None = None, *,
                      propagation_policy: str | None = "Background", uid: str | None = None,
