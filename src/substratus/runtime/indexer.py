@@ -5,7 +5,7 @@ them from an index keeps that O(matches) instead of a scan over the whole cache.
 
 Objects are kept packed: each as its compact JSON (orjson), decoded on every read. A decoded
 Kubernetes object costs three to five times its JSON size in Python dicts and strings (a
-Deployment: 12.5 KiB as dicts, 2.9 KiB as JSON), and the cache holds every object of every
+Deployment: 12.3 KiB as dicts, 2.9 KiB as JSON), and the cache holds every object of every
 watched kind for the process's life, while a reconcile reads a handful; decoding one costs
 microseconds (docs/benchmarks.md, memory; docs/operations.md, "What the cache keeps"). Every read
 returns a fresh dict, so a caller that modifies what it read cannot corrupt the cache (client-go

@@ -118,8 +118,9 @@ def release_freed_memory() -> None:
     A LIST's pages (raw bytes, decoded objects, the transform's leftovers) are freed once the
     store holds its packed copies, but glibc keeps freed heap memory between live allocations
     for reuse, so the resident set would stay near the LIST's peak. ``malloc_trim(0)`` returns
-    every free page (glibc >= 2.8 also releases the holes between live allocations); it costs milliseconds, once per
-    LIST. A no-op without glibc.
+    every free page, holes between live allocations included (glibc >= 2.8); it costs
+    milliseconds, once per LIST. A no-op without glibc. Measured at 10,000 cached Deployments:
+    3.6 KiB of RSS per object instead of 4.2 KiB (docs/benchmarks.md, memory).
     """
     trim = _malloc_trim()
     if trim is not None:
