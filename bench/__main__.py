@@ -104,6 +104,7 @@ def log(msg: str) -> None:
 async def measure(args: argparse.Namespace, kubeconfig: str, server_pids: dict[str, int | None],
                   cluster: str, workdir: Path) -> dict[str, Any]:
     from bench import convergence, leader, memory
+    from bench.workqueue_bench import DEFAULT_WORKERS
     from bench.workqueue_bench import run_rounds as workqueue_rounds
     from substratus.install import install_crds
     from substratus.runtime.client import Client
@@ -135,7 +136,7 @@ async def measure(args: argparse.Namespace, kubeconfig: str, server_pids: dict[s
         if "workqueue" in args.only:
             log("work queue ...")
             wq = await asyncio.to_thread(workqueue_rounds, args.workqueue_cycles, args.workqueue_rounds, log)
-            results["workqueue"] = {"results": wq}
+            results["workqueue"] = {"results": wq, "default_workers": DEFAULT_WORKERS}
         if "leader" in args.only:
             log("leader takeover ...")
             results["leader"] = await leader.run(client, kubeconfig, workdir, rounds=args.leader_rounds, log=log)
