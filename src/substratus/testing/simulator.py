@@ -58,6 +58,7 @@ import attrs
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from substratus.runtime.client import ClientOptions, watch_timeouts
 from substratus.testing.controlplane import KubeVersion
 
 logger = logging.getLogger(__name__)
@@ -339,8 +340,14 @@ class ClusterSimulator:
     gc_interval: float = 1.0
     """Seconds between garbage-collection passes; 0 disables the GC loop (``gc_once`` still works)."""
     gc_resources: tuple[GCResource, ...] = DEFAULT_GC_RESOURCES
-    watch_timeout: int = 300
-    """Server-side timeout of each watch request; the simulator re-watches from the last resourceVersion."""
+    watch_timeout: int | None = None
+    """Server-side ``timeoutSeconds`` of each watch request (capped to the idle window); None:
+    drawn inside it, as the operator's informers do. The simulator re-watches from the last
+    resourceVersion."""
+    watch_idle_timeout: float = ClientOptions().watch_idle_timeout
+    """Seconds a watch may stay silent before it is dropped as dead and replaced: the operator's
+    own dead-watch protection (``substratus.runtime.client.watch_timeouts``), so a simulated
+    kubelet does not hang on a frozen connection any longer than an informer would."""
 
     _tasks: set[asyncio.Task[Any]] = attrs.field(init=False, factory=set)
     _pending: dict[tuple[str, str], asyncio.Task[Any]] = attrs.field(init=False, factory=dict)
@@ -521,13 +528,13 @@ class ClusterSimulator:
     async def _watch(self, path: str, rv: str,
                      handler: Callable[[dict[str, Any]], Awaitable[None]]) -> tuple[str, bool]:
         """One watch request; returns the last resourceVersion and whether it expired (410)."""
-        query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(self.watch_timeout))]
+        timeout_seconds, client_timeout = watch_timeouts(self.watch_idle_timeout, 10.0, self.watch_timeout)
+        query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(timeout_seconds))]
         if rv:
             query.append(("resourceVersion", rv))
         resp = await self.api.call_api(
             path, "GET", query_params=query, header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"], _preload_content=False,
-            _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=self.watch_timeout + 30),
+            auth_settings=["BearerToken"], _preload_content=False, _request_timeout=client_timeout,
         )
         try:
             if resp.status != 200:
