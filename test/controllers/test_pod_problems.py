@@ -19,7 +19,7 @@ from substratus import explain as ex
 from substratus.controllers.pods import pod_problem_of
 from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS, SERVERS
 from substratus.runtime.client import Client
-from substratus.runtime.resource import EVENTS, PODS, Resource
+from substratus.runtime.resource import DEPLOYMENTS, EVENTS, PODS, Resource
 from substratus.testing.simulator import ClusterSimulator
 from substratus.testing.wait import eventually
 
@@ -28,6 +28,10 @@ FAULTS: dict[tuple[str, str], str] = {}
 
 
 def _fault(pod: dict[str, Any]) -> str | None:
+    images = [c.get("image") for c in (pod.get("spec") or {}).get("containers") or []]
+    for image in images:
+        if ("image", image) in FAULTS:  # ("image", IMAGE): every Pod running that image
+            return FAULTS[("image", image)]
     labels = pod["metadata"].get("labels") or {}
     role = labels.get("substratus.ai/role", "")
     for kind in ("dataset", "model", "server", "notebook"):
@@ -170,3 +174,56 @@ async def test_a_new_pod_reason_is_a_new_event_the_same_reason_is_not(operator: 
 async def _reason_in_message(client: Client, ns: str, fault: str) -> dict[str, Any] | None:
     c = await _reason(client, NOTEBOOKS, "nb", ns, "Serving", "PodFailing")
     return c if c and f": {fault}: " in c["message"] else None
+
+
+async def test_a_stuck_rollout_behind_a_serving_pod_is_not_available(operator: Any, namespace: str) -> None:
+    """A Server rolled out to a new image that cannot be pulled: the RollingUpdate keeps the old
+    Pod serving (Deployment Available=True, 2 Pods, 1 updated), which read as a Server
+    ``Available`` with the new spec never running. ``kubectl rollout status`` says it is not
+    rolled out, and so does the Server now: Serving=False/PodFailing naming the new Pod's
+    ImagePullBackOff and saying the previous version keeps serving; past the Deployment's
+    progress deadline its ProgressDeadlineExceeded too. Fixing the cause finishes the rollout."""
+    client = operator.client
+    await client.create(MODELS, obj("Model", "base", namespace))
+    await client.create(SERVERS, obj("Server", "s", namespace, model={"name": "base"}))
+    await eventually(lambda: _reason(client, SERVERS, "s", namespace, "Serving", "Available"), timeout=45)
+    [old_pod] = (await client.list(PODS, namespace, label_selector="substratus.ai/server=s"))["items"]
+
+    FAULTS[("image", "substratusai/server:broken")] = "ImagePullBackOff"
+    await client.patch(SERVERS, "s", {"spec": {"image": {"name": "substratusai/server:broken"}}}, namespace)
+
+    async def stuck() -> dict[str, Any] | None:
+        c = await _reason(client, SERVERS, "s", namespace, "Serving", "PodFailing")
+        return c if c and "ImagePullBackOff" in c["message"] else None
+
+    c = await eventually(stuck, timeout=45)
+    assert "the previous version keeps serving (1 old replica)" in c["message"], c["message"]
+    assert (await client.get(SERVERS, "s", namespace))["status"]["ready"] is False
+    ready = condition(await client.get(SERVERS, "s", namespace), "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "PodFailing"
+    # What a real Deployment controller reports meanwhile, and the old Pod still serving.
+    dep = await client.get(DEPLOYMENTS, "s-server", namespace)
+    st = dep["status"]
+    assert (st["replicas"], st["updatedReplicas"], st["availableReplicas"], st["unavailableReplicas"]) == (2, 1, 1, 1)
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Available"]["status"] == "True" and conds["Progressing"]["reason"] == "ReplicaSetUpdated"
+    still = await client.get(PODS, old_pod["metadata"]["name"], namespace)
+    assert not still["metadata"].get("deletionTimestamp") and pod_problem_of(still) is None
+
+    # The rollout's deadline (a user's setting on the Deployment; the API server's default is 600 s).
+    await client.patch(DEPLOYMENTS, "s-server", {"spec": {"progressDeadlineSeconds": 2}}, namespace)
+
+    async def deadline() -> dict[str, Any] | None:
+        c = await _reason(client, SERVERS, "s", namespace, "Serving", "PodFailing")
+        return c if c and "ProgressDeadlineExceeded" in c["message"] else None
+
+    c = await eventually(deadline, timeout=45)
+    assert "ImagePullBackOff" in c["message"] and "has timed out progressing" in c["message"], c["message"]
+    conds = {c["type"]: c for c in (await client.get(DEPLOYMENTS, "s-server", namespace))["status"]["conditions"]}
+    assert conds["Progressing"]["status"] == "False" and conds["Available"]["status"] == "True"
+
+    FAULTS.clear()  # the image is pushed after all: the kubelet's next pull works
+    await eventually(lambda: _reason(client, SERVERS, "s", namespace, "Serving", "Available"), timeout=45)
+    pods = (await client.list(PODS, namespace, label_selector="substratus.ai/server=s"))["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert [p["spec"]["containers"][0]["image"] for p in live] == ["substratusai/server:broken"]

@@ -532,20 +532,13 @@ class Client:
         the idle window when not given and capped to it when larger, so only a dead connection is
         ever silent that long (see ``ClientOptions.watch_idle_timeout``).
         """
-        lo, hi = watch_timeout_range(self.options.watch_idle_timeout)
-        timeout_seconds = random.randint(lo, hi) if timeout_seconds is None else min(timeout_seconds, hi)
+        timeout_seconds, timeout = watch_timeouts(self.options.watch_idle_timeout, self.options.connect_timeout,
+                                                  timeout_seconds)
         query = {
             "watch": "true", "resourceVersion": resource_version, "timeoutSeconds": timeout_seconds,
             "allowWatchBookmarks": "true" if allow_bookmarks else None,
             "labelSelector": label_selector, "fieldSelector": field_selector,
         }
-        # The whole watch has a deadline too: the server ends it after timeout_seconds, so one
-        # still open a fifth of the idle window later is dead even if bytes trickle in (every
-        # byte restarts the read-idle timer; a stuck intermediary or a server stuck mid-write).
-        timeout = aiohttp.ClientTimeout(total=timeout_seconds + watch_deadline_slack(self.options.watch_idle_timeout),
-                                        connect=self.options.connect_timeout,
-                                        sock_connect=self.options.connect_timeout,
-                                        sock_read=self.options.watch_idle_timeout)
         resp = await self._send("GET", res.path(namespace), query=query, timeout=timeout)
         try:
             if not 200 <= resp.status < 300:
@@ -567,6 +560,25 @@ class Client:
         finally:
             resp.release()
             resp.close()
+
+
+def watch_timeouts(idle_timeout: float, connect_timeout: float, timeout_seconds: int | None = None
+                   ) -> tuple[int, aiohttp.ClientTimeout]:
+    """A watch request's server-side ``timeoutSeconds`` and its client-side timeouts, so a dead
+    connection is dropped within ``idle_timeout`` seconds (SPEC §7; see
+    ``ClientOptions.watch_idle_timeout``). ``timeout_seconds`` None: drawn inside the idle window
+    (spread, so watches do not all end together); larger than the window: capped to it.
+
+    The client side: no byte for ``idle_timeout`` (read-idle), and a deadline for the whole
+    watch — the server ends it after ``timeoutSeconds``, so one still open a fifth of the idle
+    window later is dead even if bytes trickle in (every byte restarts the read-idle timer; a
+    stuck intermediary or a server stuck mid-write). Every watch of ours uses this: the
+    informers' (``Client.watch``) and the cluster simulator's."""
+    lo, hi = watch_timeout_range(idle_timeout)
+    timeout_seconds = random.randint(lo, hi) if timeout_seconds is None else min(timeout_seconds, hi)
+    return timeout_seconds, aiohttp.ClientTimeout(total=timeout_seconds + watch_deadline_slack(idle_timeout),
+                                                  connect=connect_timeout, sock_connect=connect_timeout,
+                                                  sock_read=idle_timeout)
 
 
 def watch_timeout_range(idle_timeout: float) -> tuple[int, int]:
