@@ -29,7 +29,7 @@ from bench.common import REPO_ROOT, apiserver_version, loadavg, machine_info
 SECTIONS = ("convergence", "scale", "memory", "workqueue", "leader")
 FULL: dict[str, Any] = {"contenders": "ceiling,ceiling-same-writes,substratus,substratus@431d200,substratus-w4,kopf,"
                                       "kopf-same-job",
-                        "sizes": [100, 1000], "repeats": [5, 3], "scale_sizes": [100, 1000, 10000],
+                        "sizes": [100, 1000], "repeats": [3, 3], "scale_sizes": [100, 1000, 10000],
                         "memory_counts": [1000, 10000],
                         "workqueue_cycles": 200_000, "workqueue_rounds": 3, "leader_rounds": 2}
 QUICK: dict[str, Any] = {"contenders": "ceiling,ceiling-same-writes,substratus,kopf,kopf-same-job",
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "leader round; writes the report to a temp dir unless --out is given")
     p.add_argument("--sizes", type=_ints, help="Dataset counts for convergence (100,1000; quick: 20)")
     p.add_argument("--repeats", type=_ints,
-                   help="convergence rounds per size (one value, or one per size), medians reported (5,3; quick: 1)")
+                   help="convergence rounds per size (one value, or one per size), medians reported (3,3; quick: 1)")
     p.add_argument("--concurrency", type=int, default=20, help="creates in flight (20)")
     p.add_argument("--contenders",
                    help="convergence contenders (ceiling,ceiling-same-writes,substratus,substratus-wK: K workers,"
@@ -104,6 +104,7 @@ def log(msg: str) -> None:
 async def measure(args: argparse.Namespace, kubeconfig: str, server_pids: dict[str, int | None],
                   cluster: str, workdir: Path) -> dict[str, Any]:
     from bench import convergence, leader, memory
+    from bench.workqueue_bench import DEFAULT_WORKERS
     from bench.workqueue_bench import run_rounds as workqueue_rounds
     from substratus.install import install_crds
     from substratus.runtime.client import Client
@@ -135,7 +136,7 @@ async def measure(args: argparse.Namespace, kubeconfig: str, server_pids: dict[s
         if "workqueue" in args.only:
             log("work queue ...")
             wq = await asyncio.to_thread(workqueue_rounds, args.workqueue_cycles, args.workqueue_rounds, log)
-            results["workqueue"] = {"results": wq}
+            results["workqueue"] = {"results": wq, "default_workers": DEFAULT_WORKERS}
         if "leader" in args.only:
             log("leader takeover ...")
             results["leader"] = await leader.run(client, kubeconfig, workdir, rounds=args.leader_rounds, log=log)

@@ -9,7 +9,6 @@ Substratus over.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from substratus import __version__
@@ -80,10 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
                                       "with `kubectl-notebook --print-completion bash`.")
     comp.add_argument("shell", choices=("bash", "zsh", "tcsh"))
     rr = sub.add_parser("rerun", help="run a complete Model's or Dataset's Job again "
-                                      "(moves completed.json to {status.url}/history/)")
+                                      "(moves completed.json to {status.url}/history/)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog=epilog(["substratus rerun model/falcon-7b -n team-a"],
+                                      (ExitCode.OK, ExitCode.ERROR, ExitCode.USAGE, ExitCode.NO_CLUSTER,
+                                       ExitCode.NO_CRDS, ExitCode.INTERRUPTED)))
     rr.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b")
-    rr.add_argument("-n", "--namespace", default=None)
-    rr.add_argument("--kubeconfig", default=None)
+    rr.add_argument("-n", "--namespace", default=None, help="namespace (default: the context's, else default)")
+    rr.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+    rr.add_argument("--context", default=None, help="kubeconfig context (default: the current context)")
 
     from substratus.migrate import add_arguments as add_migrate_arguments
 
@@ -138,20 +142,21 @@ def _main(argv: list[str] | None = None) -> int:
         return run_cli(lambda: explain_main(args.target, args.namespace, args.kubeconfig, context=args.context,
                                             all_namespaces=args.all_namespaces, output=args.output), PROG)
     if args.command == "rerun":
+        from substratus.plugins import run_cli
         from substratus.rerun import main as rerun_main
 
-        return asyncio.run(rerun_main(args.target, args.namespace, args.kubeconfig))
+        return run_cli(lambda: rerun_main(args.target, args.namespace, args.kubeconfig, context=args.context), PROG)
     if args.command == "convert":
         from substratus.migrate import convert_main
 
         return convert_main(args)
     if args.command == "adopt":
-        from substratus.explain import _current_namespace
         from substratus.migrate import adopt
+        from substratus.plugins import run_cli
 
-        return asyncio.run(adopt(args.target, args.namespace or _current_namespace(args.kubeconfig),
-                                 cloud_name=args.cloud, cluster_name=args.cluster_name,
-                                 bucket_url=args.bucket_url, kubeconfig=args.kubeconfig))
+        return run_cli(lambda: adopt(args.target, args.namespace, cloud_name=args.cloud,
+                                     cluster_name=args.cluster_name, bucket_url=args.bucket_url,
+                                     kubeconfig=args.kubeconfig, context=args.context), PROG)
     fail(PROG, f"unknown command {args.command}")
     return ExitCode.USAGE
 

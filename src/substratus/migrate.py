@@ -29,6 +29,7 @@ from substratus.api.common import GPU_TYPES
 from substratus.api.meta import GROUP
 from substratus.api.openapi_validate import validate_openapi
 from substratus.api.schema import kind_schema
+from substratus.cli import CliError, ExitCode, epilog
 from substratus.cloud.base import Cloud, CloudError
 
 GPU_TYPE_RENAMES: dict[str, str] = {"nvidia-a100": "nvidia-tesla-a100", "nvidia-t4": "nvidia-tesla-t4"}
@@ -46,6 +47,15 @@ UPSTREAM_GCP_RESOURCES: dict[str, int] = {"cpu": 2, "memory": 4, "disk": 100}
 (internal/resources/resources.go ``Apply``: CPU 2, Memory 4 GB, Disk 100 GB). Its CRD defaults
 (2/10/10, the same as ours) applied only inside a ``resources`` object that was written."""
 UPSTREAM_ARTIFACTS_DIR = "artifacts"
+PROG = "substratus"
+
+
+def _fail(err: IO[str], code: ExitCode, message: str) -> ExitCode:
+    """Every failure of ``convert`` and ``adopt``: one line, ``substratus: error: <what>``, as the
+    other commands print it (substratus.cli), and the shared exit code."""
+    err.write(f"{PROG}: error: {message}\n")
+    err.flush()
+    return code
 """Where the original Substratus stored an object's artifacts: ``{bucket}/{hash}/artifacts``."""
 
 
@@ -321,17 +331,17 @@ _Dumper.add_representer(str, _str_representer)
 def convert_main(args: argparse.Namespace, stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout,
                  stderr: IO[str] = sys.stderr) -> int:
     """``substratus convert``: all or nothing — converted YAML on stdout only if every document
-    converts; one line per change (and every refusal) on stderr. Exit 0, or 1 on any refusal."""
+    converts; one line per change (and every refusal) on stderr. Exit 0; 2 (usage: bad
+    arguments, an unreadable or unconvertible manifest) otherwise, nothing written."""
     if args.default_gpu_type is not None and args.default_gpu_type not in GPU_TYPES:
-        stderr.write(f"error: --default-gpu-type {args.default_gpu_type!r}: use one of {', '.join(GPU_TYPES)}\n")
-        return 2
+        return _fail(stderr, ExitCode.USAGE,
+                     f"--default-gpu-type {args.default_gpu_type!r}: use one of {', '.join(GPU_TYPES)}")
     converted: list[dict[str, Any]] = []
     failed = 0
     try:
         docs = list(read_documents(args.paths or ["-"], stdin))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        stderr.write(f"error: {exc}\n")
-        return 1
+        return _fail(stderr, ExitCode.USAGE, str(exc).replace("\n", " "))
     for source, doc in docs:
         ident = _ident(doc) if isinstance(doc, Mapping) else "(not an object)"
         try:
@@ -344,11 +354,10 @@ def convert_main(args: argparse.Namespace, stdin: IO[str] = sys.stdin, stdout: I
             stderr.write(f"{source}: {ident}: {change}\n")
         converted.append(result.obj)
     if failed:
-        stderr.write(f"{failed} of {len(docs)} documents cannot be converted; nothing written\n")
-        return 1
+        return _fail(stderr, ExitCode.USAGE, f"{failed} of {len(docs)} documents cannot be converted; nothing written")
     stdout.write(yaml.dump_all(converted, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
                                width=1 << 16, allow_unicode=True, explicit_start=True))
-    return 0
+    return ExitCode.OK
 
 
 # --- adopting an upstream bucket directory -------------------------------------------------------
@@ -369,8 +378,12 @@ def add_arguments(sub: Any) -> None:
     conv = sub.add_parser(
         "convert", help="rewrite manifests of the original Substratus (v0.10) for this product",
         description="Reads YAML or JSON (files, directories, or - for stdin; multi-document, kind: List), writes "
-                    "the converted manifests to stdout and one line per change to stderr. Refuses (exit 1, "
-                    "nothing written) what cannot be converted mechanically.")
+                    "the converted manifests to stdout and one line per change to stderr. Refuses (exit 2, "
+                    "nothing written) what cannot be converted mechanically.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=epilog(["substratus convert old/ | kubectl apply -f -",
+                       "substratus convert --default-gpu-type nvidia-l4 model.yaml > converted.yaml"],
+                      (ExitCode.OK, ExitCode.USAGE, ExitCode.INTERRUPTED, ExitCode.BROKEN_PIPE)))
     conv.add_argument("paths", nargs="*", metavar="PATH", help="file, directory or - (default: stdin)")
     conv.add_argument("--default-gpu-type", default=None, metavar="TYPE",
                       help=f"GPU type for upstream manifests that omit it (any GPU): one of {', '.join(GPU_TYPES)}")
@@ -378,7 +391,13 @@ def add_arguments(sub: Any) -> None:
         "adopt", help="complete a Model/Dataset from artifacts the original Substratus left in the bucket",
         description="Finds {bucket}/{hash}/artifacts written by the original Substratus and writes "
                     "{bucket}/{hash}/completed.json, so the object completes without running a Job. "
-                    "Never moves or deletes data.")
+                    "Never moves or deletes data. Exit 1: nothing to adopt (or, for a Notebook, files wait "
+                    "to be copied), the object is missing, or the bucket cannot be read.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=epilog(["substratus adopt model/falcon-7b -n team-a --cluster-name old --bucket-url gs://bucket",
+                       "substratus adopt dataset/squad -n team-a     # status.url read from the cluster"],
+                      (ExitCode.OK, ExitCode.ERROR, ExitCode.USAGE, ExitCode.NO_CLUSTER, ExitCode.NO_CRDS,
+                       ExitCode.INTERRUPTED)))
     adopt.add_argument("target", help="KIND/NAME, e.g. model/falcon-7b (Model or Dataset; notebook/NAME lists an "
                                       "upstream Notebook's files and prints how to copy them)")
     adopt.add_argument("-n", "--namespace", default=None, help="default: the kubeconfig's namespace, else default")
@@ -389,7 +408,8 @@ def add_arguments(sub: Any) -> None:
                        help="the operator's --bucket-url [env SUBSTRATUS_BUCKET_URL]")
     adopt.add_argument("--cloud", default=os.environ.get("SUBSTRATUS_CLOUD", "local"), choices=("local", "gcp"),
                        help="how to reach the bucket [env SUBSTRATUS_CLOUD, default local]")
-    adopt.add_argument("--kubeconfig", default=None)
+    adopt.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+    adopt.add_argument("--context", default=None, help="kubeconfig context (default: the current context)")
 
 
 def _json(data: Any) -> bytes:
@@ -399,63 +419,83 @@ def _json(data: Any) -> bytes:
 ADOPTABLE = ("Model", "Dataset")
 
 
-async def adopt(target: str, namespace: str, *, cloud_name: str, cluster_name: str | None,
+STORAGE_ATTEMPTS = 3
+"""Tries per storage request from ``adopt`` (gcsfs' backoff: about 3 s before an unreachable
+bucket is reported, instead of its default ~35 s)."""
+
+
+async def adopt(target: str, namespace: str | None, *, cloud_name: str, cluster_name: str | None,
                 bucket_url: str | None, kubeconfig: str | None, out: IO[str] = sys.stdout,
-                err: IO[str] = sys.stderr) -> int:
-    """``substratus adopt``: 0 adopted (or already complete), 1 nothing to adopt or an error,
-    2 bad arguments. Writes only ``{url}/completed.json``; lists, never moves or deletes."""
+                err: IO[str] = sys.stderr, context: str | None = None) -> int:
+    """``substratus adopt``: 0 adopted (or already complete); otherwise one line on ``err``,
+    ``substratus: error: …``, and the shared exit code (substratus.cli.ExitCode): 2 bad
+    arguments, 3 no cluster (no usable kubeconfig, unreachable, refused), 4 CRDs missing,
+    1 nothing to adopt, the object or its ``status.url`` missing, or the bucket unreadable.
+    Writes only ``{url}/completed.json``; lists, never moves or deletes. ``namespace`` None:
+    the kubeconfig context's."""
     from substratus.cloud import build_cloud
+    from substratus.cloud.gcp import GcpCloud
     from substratus.config import OperatorConfig
     from substratus.controllers.resources import BY_KIND
-    from substratus.explain import parse_target
-    from substratus.runtime.client import ApiError, Client
+    from substratus.explain import _current_namespace, parse_target
+    from substratus.plugins.upload import check_crd, connect
+    from substratus.runtime.client import ApiError
 
     try:
         kind, name = parse_target(target)
     except ValueError as exc:
-        err.write(f"error: {exc}\n")
-        return 2
+        return _fail(err, ExitCode.USAGE, str(exc))
     if kind not in (*ADOPTABLE, "Notebook"):
-        err.write(f"error: only a Model or a Dataset has artifacts to adopt (and a Notebook files to find), "
-                  f"not a {kind}\n")
-        return 2
+        return _fail(err, ExitCode.USAGE, "only a Model or a Dataset has artifacts to adopt (and a Notebook "
+                                          f"files to find), not a {kind}")
     plural = KINDS[kind].PLURAL
     generation: int | None = None
+    if bool(cluster_name) != bool(bucket_url):
+        return _fail(err, ExitCode.USAGE, "give both --cluster-name and --bucket-url, or neither (then the "
+                                          "object's status.url is read from the cluster)")
+    namespace = namespace or _current_namespace(kubeconfig, context)
     if cluster_name and bucket_url:
         url = naming.storage_url(bucket_url, naming.storage_hash(cluster_name, namespace, plural, name))
-    elif cluster_name or bucket_url:
-        err.write("error: give both --cluster-name and --bucket-url, or neither (then the object's "
-                  "status.url is read from the cluster)\n")
-        return 2
     else:
         try:
-            client = await Client.auto(kubeconfig)
-        except Exception as exc:  # no kubeconfig, no in-cluster config
-            err.write(f"error: cannot load a Kubernetes configuration: {exc}\n")
-            return 1
+            client = await connect(kubeconfig, context)
+        except CliError as exc:
+            return _fail(err, exc.code, exc.message)
         try:
+            await check_crd(client, BY_KIND[kind])
             obj = await client.get_or_none(BY_KIND[kind], name, namespace)
+        except CliError as exc:
+            return _fail(err, exc.code, exc.message)
         except (ApiError, OSError) as exc:
-            err.write(f"error: talking to the API server at {client.host}: {exc}\n")
-            return 1
+            code = ExitCode.NO_CLUSTER if isinstance(exc, OSError) or getattr(exc, "status", 0) in (401, 403) \
+                else ExitCode.ERROR
+            return _fail(err, code, f"talking to the API server at {client.host}: {exc}")
         finally:
             await client.close()
         status_url = ((obj or {}).get("status") or {}).get("url")
         if not status_url:
-            err.write(f"error: {kind} {namespace}/{name} " + ("not found" if obj is None else "has no status.url yet")
-                      + "; give --cluster-name and --bucket-url (the operator's flags) to adopt before applying it\n")
-            return 1
+            return _fail(err, ExitCode.ERROR, f"{kind} {namespace}/{name} "
+                         + ("not found" if obj is None else "has no status.url yet")
+                         + "; give --cluster-name and --bucket-url (the operator's flags) to adopt before applying it")
         url = str(status_url)
         generation = ((obj or {}).get("metadata") or {}).get("generation")
     # The cloud's object operations take full URLs under its bucket: the object's parent will do.
     cloud = build_cloud(OperatorConfig(cloud=cloud_name, bucket_url=url.rsplit("/", 1)[0],
                                        upload_signing_key="unused: adopt signs nothing"))
+    if isinstance(cloud, GcpCloud):
+        cloud.request_attempts = STORAGE_ATTEMPTS
     try:
         if kind == "Notebook":
             return await notebook_files_at(cloud, namespace, name, url, out, err)
         return await adopt_at(cloud, kind, namespace, name, url, generation, out, err)
     finally:
         await cloud.close()
+
+
+def _unreadable(err: IO[str], url: str, exc: BaseException) -> ExitCode:
+    detail = " ".join(str(exc).split())  # gcsfs' messages span lines ("Forbidden: path\nwhy")
+    return _fail(err, ExitCode.ERROR, f"cannot read {url}/: {type(exc).__name__}: {detail} (check --bucket-url, "
+                                      "--cloud and the credentials); nothing written")
 
 
 async def adopt_at(cloud: Cloud, kind: str, namespace: str, name: str, url: str, generation: int | None,
@@ -468,28 +508,25 @@ async def adopt_at(cloud: Cloud, kind: str, namespace: str, name: str, url: str,
     try:
         if await cloud.exists(marker):
             out.write(f"{kind} {namespace}/{name} is already complete: {marker} exists; nothing written\n")
-            return 0
+            return ExitCode.OK
         listing = await cloud.list(upstream)
-    except (CloudError, OSError) as exc:  # aiohttp's connection errors and gcsfs' 404/403 are OSErrors
-        err.write(f"error: cannot read {url}/: {type(exc).__name__}: {exc} (check --bucket-url, --cloud and the "
-                  "credentials); nothing written\n")
-        return 1
+    except (CloudError, OSError, TimeoutError) as exc:  # aiohttp's connection errors and gcsfs' 404/403 are OSErrors
+        return _unreadable(err, url, exc)
     if not listing:
-        err.write(
-            f"error: no artifacts of the original Substratus at {upstream}/ (hash = md5 of "
-            f"clusters/CLUSTER/namespaces/{namespace}/{KINDS[kind].PLURAL}/{name}, the same rule upstream used: "
-            "check the cluster name, namespace and bucket); nothing written\n")
-        return 1
+        return _fail(err, ExitCode.ERROR,
+                     f"no artifacts of the original Substratus at {upstream}/ (hash = md5 of "
+                     f"clusters/CLUSTER/namespaces/{namespace}/{KINDS[kind].PLURAL}/{name}, the same rule upstream "
+                     "used: check the cluster name, namespace and bucket); nothing written")
     body = completed_marker_for_adoption(kind, namespace, name, generation, dt.datetime.now(dt.UTC))
     try:
         await cloud.write(marker, _json(body))
-    except (CloudError, OSError) as exc:
-        err.write(f"error: cannot write {marker}: {type(exc).__name__}: {exc}; nothing adopted\n")
-        return 1
+    except (CloudError, OSError, TimeoutError) as exc:
+        detail = " ".join(str(exc).split())
+        return _fail(err, ExitCode.ERROR, f"cannot write {marker}: {type(exc).__name__}: {detail}; nothing adopted")
     size = sum(o.size for o in listing)
     out.write(f"adopted {len(listing)} files ({size} bytes) at {upstream}/ in place; wrote {marker}\n"
               f"{kind} {namespace}/{name} completes without running a Job (status.artifactsURL = {upstream})\n")
-    return 0
+    return ExitCode.OK
 
 
 async def notebook_files_at(cloud: Cloud, namespace: str, name: str, url: str, out: IO[str],
@@ -507,21 +544,19 @@ async def notebook_files_at(cloud: Cloud, namespace: str, name: str, url: str, o
     upstream = f"{url}/{UPSTREAM_ARTIFACTS_DIR}"
     try:
         listing = await cloud.list(upstream)
-    except (CloudError, OSError) as exc:
-        err.write(f"error: cannot read {url}/: {type(exc).__name__}: {exc} (check --bucket-url, --cloud and the "
-                  "credentials); nothing written\n")
-        return 1
+    except (CloudError, OSError, TimeoutError) as exc:
+        return _unreadable(err, url, exc)
     if not listing:
         out.write(f"Notebook {namespace}/{name}: no files of the original Substratus at {upstream}/; "
                   "nothing to bring over\n")
-        return 0
+        return ExitCode.OK
     target = output_url(url)
     size = sum(o.size for o in listing)
     err.write(f"Notebook {namespace}/{name}: {len(listing)} files ({size} bytes) of the original Substratus at "
               f"{upstream}/; here the Notebook's /content/output and /content/artifacts are {target}/, so "
               f"they are not visible until copied (adopt never moves data; nothing written):\n"
               f"  {_copy_command(upstream, target)}\n")
-    return 1
+    return ExitCode.ERROR
 
 
 def _copy_command(source: str, target: str) -> str:

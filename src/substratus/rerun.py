@@ -21,6 +21,7 @@ from typing import TextIO
 import attrs
 
 from substratus import naming
+from substratus.cli import CliError, ExitCode
 from substratus.cloud.base import Cloud
 from substratus.controllers.resources import BY_KIND
 from substratus.explain import _current_namespace, parse_target
@@ -84,27 +85,32 @@ async def rerun(client: Client, kind: str, name: str, namespace: str, *, cloud: 
     return Rerun(marker=marker, moved_to=moved_to, stamp=stamp)
 
 
-async def main(target: str, namespace: str | None, kubeconfig: str | None, out: TextIO | None = None) -> int:
+async def main(target: str, namespace: str | None, kubeconfig: str | None, out: TextIO | None = None, *,
+               context: str | None = None) -> int:
+    """``substratus rerun``: 0 done. Failures raise :class:`substratus.cli.CliError` with the
+    shared exit codes (2 bad target or a kind without a Job, 3 no cluster, 4 CRDs missing,
+    1 anything else: object not found, no ``status.url`` yet, the bucket refused)."""
+    from substratus.plugins.upload import check_crd, connect
+
     out = out or sys.stdout
     try:
         kind, name = parse_target(target)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(ExitCode.USAGE, str(exc)) from None
+    if kind not in RERUNNABLE:
+        raise CliError(ExitCode.USAGE, f"{kind} has no Job to run again; only Model and Dataset do")
+    client = await connect(kubeconfig, context)
     try:
-        client = await Client.auto(kubeconfig)
-    except Exception as exc:  # no kubeconfig, no in-cluster config
-        print(f"error: cannot load a Kubernetes configuration: {exc}", file=sys.stderr)
-        return 1
-    ns = namespace or _current_namespace(kubeconfig)
-    try:
+        await check_crd(client, BY_KIND[kind])
+        ns = namespace or _current_namespace(kubeconfig, context)
         done = await rerun(client, kind, name, ns)
     except RerunError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (ApiError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise CliError(ExitCode.ERROR, str(exc)) from None
+    except ApiError as exc:
+        raise CliError(ExitCode.NO_CLUSTER if exc.status in (401, 403) else ExitCode.ERROR,
+                       f"talking to the API server at {client.host}: {exc}") from None
+    except OSError as exc:  # the bucket (gcsfs, a local path) or the connection to the API server
+        raise CliError(ExitCode.ERROR, f"{type(exc).__name__}: {exc}") from None
     finally:
         await client.close()
     job = naming.child_name(name, kind)
@@ -114,4 +120,4 @@ async def main(target: str, namespace: str | None, kubeconfig: str | None, out: 
         print(f"no {done.marker}: {kind.lower()}/{name} was not complete; nothing moved", file=out)
     print(f"annotated {kind.lower()}/{name} {naming.RERUN_ANNOTATION}={done.stamp}: "
           f"the controller runs Job {job} again", file=out)
-    return 0
+    return ExitCode.OK

@@ -97,7 +97,7 @@ def test_every_upstream_shape_converts_to_the_same_meaning() -> None:
 
 def test_omitted_gpu_type_is_refused_and_nothing_is_written() -> None:
     rc, out, err = run_convert(str(UPSTREAM))
-    assert rc == 1 and out == ""
+    assert rc == 2 and out == ""
     assert "any-gpu.yaml: Server/llama-cpp-gpu: cannot convert: spec.resources.gpu.type: omitted" in err
     assert "--default-gpu-type" in err
     assert "1 of 12 documents cannot be converted; nothing written" in err
@@ -277,7 +277,7 @@ def test_gpu_count_zero_is_refused_not_turned_into_a_gpu() -> None:
 def test_a_document_that_is_not_an_object_is_refused_not_a_crash(text: str) -> None:
     model = yaml.safe_dump(_upstream(image="x", resources={}))
     rc, out, err = run_convert("-", stdin=model + "---\n" + text)
-    assert rc == 1 and out == ""
+    assert rc == 2 and out == ""
     assert "<stdin>#2: (not an object): cannot convert: a YAML" in err and "not a Kubernetes object" in err
     assert "1 of 2 documents cannot be converted; nothing written" in err
 
@@ -335,10 +335,10 @@ def test_a_directory_of_json_manifests_is_converted_like_kubectl_reads_it(tmp_pa
 def test_a_directory_without_manifests_or_a_file_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     rc, out, err = run_convert(str(tmp_path / "empty"))
-    assert rc == 1 and out == "" and "no *.yaml, *.yml, *.json files below it" in err
+    assert rc == 2 and out == "" and "no *.yaml, *.yml, *.json files below it" in err
     (tmp_path / "latin1.yaml").write_bytes(b"\xff\xfe not utf-8")
     rc, out, err = run_convert(str(tmp_path / "latin1.yaml"))
-    assert rc == 1 and out == "" and err.startswith("error: 'utf-8' codec can't decode")
+    assert rc == 2 and out == "" and err.startswith("substratus: error: 'utf-8' codec can't decode")
 
 
 def test_exported_owner_references_and_deletion_marks_are_removed() -> None:

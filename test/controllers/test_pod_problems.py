@@ -7,6 +7,7 @@ explain`` — through the Pod informer, with no polling — and clear once the P
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +19,7 @@ from substratus import explain as ex
 from substratus.controllers.pods import pod_problem_of
 from substratus.controllers.resources import DATASETS, MODELS, NOTEBOOKS, SERVERS
 from substratus.runtime.client import Client
-from substratus.runtime.resource import EVENTS, PODS, Resource
+from substratus.runtime.resource import DEPLOYMENTS, EVENTS, PODS, Resource
 from substratus.testing.simulator import ClusterSimulator
 from substratus.testing.wait import eventually
 
@@ -27,6 +28,10 @@ FAULTS: dict[tuple[str, str], str] = {}
 
 
 def _fault(pod: dict[str, Any]) -> str | None:
+    images = [c.get("image") for c in (pod.get("spec") or {}).get("containers") or []]
+    for image in images:
+        if ("image", image) in FAULTS:  # ("image", IMAGE): every Pod running that image
+            return FAULTS[("image", image)]
     labels = pod["metadata"].get("labels") or {}
     role = labels.get("substratus.ai/role", "")
     for kind in ("dataset", "model", "server", "notebook"):
@@ -134,3 +139,91 @@ async def test_a_job_that_failed_says_how_its_pod_ended(operator: Any, namespace
     assert "BackoffLimitExceeded" in c["message"] and "OOMKilled: container dataset: exit code 137" in c["message"]
     text = await ex.explain(client, "dataset/big", namespace)
     assert "Failed (OOMKilled: container dataset: exit code 137)" in text
+
+
+async def test_a_new_pod_reason_is_a_new_event_the_same_reason_is_not(operator: Any, namespace: str) -> None:
+    """PodFailing stays PodFailing while the Pod's own reason moves on (ErrImagePull →
+    ImagePullBackOff → CrashLoopBackOff): each new reason is a Warning Event naming it, as a change
+    of the condition's reason is. The kubelet re-reporting the same reason (every retry, here
+    every 0.5 s) adds none. Before, only the first reason ever reached an Event."""
+    client = operator.client
+    FAULTS[("notebook/nb", "workload")] = "ErrImagePull"
+    await client.create(NOTEBOOKS, obj("Notebook", "nb", namespace))
+
+    async def pod_failing_events() -> list[dict[str, Any]]:
+        events = (await client.list(EVENTS, namespace))["items"]
+        return sorted((e for e in events if e["involvedObject"]["name"] == "nb" and e["reason"] == "PodFailing"),
+                      key=lambda e: e["metadata"]["name"])  # names end in a creation-time hex
+
+    async def events_for(n: int) -> list[dict[str, Any]] | None:
+        found = await pod_failing_events()
+        return found if len(found) >= n else None
+
+    seen: list[str] = []
+    for step, fault in enumerate(("ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff"), start=1):
+        FAULTS[("notebook/nb", "workload")] = fault
+        await eventually(lambda f=fault: _reason_in_message(client, namespace, f), timeout=30)
+        events = await eventually(lambda n=step: events_for(n), timeout=15)
+        seen.append(events[-1]["message"])
+        assert events[-1]["type"] == "Warning" and f"{fault}: container notebook" in events[-1]["message"], seen
+    await asyncio.sleep(3)  # the kubelet keeps re-reporting CrashLoopBackOff meanwhile
+    events = await pod_failing_events()
+    assert len(events) == 3 and all(e.get("count", 1) == 1 for e in events), [e["message"] for e in events]
+
+
+async def _reason_in_message(client: Client, ns: str, fault: str) -> dict[str, Any] | None:
+    c = await _reason(client, NOTEBOOKS, "nb", ns, "Serving", "PodFailing")
+    return c if c and f": {fault}: " in c["message"] else None
+
+
+async def test_a_stuck_rollout_behind_a_serving_pod_is_not_available(operator: Any, namespace: str) -> None:
+    """A Server rolled out to a new image that cannot be pulled: the RollingUpdate keeps the old
+    Pod serving (Deployment Available=True, 2 Pods, 1 updated), which read as a Server
+    ``Available`` with the new spec never running. ``kubectl rollout status`` says it is not
+    rolled out, and so does the Server now: Serving=False/PodFailing naming the new Pod's
+    ImagePullBackOff and saying the previous version keeps serving; past the Deployment's
+    progress deadline its ProgressDeadlineExceeded too. Fixing the cause finishes the rollout."""
+    client = operator.client
+    await client.create(MODELS, obj("Model", "base", namespace))
+    await client.create(SERVERS, obj("Server", "s", namespace, model={"name": "base"}))
+    await eventually(lambda: _reason(client, SERVERS, "s", namespace, "Serving", "Available"), timeout=45)
+    [old_pod] = (await client.list(PODS, namespace, label_selector="substratus.ai/server=s"))["items"]
+
+    FAULTS[("image", "substratusai/server:broken")] = "ImagePullBackOff"
+    await client.patch(SERVERS, "s", {"spec": {"image": {"name": "substratusai/server:broken"}}}, namespace)
+
+    async def stuck() -> dict[str, Any] | None:
+        c = await _reason(client, SERVERS, "s", namespace, "Serving", "PodFailing")
+        return c if c and "ImagePullBackOff" in c["message"] else None
+
+    c = await eventually(stuck, timeout=45)
+    assert "the previous version keeps serving (1 old replica)" in c["message"], c["message"]
+    assert (await client.get(SERVERS, "s", namespace))["status"]["ready"] is False
+    ready = condition(await client.get(SERVERS, "s", namespace), "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "PodFailing"
+    # What a real Deployment controller reports meanwhile, and the old Pod still serving.
+    dep = await client.get(DEPLOYMENTS, "s-server", namespace)
+    st = dep["status"]
+    assert (st["replicas"], st["updatedReplicas"], st["availableReplicas"], st["unavailableReplicas"]) == (2, 1, 1, 1)
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Available"]["status"] == "True" and conds["Progressing"]["reason"] == "ReplicaSetUpdated"
+    still = await client.get(PODS, old_pod["metadata"]["name"], namespace)
+    assert not still["metadata"].get("deletionTimestamp") and pod_problem_of(still) is None
+
+    # The rollout's deadline (a user's setting on the Deployment; the API server's default is 600 s).
+    await client.patch(DEPLOYMENTS, "s-server", {"spec": {"progressDeadlineSeconds": 2}}, namespace)
+
+    async def deadline() -> dict[str, Any] | None:
+        c = await _reason(client, SERVERS, "s", namespace, "Serving", "PodFailing")
+        return c if c and "ProgressDeadlineExceeded" in c["message"] else None
+
+    c = await eventually(deadline, timeout=45)
+    assert "ImagePullBackOff" in c["message"] and "has timed out progressing" in c["message"], c["message"]
+    conds = {c["type"]: c for c in (await client.get(DEPLOYMENTS, "s-server", namespace))["status"]["conditions"]}
+    assert conds["Progressing"]["status"] == "False" and conds["Available"]["status"] == "True"
+
+    FAULTS.clear()  # the image is pushed after all: the kubelet's next pull works
+    await eventually(lambda: _reason(client, SERVERS, "s", namespace, "Serving", "Available"), timeout=45)
+    pods = (await client.list(PODS, namespace, label_selector="substratus.ai/server=s"))["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert [p["spec"]["containers"][0]["image"] for p in live] == ["substratusai/server:broken"]

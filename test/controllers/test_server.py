@@ -302,9 +302,23 @@ def test_deployment_state() -> None:
     assert deployment_state(None) == (False, "waiting for the Deployment to be created")
     assert deployment_state(dep(2, observedGeneration=1, updatedReplicas=1, availableReplicas=1)) == (
         False, "Deployment d: rolling out generation 2")
-    assert deployment_state(dep(2, observedGeneration=2, updatedReplicas=1, availableReplicas=1))[0] is True
+    assert deployment_state(dep(2, observedGeneration=2, replicas=1, updatedReplicas=1, availableReplicas=1))[0]
     # The old ReplicaSet is still the available one: not yet.
-    assert deployment_state(dep(2, observedGeneration=2, updatedReplicas=0, availableReplicas=1))[0] is False
+    assert deployment_state(dep(2, observedGeneration=2, replicas=1, updatedReplicas=0, availableReplicas=1))[0] \
+        is False
+    # RollingUpdate with a new Pod that never becomes available (ImagePullBackOff) behind the old,
+    # serving one: updatedReplicas already equals the wanted 1, but the rollout is not done (the
+    # shape kube-controller-manager reports; `kubectl rollout status` keeps waiting, then fails).
+    ok, message = deployment_state(dep(2, observedGeneration=2, replicas=2, updatedReplicas=1, readyReplicas=1,
+                                       availableReplicas=1, unavailableReplicas=1))
+    assert not ok and message == ("Deployment d: rollout not finished, 1/1 replicas updated, 1 available of 2; "
+                                  "the previous version keeps serving (1 old replica)")
+    ok, message = deployment_state(dep(2, observedGeneration=2, replicas=2, updatedReplicas=1, availableReplicas=1,
+                                       conditions=[{"type": "Progressing", "status": "False",
+                                                    "reason": "ProgressDeadlineExceeded",
+                                                    "message": 'ReplicaSet "d-1" has timed out progressing.'}]))
+    assert not ok and message.endswith('(1 old replica); ProgressDeadlineExceeded: ReplicaSet "d-1" has timed '
+                                       'out progressing.')
     ok, message = deployment_state(dep(1, observedGeneration=1, updatedReplicas=1, availableReplicas=0, conditions=[
         {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "timed out"}]))
     assert not ok and message == ("Deployment d: 0/1 replicas available, 1/1 updated; "

@@ -124,6 +124,39 @@ def test_explain_user_errors(tmp_path: Path) -> None:
                           ExitCode.NO_CLUSTER, "cannot connect")
 
 
+@pytest.mark.parametrize("cmd", [("rerun", "model/x"), ("adopt", "model/x"), ("explain", "model/x")])
+def test_every_cluster_command_reports_no_kubeconfig_alike(cmd: tuple[str, ...], tmp_path: Path) -> None:
+    """rerun and adopt fail on a missing/unreadable kubeconfig as explain and the plugins do (and none
+    of them on a kubeconfig that is not YAML: it was a traceback): one
+    line ``substratus: error: …``, exit 3, none of the Kubernetes library's own warnings."""
+    missing = tmp_path / "nope"
+    garbage = tmp_path / "garbage.yaml"
+    garbage.write_text("{not: [a kubeconfig")
+    for kubeconfig in (missing, garbage):
+        proc = run("substratus", *cmd, "--kubeconfig", str(kubeconfig))
+        assert_one_line_error(proc, ExitCode.NO_CLUSTER, "substratus: error: no usable Kubernetes configuration")
+    dead = tmp_path / "dead.yaml"
+    dead.write_text("apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: c, cluster: {server: "
+                    "'https://127.0.0.1:9'}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"
+                    "users: [{name: u, user: {token: x}}]\n")
+    assert_one_line_error(run("substratus", *cmd, "--kubeconfig", str(dead)), ExitCode.NO_CLUSTER, "cannot connect")
+    assert_one_line_error(run("substratus", cmd[0], "pod/x"), ExitCode.USAGE, "substratus: error: unknown kind")
+
+
+def test_convert_of_an_unreadable_manifest_is_a_usage_error(tmp_path: Path) -> None:
+    assert_one_line_error(run("substratus", "convert", str(tmp_path / "nope.yaml")), ExitCode.USAGE,
+                          "substratus: error: ", "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [b\n")
+    assert_one_line_error(run("substratus", "convert", str(bad)), ExitCode.USAGE, "substratus: error: ")
+
+
+@pytest.mark.parametrize("cmd", [("rerun",), ("adopt",), ("convert",)])
+def test_help_of_every_command_lists_its_exit_codes(cmd: tuple[str, ...]) -> None:
+    proc = run("substratus", *cmd, "--help")
+    assert proc.returncode == 0 and "exit codes:" in proc.stdout and "examples:" in proc.stdout, proc.stdout
+
+
 @pytest.fixture
 async def models(client: Client, namespace: str) -> str:
     await install_crds(client)

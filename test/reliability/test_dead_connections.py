@@ -182,3 +182,50 @@ async def test_a_standby_whose_connections_freeze_still_takes_over(
                 await asyncio.gather(t, return_exceptions=True)
         await leader.client.close()
         await via_proxy.close()
+
+
+async def test_the_simulators_frozen_watches_are_replaced_too(make_proxy, admin, namespace, tmp_path) -> None:
+    """The cluster simulator stands in for the kubelet and controller-manager; its watches used a
+    300 s server timeout and no read-idle timeout, so a frozen connection stalled every Job and
+    Pod of a test for minutes. It now uses the informers' dead-watch protection
+    (``runtime.client.watch_timeouts``): a frozen watch is dropped after the idle timeout and
+    re-listed, and a Job created meanwhile completes. (A short idle timeout keeps this quick;
+    the default is the operator's.)"""
+    from kubernetes_asyncio import client as k8s
+    from kubernetes_asyncio import config as k8s_config
+
+    from substratus.runtime.resource import JOBS
+    from substratus.testing.simulator import ClusterSimulator
+
+    assert ClusterSimulator.__attrs_attrs__.watch_idle_timeout.default == ClientOptions().watch_idle_timeout
+    proxy = await make_proxy("sim")
+    cfg = k8s.Configuration()
+    await k8s_config.load_kube_config(config_file=str(proxy.write_kubeconfig(tmp_path / "kubeconfig")),
+                                      client_configuration=cfg, persist_config=False)
+    idle = 6.0
+    async with k8s.ApiClient(configuration=cfg) as api:
+        sim = ClusterSimulator(api, namespace=namespace, job_delay=0.1, gc_interval=0, watch_idle_timeout=idle)
+        await sim.start()
+        try:
+            watches = {"jobs", "deployments", "pods"}
+            await eventually(lambda: watches <= {r.path.rsplit("/", 1)[-1] for r in proxy.records if r.watch},
+                             timeout=30, message="the simulator watching")
+            assert proxy.freeze() >= len(watches)
+            t_freeze = proxy.frozen_at
+            assert t_freeze is not None
+            await admin.create(JOBS, {"metadata": {"name": "while-frozen", "namespace": namespace}, "spec": {
+                "template": {"spec": {"restartPolicy": "Never",
+                                      "containers": [{"name": "c", "image": "busybox"}]}}}})
+
+            async def complete() -> bool:
+                job = await admin.get(JOBS, "while-frozen", namespace)
+                return any(c.get("type") == "Complete" and c.get("status") == "True"
+                           for c in (job.get("status") or {}).get("conditions") or [])
+
+            await eventually(complete, timeout=idle * 2 + 20, message="the Job completed by the simulator")
+            took = time.monotonic() - t_freeze
+            assert took <= idle * 2 + 20, took
+            print(f"\nRELIABILITY simulator dead watch: idle timeout {idle:.0f}s; Job created while frozen "
+                  f"complete after {took:.1f}s")
+        finally:
+            await sim.stop()

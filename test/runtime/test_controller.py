@@ -159,3 +159,156 @@ async def test_client_errors_are_typed(client: Client, namespace: str) -> None:
     with pytest.raises(NotFound):
         await client.get(CONFIGMAPS, "missing", namespace)
     assert await client.delete(CONFIGMAPS, "missing", namespace) is None
+
+
+# --- the echo of a reconcile's own writes ---------------------------------------------------------
+
+
+class Writer:
+    """Converges each parent ConfigMap to: an owned Secret ``<name>-child`` holding ``k=v``, and
+    the annotation ``observed=yes`` on the parent — writes whose watch echo comes back to it.
+    The first reconcile of a name in ``fail_after_write`` raises after writing."""
+
+    def __init__(self, client: Client, cache: Cache, namespace: str) -> None:
+        self.client, self.cache, self.ns = client, cache, namespace
+        self.calls: Counter[str] = Counter()
+        self.fail_after_write: set[str] = set()
+
+    async def reconcile(self, request: Request) -> Result:
+        self.calls[request.name] += 1
+        parent = self.cache.get(CONFIGMAPS, request.name, self.ns)
+        if parent is None or "wakes" in (parent["metadata"].get("labels") or {}):
+            return Result()
+        child_name = f"{request.name}-child"
+        child = self.cache.get(SECRETS, child_name, self.ns)
+        want = {"k": "dg=="}  # base64 of "v"
+        if child is None:
+            await self.client.create(SECRETS, {
+                "metadata": {"name": child_name, "namespace": self.ns, "ownerReferences": [{
+                    "apiVersion": "v1", "kind": "ConfigMap", "name": request.name,
+                    "uid": parent["metadata"]["uid"], "controller": True}]},
+                "data": want})
+        elif child.get("data") != want:
+            await self.client.patch(SECRETS, child_name, {"data": {"k": want["k"], "extra": None}}, self.ns)
+        if (parent["metadata"].get("annotations") or {}).get("observed") != "yes":
+            await self.client.patch(CONFIGMAPS, request.name, {"metadata": {"annotations": {"observed": "yes"}}},
+                                    self.ns)
+        if request.name in self.fail_after_write:
+            self.fail_after_write.discard(request.name)
+            raise ConnectionError("failed after writing")
+        return Result()
+
+
+def reconciles(name: str) -> float:
+    """What a user reads on /metrics: every finished reconcile of controller ``name``."""
+    return sum(sample("controller_runtime_reconcile_total", controller=name, result=r)
+               for r in ("success", "error", "requeue", "requeue_after"))
+
+
+async def converged(client: Client, namespace: str, name: str) -> bool:
+    parent = await client.get(CONFIGMAPS, name, namespace)
+    child = await client.get_or_none(SECRETS, f"{name}-child", namespace)
+    return ((parent["metadata"].get("annotations") or {}).get("observed") == "yes"
+            and child is not None and child.get("data") == {"k": "dg=="})
+
+
+async def quiet(ctrl: Controller, seconds: float = 1.0) -> None:
+    """The queue stays empty with no reconcile running for ``seconds`` (echoes have arrived)."""
+    assert ctrl.queue is not None
+    await eventually(lambda: ctrl.queue.idle(), timeout=10)
+    await asyncio.sleep(seconds)
+    await eventually(lambda: ctrl.queue.idle(), timeout=10)
+
+
+async def test_own_writes_echo_does_not_wake_the_writer(client: Client, namespace: str, cache: Cache) -> None:
+    """One reconcile per object: it creates a child and patches its own object, and the watch
+    echoes of both (exactly the versions it wrote) wake nobody."""
+    name = "own-writes"
+    rec = Writer(client, cache, namespace)
+    ctrl = Controller(name, rec, cache, max_concurrent_reconciles=4).for_(CONFIGMAPS).owns(SECRETS)
+    await start(ctrl, cache)
+    try:
+        before = reconciles(name)
+        names = [f"p{i}" for i in range(6)]
+        for n in names:
+            await client.create(CONFIGMAPS, {"metadata": {"name": n, "namespace": namespace}})
+        for n in names:
+            await eventually(lambda n=n: converged(client, namespace, n))
+        await quiet(ctrl)
+        assert reconciles(name) - before == len(names), dict(rec.calls)
+        assert all(rec.calls[n] == 1 for n in names), dict(rec.calls)
+        assert len(ctrl.own_writes) == 0, "every echo seen: nothing remembered"
+    finally:
+        await ctrl.stop()
+
+
+async def test_change_by_another_client_still_wakes_and_is_repaired(client: Client, namespace: str,
+                                                                    cache: Cache) -> None:
+    name = "own-writes-drift"
+    rec = Writer(client, cache, namespace)
+    ctrl = Controller(name, rec, cache).for_(CONFIGMAPS).owns(SECRETS)
+    await start(ctrl, cache)
+    try:
+        await client.create(CONFIGMAPS, {"metadata": {"name": "d", "namespace": namespace}})
+        await eventually(lambda: converged(client, namespace, "d"))
+        await quiet(ctrl)
+        assert rec.calls["d"] == 1
+        # Someone edits the child: a version we did not write. It wakes the owner, which repairs it.
+        await client.patch(SECRETS, "d-child", {"data": {"k": "aGFuZA==", "extra": "eA=="}}, namespace)
+        await eventually(lambda: converged(client, namespace, "d"))
+        await quiet(ctrl)
+        assert rec.calls["d"] == 2, "the edit wakes it once; the repair's own echo does not"
+        # Someone edits the parent (not a field we write): it still wakes the parent.
+        await client.patch(CONFIGMAPS, "d", {"data": {"user": "edit"}}, namespace)
+        await eventually(lambda: rec.calls["d"] == 3)
+        # A DELETE of the child always wakes the owner, which recreates it.
+        await client.delete(SECRETS, "d-child", namespace)
+        await eventually(lambda: converged(client, namespace, "d"))
+        await quiet(ctrl)
+        assert rec.calls["d"] == 4
+    finally:
+        await ctrl.stop()
+
+
+async def test_own_writes_still_wake_dependents_resync_and_retries(client: Client, namespace: str,
+                                                                   cache: Cache) -> None:
+    """Only the writer is spared its echo: another request the same event maps to is woken, a
+    resync reconciles everything, and a reconcile that wrote and then failed runs again."""
+    name = "own-writes-others"
+    rec = Writer(client, cache, namespace)
+    rec.fail_after_write.add("fails")
+
+    def watcher_of(obj: dict):
+        # Every parent's change concerns the "watcher" object too (a dependent, as through an index).
+        if "wakes" in (obj["metadata"].get("labels") or {}):
+            return []
+        return [Request(obj["metadata"]["namespace"], "watcher")]
+
+    ctrl = (Controller(name, rec, cache, rate_limiter=lambda: ItemExponentialFailureRateLimiter(0.05, 1.0))
+            .for_(CONFIGMAPS).owns(SECRETS).watches(CONFIGMAPS, watcher_of))
+    await client.create(CONFIGMAPS, {"metadata": {"name": "watcher", "namespace": namespace,
+                                                  "labels": {"wakes": "no"}}})
+    await start(ctrl, cache)
+    try:
+        await eventually(lambda: rec.calls["watcher"] >= 1)
+        await quiet(ctrl)
+        watcher0 = rec.calls["watcher"]
+        await client.create(CONFIGMAPS, {"metadata": {"name": "w", "namespace": namespace}})
+        await eventually(lambda: converged(client, namespace, "w"))
+        await quiet(ctrl)
+        assert rec.calls["w"] == 1
+        # The ADDED event and the echo of w's annotation patch both concern the watcher.
+        assert rec.calls["watcher"] >= watcher0 + 1
+
+        await client.create(CONFIGMAPS, {"metadata": {"name": "fails", "namespace": namespace}})
+        await eventually(lambda: converged(client, namespace, "fails"))
+        await quiet(ctrl)
+        assert rec.calls["fails"] == 2, "wrote, failed, retried once by the rate limiter; echoes wake nobody"
+
+        counts = dict(rec.calls)
+        for inf in cache.informers:
+            inf.resync()
+        await quiet(ctrl)
+        assert all(rec.calls[n] > counts[n] for n in ("w", "fails", "watcher")), "a resync reconciles everything"
+    finally:
+        await ctrl.stop()

@@ -508,3 +508,57 @@ async def test_unnamed_queue_emits_no_metrics() -> None:
     q.add("a")
     assert sample("workqueue_adds_total", "") is None
     assert clock.pending() == 0
+
+
+async def test_metrics_duration_buckets_are_le_bounds_and_survive_folding() -> None:
+    """A duration on a bucket bound counts in that bucket (Prometheus ``le``); the queue sorts
+    durations into buckets in batches, and a scrape sees every one so far."""
+    name = "test-metrics-buckets"
+    clock = FakeClock()
+    q: Queue[int] = Queue(name, clock=clock)
+    waits = [1.0, 0.5, 10.0, 2e-3, 1.0, 5000.0]
+    for i, wait in enumerate(waits):
+        q.add(i)
+        clock.step(wait)
+        q.done(await within(q.get()))
+    def bucket(le: str) -> float | None:
+        return REGISTRY.get_sample_value("workqueue_queue_duration_seconds_bucket",
+                                         {"name": name, "controller": "", "le": le})
+    assert bucket("0.001") == 0.0
+    assert bucket("0.01") == 1.0
+    assert bucket("1.0") == 4.0  # 2e-3, 0.5 and both 1.0
+    assert bucket("10.0") == 5.0
+    assert bucket("1000.0") == 5.0
+    assert bucket("+Inf") == 6.0
+    assert sample("workqueue_queue_duration_seconds_sum", name) == sum(waits)
+    # Past the batch size, the counts still add up.
+    for i in range(3000):
+        q.add(i)
+        q.done(await within(q.get()))
+    assert bucket("+Inf") == 3006.0
+    assert sample("workqueue_queue_duration_seconds_count", name) == 3006.0
+    assert sample("workqueue_work_duration_seconds_count", name) == 3006.0
+    assert sample("workqueue_adds_total", name) == 3006.0
+    q.shutdown()
+
+
+async def test_metrics_keep_counting_across_a_new_queue_with_the_same_name() -> None:
+    """A controller restarted (leadership lost and won again) gets a new queue with the same labels:
+    the counters go on from where they were and depth counts what either queue still holds."""
+    name = "test-metrics-restart"
+    clock = FakeClock()
+    old: Queue[str] = Queue(name, controller="c", clock=clock)
+    old.add("a")
+    old.add("b")
+    old.done(await within(old.get()))
+    old.shutdown()
+    assert sample("workqueue_depth", name, "c") == 1.0  # "b" never handed out, as in client-go
+    new: Queue[str] = Queue(name, controller="c", clock=clock)
+    new.add("a")
+    new.add("c")
+    assert sample("workqueue_adds_total", name, "c") == 4.0
+    assert sample("workqueue_depth", name, "c") == 3.0
+    assert await within(old.get()) == "b"  # a draining old queue still hands out what it held
+    assert sample("workqueue_depth", name, "c") == 2.0
+    assert sample("workqueue_adds_total", name, "c") == 4.0
+    new.shutdown()

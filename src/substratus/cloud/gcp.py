@@ -59,6 +59,44 @@ V4_ALGORITHM = "GOOG4-RSA-SHA256"
 _CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 
 
+class _GcsfsDetailsAtDebug(logging.Filter):
+    """gcsfs logs every request it gives up on with ``logger.exception`` (a traceback per retry
+    chain, at ERROR) and then raises the same error to its caller, who reports it — once, in its
+    own words (a reconcile error, ``substratus adopt``'s one line). Without logging configured,
+    Python's last-resort handler printed those tracebacks to a command line's stderr. Here they
+    are what they are, details: logged at DEBUG, visible when logging is configured that low."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+logging.getLogger("gcsfs").addFilter(_GcsfsDetailsAtDebug())
+
+
+def _filesystem_class(request_attempts: int | None) -> type[gcsfs.GCSFileSystem]:
+    """gcsfs' filesystem, or one whose requests are tried at most ``request_attempts`` times.
+
+    gcsfs tries each request 6 times with exponential backoff (1, 2, 4, 8, 16 s plus jitter:
+    about 35 s before an unreachable endpoint is an error). Right for a long-running operator,
+    long for a command line waiting to say "cannot reach the bucket". The bound re-applies gcsfs'
+    own retry decorator (``gcsfs.retry.retry_request``, same backoff and retriable errors) with
+    fewer attempts; should a gcsfs release no longer expose what that needs, its default stays.
+    """
+    if request_attempts is None:
+        return gcsfs.GCSFileSystem
+    wrapped = getattr(gcsfs.GCSFileSystem._request, "__wrapped__", None)
+    try:
+        from gcsfs.retry import retry_request
+    except ImportError:
+        return gcsfs.GCSFileSystem
+    if wrapped is None:
+        return gcsfs.GCSFileSystem
+    bounded = retry_request(retries=max(1, request_attempts))(wrapped)
+    return type("BoundedRetryGCSFileSystem", (gcsfs.GCSFileSystem,), {"_request": bounded})
+
+
 class Signer(Protocol):
     """``google.auth.crypt.Signer``'s shape: RSA-SHA256 over ``message`` (may block)."""
 
@@ -113,7 +151,8 @@ class GcpCloud(Cloud):
                  signing_credentials: SigningCredentials | None = None,
                  signing_service_account: str | None = None,
                  signing_endpoint: str | None = None,
-                 clock: Callable[[], dt.datetime] = _utcnow) -> None:
+                 clock: Callable[[], dt.datetime] = _utcnow,
+                 request_attempts: int | None = None) -> None:
         """
         ``service_account``: GSA the workloads' KSA is bound to (Workload Identity annotation).
         ``endpoint_url``/``token``: passed to gcsfs (tests: an emulator and ``"anon"``).
@@ -136,6 +175,7 @@ class GcpCloud(Cloud):
         self._clock = clock
         self._signer: tuple[Signer, str] | None = (
             (signing_credentials.signer, signing_credentials.signer_email) if signing_credentials else None)
+        self.request_attempts = request_attempts
         self._fs: gcsfs.GCSFileSystem | None = None
         self._fs_lock = asyncio.Lock()
         self._signer_lock = asyncio.Lock()
@@ -156,7 +196,8 @@ class GcpCloud(Cloud):
                     if self.project:
                         kwargs["project"] = self.project
                     # Credential discovery may query the metadata server: keep it off the loop.
-                    fs = await asyncio.to_thread(lambda: gcsfs.GCSFileSystem(**kwargs))
+                    fs_class = _filesystem_class(self.request_attempts)
+                    fs = await asyncio.to_thread(lambda: fs_class(**kwargs))
                     await fs._set_session()
                     self._fs = fs
         return self._fs

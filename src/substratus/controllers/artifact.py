@@ -148,7 +148,12 @@ class ArtifactReconciler(KindReconciler):
         problem = self.pod_problem(obj, render.WORKLOAD_ROLE, job) if job is not None and state != "succeeded" \
             else None
         if state == "succeeded":
-            await self._write_completed(obj, url, job_name, image.image, job)
+            if await self._write_completed(obj, url, job_name, image.image, job):
+                # completed.json now exists, so the next pass would take the stored-artifacts
+                # branch above (and word Built differently): take it now, so that this pass's
+                # status is the final one. Nothing wakes us for our own status write's echo
+                # (runtime/ownwrites.py), so a pass must reach its fixed point by itself.
+                return await self.sync(obj, raw, update)
             artifacts = await self._stored_artifacts_url(obj, url)
             update.set(COMPLETE, True, Reason.JOB_SUCCEEDED, f"artifacts at {artifacts}")
             await self._describe_artifacts(obj, artifacts)
@@ -195,10 +200,11 @@ class ArtifactReconciler(KindReconciler):
         return any(r.get("controller") and r.get("uid") == obj.metadata.uid for r in refs)
 
     async def _write_completed(self, obj: AnyKind, url: str, job_name: str, image: str,
-                               job: dict[str, Any] | None) -> None:
+                               job: dict[str, Any] | None) -> bool:
+        """Write ``completed.json`` unless it exists; True if this call wrote it."""
         marker = naming.completed_marker_url(url)
         if await self.ctx.cloud.exists(marker):
-            return
+            return False
         completion = ((job or {}).get("status") or {}).get("completionTime") or format_time(dt.datetime.now(dt.UTC))
         body: dict[str, Any] = {"job": job_name, "image": image, "generation": obj.metadata.generation,
                                 "specHash": workload_spec_hash(obj), "completionTime": completion,
@@ -207,6 +213,7 @@ class ArtifactReconciler(KindReconciler):
             body["build"] = to_dict(obj.status.build)
         await self.ctx.cloud.write(marker, (json.dumps(body, indent=2) + "\n").encode())
         log.info("wrote completion marker", extra={"url": marker})
+        return True
 
     async def _stored_artifacts_url(self, obj: AnyKind, url: str, marker: dict[str, Any] | None = None) -> str:
         """Where the completed artifacts are, recorded in ``status.artifactsURL`` for dependents:

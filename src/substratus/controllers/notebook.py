@@ -318,8 +318,9 @@ class NotebookReconciler(KindReconciler):
         if isinstance(idle_check, IdleStatus):
             obj.status.idle = idle_check
             update.set(SERVING, False, Reason.IDLE, idle_message(obj, idle_check))
-            # The status (and its Event) is written at the end of this pass; its watch event
-            # brings the next pass, which deletes the Pod. requeue covers a lost event.
+            # The status (and its Event) is written at the end of this pass; the requeue brings
+            # the next pass, which deletes the Pod (the echo of our own status write does not:
+            # runtime/ownwrites.py).
             return _sooner(image.result, Result(requeue=True))
         if failure is None:
             update.set(SERVING, True, Reason.AVAILABLE, available)

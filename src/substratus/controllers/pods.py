@@ -17,6 +17,7 @@ The reasons are the kubelet's and the scheduler's (Kubernetes docs, "Pod Lifecyc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -71,6 +72,19 @@ class PodProblem:
 
     def __str__(self) -> str:
         return f"Pod {self.pod}: {self.reason}" + (f": {self.message}" if self.message else "")
+
+
+# What PodProblem.__str__ writes first: "Pod <name>: <Reason>" (a Pod name is a DNS subdomain,
+# a kubelet or scheduler reason is CamelCase).
+_PROBLEM_IN_TEXT = re.compile(r"\bPod [a-z0-9](?:[-a-z0-9.]*[a-z0-9])?: ([A-Z][A-Za-z0-9]*)")
+
+
+def problem_reason_in(message: str) -> str | None:
+    """The Pod's reason in a condition message that carries a :class:`PodProblem` (``PodFailing``
+    messages), e.g. ``ImagePullBackOff``; None if there is none. The inverse of ``__str__``: the
+    reason is read back from the stored status, so it survives a restart of the operator."""
+    m = _PROBLEM_IN_TEXT.search(message)
+    return m.group(1) if m else None
 
 
 def _exit(term: dict[str, Any]) -> str:

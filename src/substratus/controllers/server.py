@@ -41,10 +41,17 @@ def service_url(name: str, namespace: str) -> str:
 
 
 def deployment_state(dep: dict[str, Any] | None) -> tuple[bool, str]:
-    """(available, message) from what the Deployment controller reported.
+    """(rolled out and available, message) from what the Deployment controller reported.
 
-    Available means the controller has seen the current generation, every replica runs the
-    current template, and at least one of them is available.
+    The rule of ``kubectl rollout status`` (and of kstatus, which Flux and Argo CD read): the
+    controller has seen the current generation, every wanted replica runs the current template
+    (``updatedReplicas``), no replica of an older template is left (``replicas`` counts them
+    all) and the updated ones are available. During a RollingUpdate the previous ReplicaSet's
+    Pod keeps serving until the new one is available, so "some replica available" is not the
+    current spec serving: a new image stuck in ImagePullBackOff behind an old Pod is not rolled
+    out, and the message says the previous version still serves. The Deployment's
+    ``Progressing=False`` (``ProgressDeadlineExceeded``: no progress for
+    ``spec.progressDeadlineSeconds``, default 600) is appended as the controller wrote it.
     """
     if dep is None:
         return False, "waiting for the Deployment to be created"
@@ -57,13 +64,21 @@ def deployment_state(dep: dict[str, Any] | None) -> tuple[bool, str]:
     replicas = spec.get("replicas")
     wanted = 1 if replicas is None else int(replicas)
     updated = int(status.get("updatedReplicas") or 0)
+    total = int(status.get("replicas") or 0)
     available = int(status.get("availableReplicas") or 0)
-    if updated >= wanted and available >= 1:
+    old = max(total - updated, 0)
+    if updated >= wanted and old == 0 and available >= max(wanted, 1):
         return True, ""
     detail = ""
     for c in status.get("conditions") or []:
         if c.get("type") == "Progressing" and c.get("status") == "False":
             detail = f"; {c.get('reason', '')}: {c.get('message', '')}"
+    if old and available:
+        # Old Pods are still there and some replica is available: the previous template serves
+        # while the new one is not available (yet, or ever: see the Pod problem, the deadline).
+        return False, (f"Deployment {name}: rollout not finished, {updated}/{wanted} replicas updated, "
+                       f"{available} available of {total}; the previous version keeps serving "
+                       f"({old} old replica{'s' if old != 1 else ''}){detail}")
     return False, (f"Deployment {name}: {available}/{wanted} replicas available, "
                    f"{updated}/{wanted} updated{detail}")
 

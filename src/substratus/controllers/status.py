@@ -13,6 +13,7 @@ import attrs
 from substratus.api import AnyKind, Condition, Reason, make_condition, set_condition, to_dict, with_ready
 from substratus.api.conditions import READY, TRUE
 from substratus.controllers.diff import merge_patch
+from substratus.controllers.pods import problem_reason_in
 from substratus.runtime.cache import Cache
 from substratus.runtime.client import Client
 from substratus.runtime.events import NORMAL, WARNING, EventRecorder
@@ -52,7 +53,8 @@ class StatusUpdate:
         if prev is None:
             if result.current.reason not in QUIET_FIRST_REASONS:
                 self.transitions.append(result.current)
-        elif prev.status != result.current.status or prev.reason != result.current.reason:
+        elif prev.status != result.current.status or prev.reason != result.current.reason \
+                or _pod_reason_changed(prev, result.current):
             self.transitions.append(result.current)
         return result.current
 
@@ -68,6 +70,16 @@ class StatusUpdate:
         result = with_ready(self.conditions, ready_type, now(), self.obj.metadata.generation)
         self.conditions = result.conditions
         return result.current.status == TRUE
+
+
+def _pod_reason_changed(prev: Condition, cur: Condition) -> bool:
+    """A ``PodFailing`` condition whose Pod now fails for another reason (``ErrImagePull`` →
+    ``ImagePullBackOff`` → ``CrashLoopBackOff``): news for whoever reads Events, like a change of
+    the condition's own reason. The same Pod reason again (a new Pod name, a restart count, the
+    kubelet's changing back-off text) is not, so a crash loop does not spam one Event per pass."""
+    if cur.reason != Reason.POD_FAILING or prev.reason != Reason.POD_FAILING:
+        return False
+    return problem_reason_in(prev.message) != problem_reason_in(cur.message)
 
 
 async def write_status(client: Client, res: Resource, raw: dict[str, Any], new_status: dict[str, Any],

@@ -202,8 +202,9 @@ async def connect(kubeconfig: str | None, context: str | None = None) -> Client:
             client = await Client.from_kubeconfig(kubeconfig, context=context)
         else:
             client = await Client.auto(kubeconfig)
-    except (ConfigException, OSError, ValueError, TypeError) as e:
-        raise PluginError(ExitCode.NO_CLUSTER, f"no usable Kubernetes configuration ({e}); "
+    except (ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as e:
+        detail = " ".join(str(e).split())  # a YAML error spans lines; the error is one
+        raise PluginError(ExitCode.NO_CLUSTER, f"no usable Kubernetes configuration ({detail}); "
                                                "pass --kubeconfig or set KUBECONFIG") from e
     try:
         await client.request("GET", "/version")

@@ -12,6 +12,9 @@ control over three things the generated client gets wrong by default:
 * patch content types — a dict body goes out as JSON-patch unless told otherwise;
 * metrics — ``rest_client_requests_total{code,method,host}`` like client-go.
 
+Every successful create/replace/patch/apply answer is also handed to ``ownwrites.note_write``, so
+a controller knows the versions its own reconciles wrote (runtime/ownwrites.py).
+
 The ``ApiClient`` is always built explicitly (kubeconfig or in-cluster), never the global default.
 """
 
@@ -22,14 +25,16 @@ import builtins
 import contextlib
 import contextvars
 import copy
+import datetime
 import json
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import aiohttp
 import attrs
@@ -41,6 +46,7 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
 from substratus.runtime import metrics
+from substratus.runtime.ownwrites import note_write
 from substratus.runtime.resource import Resource
 
 log = logging.getLogger(__name__)
@@ -233,6 +239,11 @@ class Client:
         self.options = options or ClientOptions()
         self._host = urlsplit(api.configuration.host).netloc or api.configuration.host
         self._counters: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+        self._timeout: tuple[tuple[float, float], aiohttp.ClientTimeout] | None = None
+        # The server's URL, once: the host as kubernetes-asyncio joins it (a path prefix kept,
+        # a trailing slash dropped), in yarl's encoded form so requests need not re-quote it.
+        self._base_url = str(yarl.URL(api.configuration.host or "")).rstrip("/")
         self.write_fence: Callable[[], None] | None = None
         """Called before every write (POST/PUT/PATCH/DELETE) is sent; raises ``NotLeader`` to
         refuse it (SPEC §7 fencing; see ``fenced``)."""
@@ -306,30 +317,81 @@ class Client:
     async def _send(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
                     body: Any = None, content_type: str = "application/json",
                     timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientResponse:
+        """Send one request on the ApiClient's aiohttp session and return the unread response.
+
+        kubernetes-asyncio's ``ApiClient.call_api`` is not used: for every request it walks the
+        body (``sanitize_for_serialization``), the headers and the query through its model
+        sanitiser, re-encodes the body with ``json.dumps`` and has aiohttp re-parse and re-quote
+        the URL, which made it the largest share of the operator's CPU in a convergence profile
+        (docs/operations.md#performance). What it does that matters is kept, here: the same
+        session (connector: CA, client certificate, ``tls-server-name``; the resolved proxy), its
+        default headers (User-Agent) and cookie, and the bearer token taken from the
+        Configuration for every request through ``auth_settings()``, so a rotating token (the
+        in-cluster token file's ``refresh_api_key_hook``, a kubeconfig exec plugin's refresh)
+        applies to the next request. Bodies are encoded by ``dumps``; a ``bytes`` body is sent as
+        is. Raises ``NotLeader`` (write fence), ``TimeoutError`` and ``aiohttp.ClientError``.
+        """
         # A paused replica woken past its renew deadline must not send anything: the fence is
         # checked here, and again by _FencedRequest right before the bytes leave.
         fence = self.write_fence if method in WRITE_METHODS else None
         if fence is not None:
             fence()
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
-        params = [(k, _query_value(v)) for k, v in (query or {}).items() if v is not None]
+        api = self.api
+        headers = {**api.default_headers, "Content-Type": content_type, "Accept": "application/json"}
+        if api.cookie:
+            headers["Cookie"] = api.cookie
+        params = [(k, _query_value(v)) for k, v in query.items() if v is not None] if query else []
+        for auth in (await api.configuration.auth_settings()).values():
+            # The shapes kubernetes-asyncio's ApiClient._apply_auth_params accepts.
+            if auth["in"] == "header":
+                headers[auth["key"]] = auth["value"]
+            elif auth["in"] == "query":
+                params.append((auth["key"], auth["value"]))
+            elif auth["in"] == "cookie":
+                headers["Cookie"] = auth["value"]
+        url = self._base_url + path
+        if params:
+            url += "?" + _urlencode(params)
+        data = (body if isinstance(body, bytes) else dumps(body)) if body is not None else None
+        rest = api.rest_client
+        kwargs: dict[str, Any] = {}
+        if rest.proxy:
+            kwargs["proxy"] = rest.proxy
+            if rest.proxy_headers:
+                kwargs["proxy_headers"] = rest.proxy_headers
+        if rest.server_hostname:
+            kwargs["server_hostname"] = rest.server_hostname
+        if timeout is None:
+            timeout = self._request_timeout()
         started = time.monotonic()
         token = _WRITE_FENCE.set(fence)
         try:
-            resp = await self.api.call_api(
-                path, method, query_params=params, header_params=headers, body=body,
-                auth_settings=["BearerToken"], _preload_content=False,
-                _request_timeout=timeout or aiohttp.ClientTimeout(
-                    total=self.options.request_timeout, connect=self.options.connect_timeout),
-            )
+            # Every part of the URL is already percent-encoded (Resource.path quotes names,
+            # urlencode the query): yarl need not parse and re-quote it.
+            resp = await rest.pool_manager.request(method, yarl.URL(url, encoded=True), headers=headers,
+                                                   data=data, timeout=timeout, **kwargs)
         except (TimeoutError, aiohttp.ClientError):
             self._count("<error>", method)
             raise
         finally:
             _WRITE_FENCE.reset(token)
-            metrics.REST_CLIENT_REQUEST_DURATION.labels(method, self._host).observe(time.monotonic() - started)
+            self._observe(method, time.monotonic() - started)
         self._count(resp.status, method)
         return resp
+
+    def _request_timeout(self) -> aiohttp.ClientTimeout:
+        """The total/connect timeout of a non-watch request, rebuilt only when the options change."""
+        key = (self.options.request_timeout, self.options.connect_timeout)
+        cached = self._timeout
+        if cached is None or cached[0] != key:
+            cached = self._timeout = (key, aiohttp.ClientTimeout(total=key[0], connect=key[1]))
+        return cached[1]
+
+    def _observe(self, method: str, seconds: float) -> None:
+        child = self._durations.get(method)
+        if child is None:
+            child = self._durations[method] = metrics.REST_CLIENT_REQUEST_DURATION.labels(method, self._host)
+        child.observe(seconds)
 
     async def request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
                       body: Any = None, content_type: str = "application/json") -> Any:
@@ -407,18 +469,24 @@ class Client:
 
     async def create(self, res: Resource, obj: dict, namespace: str | None = None) -> dict:
         ns = namespace or (obj.get("metadata") or {}).get("namespace")
-        return await self.request("POST", res.path(ns), body=_with_type(res, obj))
+        written = await self.request("POST", res.path(ns), body=_with_type(res, obj))
+        note_write(res, written)
+        return written
 
     async def replace(self, res: Resource, obj: dict, subresource: str | None = None) -> dict:
         meta = obj["metadata"]
-        return await self.request("PUT", res.path(meta.get("namespace"), meta["name"], subresource),
-                                  body=_with_type(res, obj))
+        written = await self.request("PUT", res.path(meta.get("namespace"), meta["name"], subresource),
+                                     body=_with_type(res, obj))
+        note_write(res, written)
+        return written
 
     async def patch(self, res: Resource, name: str, patch: Any, namespace: str | None = None, *,
                     content_type: str = MERGE_PATCH, subresource: str | None = None) -> dict:
         """PATCH with an explicit content type (merge-patch by default, never an accidental JSON-patch)."""
-        return await self.request("PATCH", res.path(namespace, name, subresource), body=patch,
-                                  content_type=content_type)
+        written = await self.request("PATCH", res.path(namespace, name, subresource), body=patch,
+                                     content_type=content_type)
+        note_write(res, written)
+        return written
 
     async def patch_status(self, res: Resource, name: str, patch: dict, namespace: str | None = None) -> dict:
         return await self.patch(res, name, patch, namespace, subresource="status")
@@ -427,10 +495,12 @@ class Client:
                     field_manager: str | None = None) -> dict:
         """Server-side apply: the server merges our fields and owns the result's conflicts."""
         meta = obj["metadata"]
-        return await self.request(
+        written = await self.request(
             "PATCH", res.path(meta.get("namespace"), meta["name"], subresource),
             query={"fieldManager": field_manager or self.options.field_manager, "force": "true" if force else None},
             body=_with_type(res, obj), content_type=APPLY_PATCH)
+        note_write(res, written)
+        return written
 
     async def delete(self, res: Resource, name: str, namespace: str | None = None, *,
                      propagation_policy: str | None = "Background", uid: str | None = None,
@@ -462,20 +532,13 @@ class Client:
         the idle window when not given and capped to it when larger, so only a dead connection is
         ever silent that long (see ``ClientOptions.watch_idle_timeout``).
         """
-        lo, hi = watch_timeout_range(self.options.watch_idle_timeout)
-        timeout_seconds = random.randint(lo, hi) if timeout_seconds is None else min(timeout_seconds, hi)
+        timeout_seconds, timeout = watch_timeouts(self.options.watch_idle_timeout, self.options.connect_timeout,
+                                                  timeout_seconds)
         query = {
             "watch": "true", "resourceVersion": resource_version, "timeoutSeconds": timeout_seconds,
             "allowWatchBookmarks": "true" if allow_bookmarks else None,
             "labelSelector": label_selector, "fieldSelector": field_selector,
         }
-        # The whole watch has a deadline too: the server ends it after timeout_seconds, so one
-        # still open a fifth of the idle window later is dead even if bytes trickle in (every
-        # byte restarts the read-idle timer; a stuck intermediary or a server stuck mid-write).
-        timeout = aiohttp.ClientTimeout(total=timeout_seconds + watch_deadline_slack(self.options.watch_idle_timeout),
-                                        connect=self.options.connect_timeout,
-                                        sock_connect=self.options.connect_timeout,
-                                        sock_read=self.options.watch_idle_timeout)
         resp = await self._send("GET", res.path(namespace), query=query, timeout=timeout)
         try:
             if not 200 <= resp.status < 300:
@@ -497,6 +560,25 @@ class Client:
         finally:
             resp.release()
             resp.close()
+
+
+def watch_timeouts(idle_timeout: float, connect_timeout: float, timeout_seconds: int | None = None
+                   ) -> tuple[int, aiohttp.ClientTimeout]:
+    """A watch request's server-side ``timeoutSeconds`` and its client-side timeouts, so a dead
+    connection is dropped within ``idle_timeout`` seconds (SPEC §7; see
+    ``ClientOptions.watch_idle_timeout``). ``timeout_seconds`` None: drawn inside the idle window
+    (spread, so watches do not all end together); larger than the window: capped to it.
+
+    The client side: no byte for ``idle_timeout`` (read-idle), and a deadline for the whole
+    watch — the server ends it after ``timeoutSeconds``, so one still open a fifth of the idle
+    window later is dead even if bytes trickle in (every byte restarts the read-idle timer; a
+    stuck intermediary or a server stuck mid-write). Every watch of ours uses this: the
+    informers' (``Client.watch``) and the cluster simulator's."""
+    lo, hi = watch_timeout_range(idle_timeout)
+    timeout_seconds = random.randint(lo, hi) if timeout_seconds is None else min(timeout_seconds, hi)
+    return timeout_seconds, aiohttp.ClientTimeout(total=timeout_seconds + watch_deadline_slack(idle_timeout),
+                                                  connect=connect_timeout, sock_connect=connect_timeout,
+                                                  sock_read=idle_timeout)
 
 
 def watch_timeout_range(idle_timeout: float) -> tuple[int, int]:
@@ -552,6 +634,36 @@ def loads(data: bytes) -> Any:
         return json.loads(data)
 
 
+def dumps(body: Any) -> bytes:
+    """Encode a request body as JSON bytes: orjson (several times faster than ``json`` on
+    Kubernetes objects; UTF-8 out, where ``json`` escapes non-ASCII — the same JSON to the API
+    server), falling back to ``json`` for what orjson refuses and ``json`` takes (integers beyond
+    64 bits, non-string keys, nesting deeper than 254). Values neither encodes natively
+    (kubernetes-asyncio models, dates) become what ``ApiClient.sanitize_for_serialization`` made
+    of them when requests went through ``call_api`` (``_sanitize``).
+
+    Raises TypeError or ValueError if neither can encode it."""
+    try:
+        return orjson.dumps(body, default=_sanitize)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, default=_sanitize).encode()
+
+
+def _sanitize(obj: Any) -> Any:
+    """What ``ApiClient.sanitize_for_serialization`` made of a value JSON cannot encode: a date as
+    ISO 8601, a generated model as the dict of its set attributes under their wire names (the
+    encoder calls this again for what that dict holds).
+
+    Raises TypeError for anything else (as json.dumps would)."""
+    if isinstance(obj, (datetime.datetime, datetime.date)):
+        return obj.isoformat()
+    openapi_types, attribute_map = getattr(obj, "openapi_types", None), getattr(obj, "attribute_map", None)
+    if isinstance(openapi_types, dict) and isinstance(attribute_map, dict):
+        return {attribute_map[attr]: value for attr in openapi_types
+                if (value := getattr(obj, attr)) is not None}
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
 def _default_kubeconfig_exists() -> bool:
     return bool(os.environ.get("KUBECONFIG")) or os.path.exists(os.path.expanduser("~/.kube/config"))
 
@@ -560,6 +672,16 @@ def _query_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
+
+
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
+
+
+def _urlencode(params: builtins.list[tuple[str, str]]) -> str:
+    """``urllib.parse.urlencode(params)``, byte for byte, at a fraction of its cost for the plain
+    names and values nearly every request carries (resourceVersions, field managers, limits)."""
+    return "&".join(f"{k if _UNRESERVED(k) else quote_plus(k)}={v if _UNRESERVED(v) else quote_plus(v)}"
+                    for k, v in params)
 
 
 def _with_type(res: Resource, obj: dict) -> dict:

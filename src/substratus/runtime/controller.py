@@ -6,6 +6,10 @@ rate limiter's backoff; ``Result.requeue_after`` comes back after that delay; a
 (leadership lost mid-reconcile) drops the item uncounted, as the controller is stopping. An unexpected
 exception (a bug — Go would panic) is caught, logged with the object and counted as a panic,
 and then handled like an error, so one bad object never takes the operator down.
+
+The watch echo of a reconcile's own write (a child it created, its own status patch) does not
+wake that reconcile's request again: it already acted on what the write returned
+(runtime/ownwrites.py says exactly when an event is skipped; docs/operations.md, performance).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from substratus import logs
 from substratus.runtime import metrics
 from substratus.runtime.cache import Cache
 from substratus.runtime.client import ApiError, NotLeader
+from substratus.runtime.ownwrites import Event, OwnWrites
 from substratus.runtime.ratelimiter import RateLimiter, default_controller_rate_limiter
 from substratus.runtime.reconcile import Reconciler, Request, TerminalError
 from substratus.runtime.resource import Resource
@@ -50,35 +55,61 @@ def controller_owner(obj: dict) -> dict | None:
     return None
 
 
-class _Handler:
-    """Adapts informer callbacks to queue adds through a mapping function."""
+class _Source:
+    """Everything one controller watches of one resource, heard through one informer handler:
+    its routes (a mapping to requests and an optional update predicate, one per ``for_`` /
+    ``owns`` / ``watches`` call) and the controller's memory of its own writes.
 
-    def __init__(self, queue_getter: Callable[[], RateLimitingQueue | None], mapper: MapFunc,
-                 update_predicate: UpdatePredicate | None = None) -> None:
-        self._queue = queue_getter
-        self._map = mapper
-        self._update_predicate = update_predicate
+    A live watch event carrying exactly the version a reconcile of request R wrote does not
+    enqueue R — R already acted on it (runtime/ownwrites.py) — and still enqueues every other
+    request it maps to. Replays (list, relist, resync) and DELETEs enqueue everything."""
 
-    def _enqueue(self, obj: dict) -> None:
-        q = self._queue()
-        if q is None:
-            return
-        for req in self._map(obj):
-            q.add(req)
+    def __init__(self, controller: Controller, res: Resource) -> None:
+        self._controller = controller
+        self.res = res
+        self.routes: list[tuple[MapFunc, UpdatePredicate | None]] = []
+        self._informer = controller.cache.informer(res)
+        self._own = controller.own_writes
 
     def on_add(self, obj: dict) -> None:
-        self._enqueue(obj)
+        q = self._controller.queue
+        if q is None:
+            return
+        skip, event = self._own.observe(self.res, obj) if self._informer.live else (None, None)
+        for mapper, _ in self.routes:
+            for req in mapper(obj):
+                self._enqueue(q, req, skip, event)
 
     def on_update(self, old: dict, new: dict) -> None:
-        if self._update_predicate is not None and not self._update_predicate(old, new):
+        q = self._controller.queue
+        if q is None:
             return
-        # Both sides: a reference that moved away must wake whoever it used to point at.
-        self._enqueue(old)
-        if old is not new:
-            self._enqueue(new)
+        skip, event = self._own.observe(self.res, new) if self._informer.live else (None, None)
+        for mapper, predicate in self.routes:
+            if predicate is not None and not predicate(old, new):
+                continue
+            # Both sides: a reference that moved away must wake whoever it used to point at.
+            for req in mapper(old):
+                self._enqueue(q, req, skip, event)
+            if old is not new:
+                for req in mapper(new):
+                    self._enqueue(q, req, skip, event)
+
+    def _enqueue(self, q: RateLimitingQueue, req: Request, skip: Request | None, event: Event | None) -> None:
+        if skip is not None and req == skip:
+            return  # the echo of this request's own write
+        if event is not None and self._own.defer(req, event):
+            return  # its reconcile is running: decided when it ends
+        q.add(req)
 
     def on_delete(self, obj: dict) -> None:
-        self._enqueue(obj)
+        self._own.forget(self.res, obj)
+        q = self._controller.queue
+        if q is None:
+            return
+        for mapper, _ in self.routes:
+            for req in mapper(obj):
+                q.add(req)
 
 
 class Controller:
@@ -90,7 +121,9 @@ class Controller:
         self.max_concurrent_reconciles = max(1, max_concurrent_reconciles)
         self._rate_limiter_factory = rate_limiter
         self.queue: RateLimitingQueue | None = None
-        self._sources: list[tuple[Resource, _Handler]] = []
+        self._sources: dict[Resource, _Source] = {}
+        self.own_writes = OwnWrites()
+        """The versions this controller's reconciles wrote, whose watch echo wakes nobody."""
         self._workers: list[asyncio.Task[None]] = []
         self._primary: Resource | None = None
         self._m_total = {r: metrics.RECONCILE_TOTAL.labels(name, r)
@@ -105,15 +138,19 @@ class Controller:
 
     # --- wiring -------------------------------------------------------------------------------
 
-    def _watch(self, res: Resource, handler: _Handler) -> Controller:
-        self.cache.informer(res)  # created now so the manager waits for its sync
-        self._sources.append((res, handler))
+    def _watch(self, res: Resource, mapper: MapFunc, update_predicate: UpdatePredicate | None) -> Controller:
+        source = self._sources.get(res)
+        if source is None:
+            self.cache.informer(res)  # created now so the manager waits for its sync
+            source = self._sources[res] = _Source(self, res)
+            self.own_writes.track(res)
+        source.routes.append((mapper, update_predicate))
         return self
 
     def for_(self, res: Resource, update_predicate: UpdatePredicate | None = None) -> Controller:
         """The primary kind: each of its objects is a request for itself."""
         self._primary = res
-        return self._watch(res, _Handler(lambda: self.queue, lambda o: (request_for(o),), update_predicate))
+        return self._watch(res, lambda o: (request_for(o),), update_predicate)
 
     def owns(self, res: Resource, update_predicate: UpdatePredicate | None = None) -> Controller:
         """Children: an event on one wakes its controlling owner of the primary kind."""
@@ -130,15 +167,15 @@ class Controller:
                 return ()
             return (Request((obj.get("metadata") or {}).get("namespace"), ref["name"]),)
 
-        return self._watch(res, _Handler(lambda: self.queue, to_owner, update_predicate))
+        return self._watch(res, to_owner, update_predicate)
 
     def watches(self, res: Resource, mapper: MapFunc, update_predicate: UpdatePredicate | None = None) -> Controller:
         """Any kind, mapped to requests by ``mapper`` (dependency wake-ups through an index)."""
-        return self._watch(res, _Handler(lambda: self.queue, mapper, update_predicate))
+        return self._watch(res, mapper, update_predicate)
 
     @property
     def watched_resources(self) -> list[Resource]:
-        return [res for res, _ in self._sources]
+        return list(self._sources)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -147,8 +184,9 @@ class Controller:
         if self.queue is not None:
             raise RuntimeError(f"controller {self.name} already started")
         self.queue = RateLimitingQueue(name=self.name, controller=self.name, rate_limiter=self._rate_limiter_factory())
-        for res, handler in self._sources:
-            self.cache.informer(res).add_handler(handler)
+        self.own_writes.clear()  # a restart replays every cached object anyway
+        for res, source in self._sources.items():
+            self.cache.informer(res).add_handler(source)
         self._workers = [asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}")
                          for i in range(self.max_concurrent_reconciles)]
         log.info("controller started", extra={"controller": self.name, "workers": self.max_concurrent_reconciles})
@@ -188,9 +226,13 @@ class Controller:
         # Every line logged during this reconcile carries these fields (controller-runtime's keys).
         token = logs.bind(controller=self.name, kind=self._primary.kind if self._primary else None,
                           namespace=req.namespace, name=req.name, reconcileID=str(uuid.uuid4()))
+        # What this reconcile writes is remembered as its own: the echo will not wake it again.
+        writes = self.own_writes.begin(req)
         try:
             await self._reconcile_one(q, req)
         finally:
+            if self.own_writes.end(req, writes):
+                q.add(req)  # changed by someone else meanwhile: once more (done() re-queues it)
             logs.reset(token)
 
     async def _reconcile_one(self, q: RateLimitingQueue, req: Request) -> None:

@@ -141,6 +141,11 @@ class Informer:
         self.resource_version = ""
         self.relists = 0
         self._handlers: list[EventHandler] = []
+        self.live = False
+        """True only while handlers hear one watch event: one change the server reported, in
+        order. False for replays — the LIST, a relist's diff (which can fold several changes
+        into one), a resync, a late handler's catch-up — where an object's version says nothing
+        about who last changed it (runtime/ownwrites.py relies on this)."""
         self._synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -269,15 +274,19 @@ class Informer:
                 obj = self.transform(obj)
             obj.setdefault("apiVersion", self.resource.api_version)
             obj.setdefault("kind", self.resource.kind)
-            if event.type in ("ADDED", "MODIFIED"):
-                old = self.store.upsert(obj)
-                if old is None:
-                    self._emit_add(obj)
-                else:
-                    self._emit_update(old, obj)
-            elif event.type == "DELETED":
-                last = self.store.delete(object_key(obj))
-                self._emit_delete(obj if last is None or obj.get("spec") is not None else last)
+            self.live = True
+            try:
+                if event.type in ("ADDED", "MODIFIED"):
+                    old = self.store.upsert(obj)
+                    if old is None:
+                        self._emit_add(obj)
+                    else:
+                        self._emit_update(old, obj)
+                elif event.type == "DELETED":
+                    last = self.store.delete(object_key(obj))
+                    self._emit_delete(obj if last is None or obj.get("spec") is not None else last)
+            finally:
+                self.live = False
             if rv:
                 self.resource_version = rv
             self.backoff.reset()

@@ -8,7 +8,8 @@ registry owned by this module so that tests and the manager's ``/metrics`` endpo
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_right
+from collections.abc import Sized
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -96,19 +97,26 @@ class WorkqueueSeries:
     Plain attributes, updated by the queue with no locking: a queue is used only from its event
     loop's thread, and ``/metrics`` is served on that loop too. Durations are appended to
     ``queue_pending``/``work_pending`` as they happen and sorted into buckets by :meth:`fold`
-    (at every scrape, and by the queue once ``FOLD_AT`` are pending), which is cheaper per item
-    than finding the bucket each time. Bucket counts are per bucket, not cumulative; index
-    ``len(WORKQUEUE_BUCKETS)`` is ``+Inf``.
+    (at every scrape, and by the queue once ``FOLD_AT`` queue durations are pending), which is
+    cheaper per item than finding the bucket each time. Bucket counts are per bucket, not
+    cumulative; index ``len(WORKQUEUE_BUCKETS)`` is ``+Inf``.
+
+    Depth and adds are not counted per item but read off the queues' own bookkeeping, which
+    makes them exactly client-go's: an add that counts (``depth.Inc``, ``adds.Inc``) is one that
+    puts the item into the queue's dirty set, and a get (``depth.Dec``, one queue-duration
+    observation) is what takes it out again. So ``depth`` is the number of dirty items and
+    ``adds`` is the queue-duration count plus ``depth``. ``dirty`` holds the dirty set of every
+    queue that counted into this series (a controller restarted after losing leadership has a
+    new queue under the same labels, and keeps counting on, like a labelled prometheus child).
     """
 
     FOLD_AT = 1024
 
-    __slots__ = ("adds", "depth", "longest", "queue_counts", "queue_pending", "queue_sum", "retries",
+    __slots__ = ("dirty", "longest", "queue_counts", "queue_pending", "queue_sum", "retries",
                  "unfinished", "work_counts", "work_pending", "work_sum")
 
     def __init__(self) -> None:
-        self.adds = 0
-        self.depth = 0
+        self.dirty: list[Sized] = []
         self.retries = 0
         self.unfinished = 0.0
         self.longest = 0.0
@@ -119,6 +127,16 @@ class WorkqueueSeries:
         self.work_pending: list[float] = []
         self.work_sum = 0.0
 
+    @property
+    def depth(self) -> int:
+        """``workqueue_depth``: items added and not handed out yet, in every queue of the series."""
+        return sum(len(d) for d in self.dirty)
+
+    @property
+    def adds(self) -> int:
+        """``workqueue_adds_total``: every add that was not coalesced with a waiting one."""
+        return sum(self.queue_counts) + len(self.queue_pending) + self.depth
+
     def fold(self) -> None:
         """Move pending durations into the histogram buckets and sums."""
         if self.queue_pending:
@@ -128,10 +146,20 @@ class WorkqueueSeries:
 
 
 def _into_buckets(pending: list[float], counts: list[int]) -> float:
-    bounds = WORKQUEUE_BUCKETS
-    for v in pending:
-        counts[bisect_left(bounds, v)] += 1
-    total = math.fsum(pending)
+    """Count ``pending`` into ``counts`` (value ``v`` in the first bucket whose bound is >= ``v``,
+    Prometheus' ``le``), clear it and return its sum.
+
+    Sorts once and bisects each bound in the sorted values: 12 bisections per fold instead of
+    one per value, so a duration costs about its share of a C sort.
+    """
+    pending.sort()
+    below = 0
+    for i, bound in enumerate(WORKQUEUE_BUCKETS):
+        upto = bisect_right(pending, bound, below)
+        counts[i] += upto - below
+        below = upto
+    counts[-1] += len(pending) - below
+    total = sum(pending)  # ascending, small first: rounding far below any bucket width
     pending.clear()
     return total
 

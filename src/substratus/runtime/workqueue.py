@@ -49,6 +49,11 @@ __all__ = [
 
 T = TypeVar("T", bound=Hashable)
 
+# The Future class itself: ``loop.create_future()`` is one more Python call per wait on asyncio's
+# loop, and uvloop's returns this same class.
+_Future = asyncio.Future
+_FOLD_AT = WorkqueueSeries.FOLD_AT
+
 
 class ShutDown(Exception):
     """Raised by :meth:`Queue.get` once the queue is shut down and empty: the worker should exit."""
@@ -160,10 +165,13 @@ class Queue(Generic[T]):
         self._clock: Clock = clock if clock is not None else RealClock()
         # Every queued item is in _dirty and not in _processing.
         self._queue: deque[T] = deque()
-        # Everything that needs processing, queued or re-added while being processed.
-        self._dirty: set[T] = set()
-        # Handed out by get() and not done() yet.
-        self._processing: set[T] = set()
+        # Everything that needs processing, queued or re-added while being processed, with the
+        # time it was added (client-go's addTimes: the start of its queue duration; 0.0 when the
+        # queue has no metrics). One dict for both saves a hash lookup per add and per get.
+        self._dirty: dict[T, float] = {}
+        # Handed out by get() and not done() yet, with the time it was handed out (client-go's
+        # processingStartTimes: the start of its work duration and of its unfinished work).
+        self._processing: dict[T, float] = {}
         self._getters: deque[asyncio.Future[None]] = deque()
         # A getter has been woken and has not run yet. Adds while it is pending wake nobody else:
         # when it runs and takes an item, it wakes the next idle getter if items remain, and so
@@ -177,11 +185,11 @@ class Queue(Generic[T]):
         # Metrics (client-go's defaultQueueMetrics), counted inline: a method call per event
         # was a measurable share of a cycle. None for an unnamed queue, as in client-go.
         self._m: WorkqueueSeries | None = WORKQUEUE.series(name, controller) if name else None
+        if self._m is not None:
+            self._m.dirty.append(self._dirty)  # depth and adds are read off it
         # time.monotonic itself for the real clock: one Python call less per timestamp.
         self._now: Callable[[], float] = (
             time.monotonic if type(self._clock) is RealClock else self._clock.now)
-        self._add_times: dict[T, float] = {}
-        self._start_times: dict[T, float] = {}
         self._update_period = unfinished_work_update_period
         self._update_timer: Cancellable | None = None
         self._needs_updater = self._m is not None
@@ -208,13 +216,9 @@ class Queue(Generic[T]):
         """Mark ``item`` as needing processing; a no-op if it already waits or after shutdown."""
         if self._shutting_down or item in self._dirty:
             return
-        m = self._m
-        if m is not None:
-            m.adds += 1
-            m.depth += 1
-            # Not dirty means not waiting: no earlier add time to keep.
-            self._add_times[item] = self._now()
-        self._dirty.add(item)
+        # Not dirty means not waiting: no earlier add time to keep. This is also what counts in
+        # workqueue_adds_total and workqueue_depth (read off _dirty at scrape time).
+        self._dirty[item] = 0.0 if self._m is None else self._now()
         if item in self._processing:
             return  # queued again by done()
         self._queue.append(item)
@@ -224,12 +228,15 @@ class Queue(Generic[T]):
     async def get(self) -> T:
         """Wait for an item and mark it as being processed; call :meth:`done` with it afterwards.
 
-        Raises :class:`ShutDown` once the queue is shut down and nothing is left in it.
+        Raises :class:`ShutDown` once the queue is shut down and nothing is left in it. Does not
+        suspend when an item is ready (no Future, no loop iteration): a worker that finishes
+        while items wait takes the next one at once.
         """
-        while not self._queue:
+        queue = self._queue
+        while not queue:
             if self._shutting_down:
                 raise ShutDown
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[None] = _Future(loop=asyncio.get_running_loop())
             self._getters.append(waiter)
             try:
                 await waiter
@@ -238,29 +245,26 @@ class Queue(Generic[T]):
                     self._getters.remove(waiter)
                 else:
                     self._waking = False
-                    if self._queue:
+                    if queue:
                         # Woken for an item we will not take: pass the wakeup on, or it is lost.
                         self._wake_one()
                 raise
             self._waking = False
-        item = self._queue.popleft()
-        self._dirty.discard(item)
-        self._processing.add(item)
-        if self._queue and self._getters and not self._waking:
-            self._wake_one()  # the chain: more items, more idle workers
+        item = queue.popleft()
+        added = self._dirty.pop(item)
         m = self._m
-        if m is not None:
-            now = self._now()
-            m.depth -= 1
-            self._start_times[item] = now
-            added = self._add_times.pop(item, None)
-            if added is not None:
-                pending = m.queue_pending
-                pending.append(now - added)
-                if len(pending) >= m.FOLD_AT:
-                    m.fold()
+        if m is None:
+            self._processing[item] = 0.0
+        else:
+            now = self._processing[item] = self._now()
+            pending = m.queue_pending
+            pending.append(now - added)
+            if len(pending) >= _FOLD_AT:
+                m.fold()  # both histograms: done() does not check its own
             if self._needs_updater:
                 self._start_updater()
+        if queue and self._getters and not self._waking:
+            self._wake_one()  # the chain: more items, more idle workers
         return item
 
     def done(self, item: T) -> None:
@@ -269,23 +273,19 @@ class Queue(Generic[T]):
         Unlike client-go, ``done`` for an item that ``get`` did not hand out is ignored instead
         of queueing a duplicate.
         """
-        try:
-            self._processing.remove(item)
-        except KeyError:
+        started = self._processing.pop(item, None)
+        if started is None:
             return
         m = self._m
         if m is not None:
-            started = self._start_times.pop(item, None)
-            if started is not None:
-                pending = m.work_pending
-                pending.append(self._now() - started)
-                if len(pending) >= m.FOLD_AT:
-                    m.fold()
+            # Folded by get(): every done follows a get, so this list stays within
+            # FOLD_AT plus the items in flight.
+            m.work_pending.append(self._now() - started)
         if item in self._dirty:
             self._queue.append(item)
             if self._getters and not self._waking:
                 self._wake_one()
-        if not self._processing and self._drainers:
+        if self._drainers and not self._processing:
             self._wake_drainers()
 
     def shutdown(self) -> None:
@@ -324,7 +324,7 @@ class Queue(Generic[T]):
         now = self._now()
         total = 0.0
         oldest = 0.0
-        for started in self._start_times.values():
+        for started in self._processing.values():
             age = now - started
             total += age
             if age > oldest:

@@ -58,6 +58,7 @@ import attrs
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from substratus.runtime.client import ClientOptions, watch_timeouts
 from substratus.testing.controlplane import KubeVersion
 
 logger = logging.getLogger(__name__)
@@ -283,6 +284,38 @@ def _cond(old: list[dict[str, Any]], ctype: str, status: str, reason: str | None
     return c
 
 
+@attrs.define
+class _Rollout:
+    """What the simulated Deployment controller found and did in one sync."""
+
+    rs_name: str
+    new: int
+    """Pods of the current template's ReplicaSet (``updatedReplicas``)."""
+    new_ready: int
+    old: int
+    """Pods of older templates still running (counted in ``replicas``)."""
+    old_ready: int
+    deadline_exceeded: bool
+
+
+def _rolling_limits(d: dict[str, Any], replicas: int) -> tuple[int, int]:
+    """(maxSurge, maxUnavailable) of a RollingUpdate Deployment: integers or percentages of the
+    replicas (surge rounded up, unavailable down; defaults 25 %); never both 0 (the API server
+    refuses that)."""
+    ru = ((d.get("spec") or {}).get("strategy") or {}).get("rollingUpdate") or {}
+
+    def value(v: Any, round_up: bool) -> int:
+        if v is None:
+            v = "25%"
+        if isinstance(v, str) and v.endswith("%"):
+            exact = replicas * int(v[:-1]) / 100
+            return int(-(-exact // 1)) if round_up else int(exact // 1)
+        return int(v)
+
+    surge, unavailable = value(ru.get("maxSurge"), True), value(ru.get("maxUnavailable"), False)
+    return (surge, 1) if surge == 0 and unavailable == 0 else (surge, unavailable)
+
+
 @attrs.define(eq=False)
 class ClusterSimulator:
     """Fakes kubelet / kube-controller-manager status updates against a real API server.
@@ -307,8 +340,14 @@ class ClusterSimulator:
     gc_interval: float = 1.0
     """Seconds between garbage-collection passes; 0 disables the GC loop (``gc_once`` still works)."""
     gc_resources: tuple[GCResource, ...] = DEFAULT_GC_RESOURCES
-    watch_timeout: int = 300
-    """Server-side timeout of each watch request; the simulator re-watches from the last resourceVersion."""
+    watch_timeout: int | None = None
+    """Server-side ``timeoutSeconds`` of each watch request (capped to the idle window); None:
+    drawn inside it, as the operator's informers do. The simulator re-watches from the last
+    resourceVersion."""
+    watch_idle_timeout: float = ClientOptions().watch_idle_timeout
+    """Seconds a watch may stay silent before it is dropped as dead and replaced: the operator's
+    own dead-watch protection (``substratus.runtime.client.watch_timeouts``), so a simulated
+    kubelet does not hang on a frozen connection any longer than an informer would."""
 
     _tasks: set[asyncio.Task[Any]] = attrs.field(init=False, factory=set)
     _pending: dict[tuple[str, str], asyncio.Task[Any]] = attrs.field(init=False, factory=dict)
@@ -317,6 +356,8 @@ class ClusterSimulator:
     _finalizing_owners: dict[str, tuple[str, str]] = attrs.field(init=False, factory=dict)
     _running: bool = attrs.field(init=False, default=False)
     _seen_pods: dict[str, dict[str, Any]] = attrs.field(init=False, factory=dict)
+    _progress: dict[str, tuple[tuple[Any, ...], float]] = attrs.field(init=False, factory=dict)
+    """Per Deployment uid: the rollout's last counts and since when (loop time), for its deadline."""
     """Each Pod's latest state from the pod watch, by path (dropped when it is deleted)."""
     server_version: KubeVersion = attrs.field(init=False, default=OLDEST)
     """The API server's version (``/version``), read by :meth:`start`; it selects status shapes."""
@@ -487,13 +528,13 @@ class ClusterSimulator:
     async def _watch(self, path: str, rv: str,
                      handler: Callable[[dict[str, Any]], Awaitable[None]]) -> tuple[str, bool]:
         """One watch request; returns the last resourceVersion and whether it expired (410)."""
-        query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(self.watch_timeout))]
+        timeout_seconds, client_timeout = watch_timeouts(self.watch_idle_timeout, 10.0, self.watch_timeout)
+        query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(timeout_seconds))]
         if rv:
             query.append(("resourceVersion", rv))
         resp = await self.api.call_api(
             path, "GET", query_params=query, header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"], _preload_content=False,
-            _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=self.watch_timeout + 30),
+            auth_settings=["BearerToken"], _preload_content=False, _request_timeout=client_timeout,
         )
         try:
             if resp.status != 200:
@@ -688,38 +729,48 @@ class ClusterSimulator:
         logger.info("simulator: build pod finished", extra={"object": f"{ns}/{name}", "outcome": outcome})
 
     # ------------------------------------------------------------------------------- Deployments
-    def _deployment_status(self, d: dict[str, Any], outcome: Outcome, pods_ready: int | None = None
+    def _deployment_status(self, d: dict[str, Any], outcome: Outcome, rollout: _Rollout | None = None
                            ) -> dict[str, Any]:
+        """The status kube-controller-manager's Deployment controller writes (``calculateStatus``
+        and the Progressing/Available conditions of ``pkg/controller/deployment``): counts over
+        every ReplicaSet's Pods (``replicas``), the current template's (``updatedReplicas``),
+        ``Available`` from ``replicas - maxUnavailable``, and ``Progressing`` True while the
+        rollout moves (``ReplicaSetUpdated``), True/``NewReplicaSetAvailable`` once complete,
+        False/``ProgressDeadlineExceeded`` after ``spec.progressDeadlineSeconds`` without
+        progress. Outcome ``hold`` keeps the Pods unready; ``fail`` also exceeds the deadline."""
         meta, spec, status = _meta(d), d.get("spec") or {}, d.get("status") or {}
         replicas = spec.get("replicas")
         replicas = 1 if replicas is None else int(replicas)
-        ready = (replicas if pods_ready is None else min(pods_ready, replicas)) if outcome == "succeed" else 0
-        if ready < replicas and outcome == "succeed":
-            outcome = "hold"  # Pods not (yet) ready: progressing, not available
+        r = rollout or _Rollout(f"{meta['name']}-{self._template_hash(d)}", replicas, replicas, 0, 0, False)
+        new_ready = r.new_ready if outcome == "succeed" else 0
+        old_ready = r.old_ready if outcome == "succeed" else 0
+        total, available = r.new + r.old, new_ready + old_ready
+        _, max_unavailable = _rolling_limits(d, replicas)
         old = status.get("conditions") or []
-        rs = f'ReplicaSet "{meta["name"]}"'
-        if outcome == "succeed":
-            conds = [
-                _cond(old, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", update=True),
-                _cond(old, "Progressing", "True", "NewReplicaSetAvailable", f"{rs} has successfully progressed.", update=True),
-            ]
+        rs = f'ReplicaSet "{r.rs_name}"'
+        complete = r.new >= replicas and r.old == 0 and new_ready >= replicas
+        if complete:
+            progressing = _cond(old, "Progressing", "True", "NewReplicaSetAvailable", f"{rs} has successfully progressed.",
+                                update=True)
+        elif outcome == "fail" or r.deadline_exceeded:
+            progressing = _cond(old, "Progressing", "False", "ProgressDeadlineExceeded", f"{rs} has timed out progressing.",
+                                update=True)
         else:
-            conds = [
-                _cond(old, "Available", "False", "MinimumReplicasUnavailable",
-                      "Deployment does not have minimum availability.", update=True),
-                _cond(old, "Progressing", "False", "ProgressDeadlineExceeded", f"{rs} has timed out progressing.",
-                      update=True)
-                if outcome == "fail"
-                else _cond(old, "Progressing", "True", "ReplicaSetUpdated", f"{rs} is progressing.", update=True),
-            ]
+            progressing = _cond(old, "Progressing", "True", "ReplicaSetUpdated", f"{rs} is progressing.", update=True)
+        if available >= replicas - max_unavailable:
+            avail = _cond(old, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.",
+                          update=True)
+        else:
+            avail = _cond(old, "Available", "False", "MinimumReplicasUnavailable",
+                          "Deployment does not have minimum availability.", update=True)
         return {
             "observedGeneration": meta.get("generation"),
-            "replicas": replicas,
-            "updatedReplicas": replicas,
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "unavailableReplicas": replicas - ready,
-            "conditions": conds,
+            "replicas": total,
+            "updatedReplicas": r.new,
+            "readyReplicas": available,
+            "availableReplicas": available,
+            "unavailableReplicas": max(total - available, 0),
+            "conditions": [avail, progressing],
         }
 
     @staticmethod
@@ -739,9 +790,13 @@ class ClusterSimulator:
         template = (d.get("spec") or {}).get("template") or {}
         return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
 
-    async def _sync_replica_set(self, d: dict[str, Any]) -> int:
-        """The Deployment controller's part: a ReplicaSet for the current template with the wanted
-        Pods, none left of older templates. Returns how many current Pods are ready."""
+    async def _sync_replica_set(self, d: dict[str, Any]) -> _Rollout:
+        """The Deployment controller's part: a ReplicaSet for the current template, and its
+        strategy. ``Recreate``: older templates' Pods go, then the new ones come. ``RollingUpdate``
+        (the default): the new ReplicaSet grows by at most ``maxSurge`` above the wanted count,
+        and an older template's Pod goes only while ``maxUnavailable`` allows — with one
+        replica and the 25 % defaults, the old Pod serves until the new one is ready, however
+        long that takes (a new image that cannot be pulled: forever)."""
         meta, spec = _meta(d), d.get("spec") or {}
         ns, h = meta["namespace"], self._template_hash(d)
         replicas = 1 if spec.get("replicas") is None else int(spec["replicas"])
@@ -767,34 +822,76 @@ class ClusterSimulator:
         rs_uid = _meta(rs).get("uid", "")
         owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs_name, "uid": rs_uid,
                  "controller": True, "blockOwnerDeletion": True}
-        wanted = {f"{rs_name}-{hashlib.sha256(f'{rs_uid}/{i}'.encode()).hexdigest()[:5]}" for i in range(replicas)}
+        wanted = sorted(f"{rs_name}-{hashlib.sha256(f'{rs_uid}/{i}'.encode()).hexdigest()[:5]}"
+                        for i in range(replicas))
         owned = {_meta(r).get("uid") for r in (await self._request(
             "GET", f"/apis/apps/v1/namespaces/{ns}/replicasets")).get("items") or []
             if any(o.get("uid") == meta.get("uid") for o in _meta(r).get("ownerReferences") or [])}
         pods = (await self._request("GET", f"/api/v1/namespaces/{ns}/pods")).get("items") or []
-        ready = 0
-        have: set[str] = set()
+        new: dict[str, bool] = {}
+        old: list[tuple[str, bool]] = []
         for pod in pods:
             pmeta = _meta(pod)
             rs_uids = {r.get("uid") for r in pmeta.get("ownerReferences") or [] if r.get("kind") == "ReplicaSet"}
             if not rs_uids & (owned | {rs_uid}) or pmeta.get("deletionTimestamp"):
                 continue
+            ready = _condition_true(pod, "Ready")
             if rs_uid in rs_uids and pmeta["name"] in wanted:
-                have.add(pmeta["name"])
-                ready += _condition_true(pod, "Ready")
+                new[pmeta["name"]] = ready
             else:  # an older template's, or scaled down
-                await self._delete(f"/api/v1/namespaces/{ns}/pods/{pmeta['name']}")
-        for name in sorted(wanted - have):
-            await self._create_pod(ns, name, template, labels, owner)
-        return ready
+                old.append((pmeta["name"], ready))
+        if (spec.get("strategy") or {}).get("type") == "Recreate":
+            keep_old: list[tuple[str, bool]] = []
+            new_target = replicas
+        else:
+            max_surge, max_unavailable = _rolling_limits(d, replicas)
+            new_ready = sum(new.values())
+            # Not-ready old Pods go first; ready ones only as far as availability allows.
+            old.sort(key=lambda o: not o[1])
+            allowed = max(replicas - max_unavailable - new_ready, 0)
+            keep_old = [o for o in old if o[1]][:allowed]
+            new_target = min(replicas, replicas + max_surge - len(keep_old))
+        for name, _ in old:
+            if (name, _) not in keep_old:
+                await self._delete(f"/api/v1/namespaces/{ns}/pods/{name}")
+        for name in wanted[:new_target]:
+            if name not in new:
+                await self._create_pod(ns, name, template, labels, owner)
+                new[name] = False
+        rollout = _Rollout(rs_name, len(new), sum(new.values()), len(keep_old), sum(r for _, r in keep_old), False)
+        rollout.deadline_exceeded = self._past_deadline(d, rollout)
+        return rollout
+
+    def _past_deadline(self, d: dict[str, Any], r: _Rollout) -> bool:
+        """No progress (a change in the rollout's counts) for ``spec.progressDeadlineSeconds``
+        (the API server defaults it to 600); wakes the Deployment up when the deadline comes."""
+        meta, spec = _meta(d), d.get("spec") or {}
+        replicas = 1 if spec.get("replicas") is None else int(spec["replicas"])
+        uid = meta.get("uid", "")
+        if r.new >= replicas and r.old == 0 and r.new_ready >= replicas:
+            self._progress.pop(uid, None)
+            return False
+        state = (meta.get("generation"), r.rs_name, r.new, r.new_ready, r.old, r.old_ready)
+        now = asyncio.get_running_loop().time()
+        seen = self._progress.get(uid)
+        if seen is None or seen[0] != state:
+            seen = self._progress[uid] = (state, now)
+        deadline = float(spec.get("progressDeadlineSeconds") or 600)
+        remaining = seen[1] + deadline - now
+        if remaining > 0:
+            path = f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{meta['name']}"
+            # One wake-up per progress state (a wake-up already running cannot re-arm its own key).
+            self._schedule(f"deployment-deadline@{seen[1]}", d, path, remaining + 0.05, self._update_deployment)
+            return False
+        return True
 
     async def _on_deployment(self, d: dict[str, Any]) -> None:
         meta = _meta(d)
         if meta.get("deletionTimestamp"):
             return
         path = f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{meta['name']}"
-        ready = await self._sync_replica_set(d)
-        want = self._deployment_status(d, self._outcome(d, self.deployment_outcome), ready)
+        rollout = await self._sync_replica_set(d)
+        want = self._deployment_status(d, self._outcome(d, self.deployment_outcome), rollout)
         if not self._deployment_matches(d.get("status") or {}, want):
             self._schedule("deployment", d, path, self.deployment_delay, self._update_deployment)
 
