@@ -30,10 +30,11 @@ SECTIONS = ("convergence", "scale", "memory", "workqueue", "leader")
 FULL: dict[str, Any] = {"contenders": "ceiling,ceiling-same-writes,substratus,substratus@431d200,substratus-w4,kopf,"
                                       "kopf-same-job",
                         "sizes": [100, 1000], "repeats": [3, 3], "scale_sizes": [100, 1000, 10000],
-                        "memory_counts": [1000, 10000],
+                        "memory_counts": [1000, 10000], "memory_parents": 12, "memory_raw": True,
                         "workqueue_cycles": 200_000, "workqueue_rounds": 3, "leader_rounds": 2}
 QUICK: dict[str, Any] = {"contenders": "ceiling,ceiling-same-writes,substratus,kopf,kopf-same-job",
-                         "sizes": [20], "repeats": [1], "scale_sizes": [20, 40], "memory_counts": [200, 1000],
+                         "sizes": [20], "repeats": [1], "scale_sizes": [20, 40], "memory_counts": [1000],
+                         "memory_parents": 3, "memory_raw": False,
                          "workqueue_cycles": 20_000,
                          "workqueue_rounds": 1, "leader_rounds": 1}
 
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--kubeconfig", help="use this cluster instead of starting a local control plane")
     p.add_argument("--quick", action="store_true",
-                   help="a small run to check the machinery: N=20, one round, 200/1000 cached objects, one "
+                   help="a small run to check the machinery: N=20, one round, 1000 cached objects per kind, one "
                         "leader round; writes the report to a temp dir unless --out is given")
     p.add_argument("--sizes", type=_ints, help="Dataset counts for convergence (100,1000; quick: 20)")
     p.add_argument("--repeats", type=_ints,
@@ -60,8 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Dataset counts for substratus's scale curve (100,1000,10000; quick: 20,40); sizes "
                         "the convergence section measured reuse its rounds")
     p.add_argument("--memory-counts", type=_ints,
-                   help="objects per cache; the smallest is created on the API server, all are synthesised "
-                        "(1000,10000; quick: 200,1000)")
+                   help="objects per cache, synthesised from the operator's own (1000,10000; quick: 1000)")
+    p.add_argument("--memory-parents", type=int,
+                   help="Datasets, Models, Servers and Notebooks (each) the operator converges for the memory "
+                        "section's real objects (12; quick: 3)")
+    p.add_argument("--memory-raw", action=argparse.BooleanOptionalAction, default=None,
+                   help="also measure every kind untransformed (default on; quick: off)")
     p.add_argument("--workqueue-cycles", type=int, help="items per work queue run (200000; quick: 20000)")
     p.add_argument("--workqueue-rounds", type=int, help="runs per work queue configuration, median kept (3; quick: 1)")
     p.add_argument("--leader-rounds", type=int, help="SIGKILL + SIGTERM pairs (2; quick: 1)")
@@ -132,7 +137,9 @@ async def measure(args: argparse.Namespace, kubeconfig: str, server_pids: dict[s
                 client, kubeconfig, args.scale_sizes, concurrency=args.concurrency, workdir=workdir,
                 server_pids=server_pids, convergence_runs=(results.get("convergence") or {}).get("runs"), log=log)
         if "memory" in args.only:
-            results["memory"] = await memory.run(client, kubeconfig, args.memory_counts, workdir=workdir, log=log)
+            results["memory"] = await memory.run(
+                client, kubeconfig, args.memory_counts, workdir=workdir, parents_per_kind=args.memory_parents,
+                variants=memory.VARIANTS if args.memory_raw else memory.STRIPPED_ONLY, log=log)
         if "workqueue" in args.only:
             log("work queue ...")
             wq = await asyncio.to_thread(workqueue_rounds, args.workqueue_cycles, args.workqueue_rounds, log)

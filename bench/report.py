@@ -368,9 +368,32 @@ def _mem_index(mem: dict[str, Any]) -> dict[tuple[str, int, str, str, str], dict
     return {(r["kind"], r["count"], r["source"], _mem_mode(r), r["method"]): r for r in mem["results"]}
 
 
+KIND_LABELS = {"datasets": "Dataset", "models": "Model", "servers": "Server", "notebooks": "Notebook",
+               "jobs": "Job", "pods": "Pod", "deployments": "Deployment", "configmaps": "ConfigMap",
+               "services": "Service", "secrets": "Secret"}
+"""Every kind the operator caches, in the order the memory section lists them (bench.memory.KINDS)."""
+
+
+def _kind_label(kind: str) -> str:
+    return KIND_LABELS.get(kind, kind)
+
+
+def _mem_kinds(mem: dict[str, Any]) -> list[str]:
+    seen = {r["kind"] for r in mem["results"]}
+    return [k for k in KIND_LABELS if k in seen] + sorted(seen - KIND_LABELS.keys())
+
+
 def _mem_cells(mem: dict[str, Any]) -> list[tuple[str, int, str]]:
+    order = {k: i for i, k in enumerate(_mem_kinds(mem))}
     return sorted({(r["kind"], r["count"], r["source"]) for r in mem["results"]},
-                  key=lambda c: (c[0] != "jobs", c[1], c[2] != "api"))
+                  key=lambda c: (order[c[0]], c[1], c[2] != "api"))
+
+
+def _mem_top(mem: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The stripped RSS cell of ``kind`` at the largest count: what the target is about."""
+    top = max(mem["counts"])
+    return next((x for x in mem["results"] if x["kind"] == kind and x["count"] == top and x["strip"]
+                 and x.get("strip_mode", "per-page") == "per-page" and x["method"] == "rss"), None)
 
 
 def _writes_per_object(r: dict[str, Any], n: int) -> float:
@@ -411,30 +434,33 @@ def _steady(results: dict[str, Any]) -> list[str]:
 def _memory(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
     mem = results["memory"]
     real = mem["real_objects"]
+    if isinstance(real, dict):  # every cached kind, made by the operator
+        k = mem.get("parents_per_kind")
+        made = ", ".join(f"{n:,} {_kind_label(kind)}s" for kind, n in real.items())
+        intro = (f"The operator (in-process, with the cluster simulator standing in for the kubelet and the Job and "
+                 f"Deployment controllers) converges {k} Datasets, Models, Servers and Notebooks (minimal and "
+                 f"maximal variants, git builds), leaving what it leaves in a cluster: {made}, each written "
+                 "as the operator and those controllers write it (server-side apply, so `managedFields` exist; "
+                 "statuses through `/status`). Every kind the operator caches is measured; the benchmark fails "
+                 "if its manager caches one more. Each cell is a fresh subprocess filling one informer store "
+                 "through a real `Informer` with the operator's label selector for the kind (paginated LIST, "
+                 "the transform, the store). The *api* cells list the real objects from the API server; larger "
+                 "counts are synthesised: renamed copies of the real objects with fresh uids, served to the "
+                 "child's informer as LIST pages of the size it asks for, decoded by the client's own decoder "
+                 "and paged by the client's own `list_all` (no HTTP). ")
+    else:  # results of an older run: Datasets and Jobs only
+        intro = (f"{real:,} Datasets and their {real:,} Jobs written with server-side apply; the {real:,}-object "
+                 "cells list them from the API server, larger counts are synthesised copies. ")
     out = ["## 3. Memory per cached object", "",
-           f"{real:,} Datasets (spec applied by one field manager, status by another) and their {real:,} Jobs "
-           "are written with server-side apply, so each carries `managedFields` as in a real cluster. Each "
-           "cell is a fresh subprocess filling one informer store through a real `Informer` (paginated LIST, "
-           "the transform, the store). "
-           f"The {real:,}-object cells list from the API server (*api*) and again from synthesised pages; "
-           "larger counts are synthesised only: renamed copies of the real objects with fresh uids, written "
-           "by the parent as 500-item LIST pages to a file that the child's informer lists instead of the "
-           "API server (same JSON decoder per page, same informer code, no HTTP buffers). "
-           "**RSS**: resident-set growth over the fill, in a run without tracemalloc (what the kernel charges: "
-           "includes allocator slack and freed-but-kept memory); **peak**: the resident high-water mark during "
-           "the fill over the same baseline; **tracemalloc**: bytes Python still holds after the fill, "
-           "measured in a separate run. *Stripped* is the operator cache's transform for the kind "
-           "(`operator.CACHE_TRANSFORMS`): a Job keeps only `metadata` and `status` (`keep_only(\"status\")`: "
-           "the reconcilers read its status and tell a changed spec by the hash annotation), a Dataset gets "
-           "`strip_bulk` (drops `managedFields` and kubectl's last-applied annotation); *raw* is no transform. "
-           "The target is at most 4 KiB (4,096 B) of RSS per cached object at 10,000 objects, every kind. "
-           "*Stripped per page* is the informer "
-           "today: `Client.list_all(transform=...)` strips each item as its LIST page is parsed. *Stripped after "
-           "the LIST (old)* reproduces the informer before commit ea0d9d1, which applied the transform only once "
-           "the whole LIST was held: every raw object existed at once, and the memory the dropped fields used "
-           "stays with the process (the allocator's arenas are pinned by the surviving objects), so the "
-           "resident set kept most of the raw size. An earlier run of this benchmark found that; the change "
-           "is the fix.", ""]
+           intro + "**RSS**: resident-set growth over the fill, in a run without tracemalloc (what the kernel "
+           "charges: includes allocator slack and freed-but-kept memory); **peak**: the resident high-water "
+           "mark during the fill over the same baseline; **tracemalloc**: bytes Python still holds after the "
+           "fill, measured in a separate run. *Stripped* is the operator cache's transform for the kind "
+           "(`operator.CACHE_TRANSFORMS`, else `strip_bulk`; per kind in docs/operations.md, \"What the cache "
+           "keeps\"); *raw* is no transform. The store keeps each object packed as compact JSON "
+           "(`runtime/indexer.py`), and an informer's LIST of 1,000 objects or more ends by handing the "
+           "memory it freed back to the kernel (`informer.release_freed_memory`). The target is at most "
+           "4 KiB (4,096 B) of RSS per cached object at 10,000 objects, every kind.", ""]
     by = _mem_index(mem)
     rows = []
     for kind, count, source in _mem_cells(mem):
@@ -442,20 +468,18 @@ def _memory(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
               kind: str = kind, count: int = count, source: str = source) -> Any:
             return (by.get((kind, count, source, mode, method)) or {}).get(field)
 
+        json_of = g("none", "tracemalloc", "json_bytes_per_object") or g("none", "rss", "json_bytes_per_object")
+        mf_of = g("none", "tracemalloc", "managed_fields_json_bytes") or g("none", "rss", "managed_fields_json_bytes")
         rows.append([
-            "Job" if kind == "jobs" else "Dataset", f"{count:,}", source,
-            _f(g("none", "rss")), _f(g("after-list", "rss")), _f(g("per-page", "rss")),
-            _ratio(g("per-page", "rss"), g("none", "rss")),
+            _kind_label(kind), f"{count:,}", source,
+            _f(g("none", "rss")), _f(g("per-page", "rss")), _ratio(g("per-page", "rss"), g("none", "rss")),
             _f(g("none", "rss", "peak_bytes_per_object")), _f(g("per-page", "rss", "peak_bytes_per_object")),
             _f(g("none", "tracemalloc")), _f(g("per-page", "tracemalloc")),
-            _ratio(g("per-page", "tracemalloc"), g("none", "tracemalloc")),
-            _f(g("none", "tracemalloc", "json_bytes_per_object")),
-            _f(g("none", "tracemalloc", "managed_fields_json_bytes")),
+            _f(json_of), _f(mf_of),
         ])
-    out += _table(["kind", "objects", "source", "RSS B/obj raw", "RSS stripped after the LIST (old)",
-                   "RSS stripped per page", "per page / raw", "peak RSS raw", "peak RSS per page",
-                   "tracemalloc B/obj raw", "tracemalloc stripped", "stripped / raw", "JSON B/obj",
-                   "managedFields JSON B/obj"], rows)
+    out += _table(["kind", "objects", "source", "RSS B/obj raw", "RSS B/obj stripped", "stripped / raw",
+                   "peak RSS raw", "peak RSS stripped", "tracemalloc B/obj raw", "tracemalloc stripped",
+                   "JSON B/obj", "managedFields JSON B/obj"], rows)
     out += ["", env_line(results), ""]
     if "memory" in plots:
         out += [f"![memory]({plots['memory']})", ""]
@@ -508,11 +532,10 @@ def _targets(results: dict[str, Any]) -> list[str]:
     mem = results.get("memory")
     if mem:
         top = max(mem["counts"])
-        for kind in ("jobs", "datasets"):
-            cell = next((x for x in mem["results"] if x["kind"] == kind and x["count"] == top and x["strip"]
-                         and x.get("strip_mode") == "per-page" and x["method"] == "rss"), None)
+        for kind in _mem_kinds(mem):
+            cell = _mem_top(mem, kind)
             v = cell["bytes_per_object"] if cell else None
-            add(f"RSS per cached {'Job' if kind == 'jobs' else 'Dataset'} at {top:,}", "≤ 4,096 B", v,
+            add(f"RSS per cached {_kind_label(kind)} at {top:,}", "≤ 4,096 B", v,
                 None if v is None else v <= 4096, " B")
     wq = (results.get("workqueue") or {}).get("results") or []
     default_workers = _default_workers(results)
@@ -550,9 +573,10 @@ def _targets(results: dict[str, Any]) -> list[str]:
             "rather than measuring the ratio. Compare within the run: the same column in section 1 and the "
             "scale section's CPU ms/object (constant in N).",
             "- **Memory.** The RSS columns include allocator slack: compare *tracemalloc stripped*, what "
-            "Python still holds. The difference is mostly the LIST pages' dropped fields (a Job's Pod "
-            "template), freed page by page but kept by CPython's allocator for reuse, around the objects "
-            "that survive.",
+            "Python still holds. The store holds each object as its compact JSON, so what is left per object "
+            "is about its stripped JSON size (the *JSON B/obj* column less *managedFields*) plus its key and "
+            "index entries; the rest is memory the LIST freed that the allocators keep (CPython's arenas are "
+            "not trimmed).",
             *_workqueue_bounds(results),
             ""]
 
@@ -752,25 +776,25 @@ def _plots(results: dict[str, Any], plot_dir: Path, rel: str) -> dict[str, str]:
     mem = results.get("memory")
     if mem:
         by = _mem_index(mem)
-        cells = _mem_cells(mem)
+        kinds = _mem_kinds(mem)
+        top = max(mem["counts"])
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.0), sharey=True)
         for ax, method in zip(axes, ("rss", "tracemalloc"), strict=True):
-            xs = range(len(cells))
-            variants = [("none", "#d62728", "raw (no transform)"),
-                        ("after-list", "#ff9896", "cache transform after the whole LIST (old)"),
-                        ("per-page", "#2ca02c", "cache transform per page")]
-            variants = [v for v in variants if any((*c, v[0], method) in by for c in cells)]
-            width = 0.8 / len(variants)
+            xs = range(len(kinds))
+            variants = [("none", "#d62728", "raw (no transform)"), ("per-page", "#2ca02c", "as the operator caches it")]
+            variants = [v for v in variants if any((k, top, "synthesised", v[0], method) in by for k in kinds)]
+            width = 0.8 / max(1, len(variants))
             for i, (mode, color, label) in enumerate(variants):
                 off = (i - (len(variants) - 1) / 2) * width
-                vals = [(by.get((*c, mode, method)) or {}).get("bytes_per_object", 0) / 1024 for c in cells]
+                vals = [(by.get((k, top, "synthesised", mode, method)) or {}).get("bytes_per_object", 0) / 1024
+                        for k in kinds]
                 bars = ax.bar([x + off for x in xs], vals, width, color=color, label=label)
                 for b, v in zip(bars, vals, strict=True):
                     ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{v:.1f}", ha="center", va="bottom",
                             fontsize=6)
-            ax.set_xticks(list(xs), [f"{'Job' if k == 'jobs' else 'Dataset'}\n{c:,}\n{src}" for k, c, src in cells],
-                          fontsize=8)
-            ax.set_title(f"{'RSS growth' if method == 'rss' else 'tracemalloc'}: KiB per cached object",
+            ax.axhline(4.0, color="#555555", linestyle="--", linewidth=0.8, label="target: 4 KiB (RSS)")
+            ax.set_xticks(list(xs), [_kind_label(k) for k in kinds], fontsize=7, rotation=30)
+            ax.set_title(f"{'RSS growth' if method == 'rss' else 'tracemalloc'}: KiB per cached object at {top:,}",
                          fontsize=10)
             ax.legend(fontsize=8)
         save(fig, "memory")

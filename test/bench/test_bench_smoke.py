@@ -103,20 +103,24 @@ async def test_convergence_n5_and_report(kubeconfig: Path, tmp_path: Path) -> No
         assert written["convergence"].read_bytes().startswith(b"\x89PNG")
 
 
-async def test_memory_cells(kubeconfig: Path, tmp_path: Path) -> None:
-    """One cell from the API server and one synthesised from it, each in its own subprocess."""
+async def test_memory_cells(kubeconfig: Path, controlplane: Any, tmp_path: Path) -> None:
+    """The operator's own objects of every kind it caches; one cell from the API server and one
+    synthesised from them, each in its own subprocess."""
+    if controlplane is None:
+        pytest.skip("the memory section's objects come from the operator with the cluster simulator")
     client = await Client.from_kubeconfig(str(kubeconfig))
     try:
         await install_crds(client)
-        ns = await memory.populate(client, 4)
-        raw, _ = await client.list_all(memory.DATASETS, ns)
+        ns, raw = await memory.populate(client, 1, tmp_path / "work")
     finally:
         await client.close()
+    assert set(raw) == set(memory.KINDS) and all(raw.values()), {k: len(v) for k, v in raw.items()}
     pages = tmp_path / "pages.jsonl"
-    memory.write_pages(raw, 12, pages)
-    api = memory._measure_in_subprocess(str(kubeconfig), ns, "datasets", 4, False, "tracemalloc", None)
-    synth = memory._measure_in_subprocess(str(kubeconfig), ns, "datasets", 12, True, "rss", pages)
-    assert api["source"] == "api" and api["objects"] == 4 and api["bytes_per_object"] > 0
+    memory.write_items(raw["jobs"], 12, pages)
+    n = len(raw["jobs"])
+    api = memory._measure_in_subprocess(str(kubeconfig), ns, "jobs", n, False, "tracemalloc", None)
+    synth = memory._measure_in_subprocess(str(kubeconfig), ns, "jobs", 12, True, "rss", pages)
+    assert api["source"] == "api" and api["objects"] == n and api["bytes_per_object"] > 0
     assert api["managed_fields_json_bytes"] > 0, "server-side apply leaves managedFields"
     assert synth["source"] == "synthesised" and synth["objects"] == 12
     assert synth["managed_fields_json_bytes"] == 0, "strip_bulk drops them"
@@ -169,7 +173,7 @@ def test_report_renders_every_section(tmp_path: Path) -> None:
     mem = [{"kind": k, "count": c, "strip": s, "method": m, "source": "api" if c == 10 else "synthesised",
             "objects": c, "bytes": 1000 * c, "bytes_per_object": 1000 if s else 2000, "json_bytes_per_object": 900,
             "peak_bytes_per_object": 3000, "managed_fields_json_bytes": 400, "fill_seconds": 0.1}
-           for k in ("jobs", "datasets") for c in (10, 100) for s in (False, True) for m in ("tracemalloc", "rss")]
+           for k in report.KIND_LABELS for c in (10, 100) for s in (False, True) for m in ("tracemalloc", "rss")]
     leader = {"lease_duration": 15.0, "renew_deadline": 10.0, "retry_period": 2.0, "rounds": [
         {"round": 1, "signal": "SIGKILL", "lease_acquired_seconds": 14.0, "first_reconcile_seconds": 14.1,
          "create_seconds": 0.01, "old_leader_exit_code": -9},
@@ -177,8 +181,10 @@ def test_report_renders_every_section(tmp_path: Path) -> None:
          "create_seconds": 0.01, "old_leader_exit_code": 0}]}
     results: dict[str, Any] = {
         "machine": {**common.machine_info(), "apiserver": "v0.0.0", "cluster": "none"}, "total_seconds": 1.0,
-        "args": {"argv": ""}, "memory": {"real_objects": 10, "counts": [10, 100], "results": mem},
-        "workqueue": {"results": wq, "default_workers": workqueue_bench.DEFAULT_WORKERS}, "leader": leader, "notes": ["something was not measured"]}
+        "args": {"argv": ""}, "memory": {"real_objects": {k: 10 for k in report.KIND_LABELS}, "parents_per_kind": 3,
+                                          "counts": [10, 100], "results": mem},
+        "workqueue": {"results": wq, "default_workers": workqueue_bench.DEFAULT_WORKERS}, "leader": leader,
+        "notes": ["something was not measured"]}
     written = report.write(results, tmp_path / "benchmarks.md", tmp_path / "plots")
     md = written["markdown"].read_text()
     for heading in ("## 3. Memory per cached object", "## 4. Work queue", "## 5. Leader takeover",
@@ -186,6 +192,9 @@ def test_report_renders_every_section(tmp_path: Path) -> None:
         assert heading in md
     assert "## 1. Convergence" not in md, "only what was measured"
     assert "SIGKILL / SIGTERM = 7.0x" in md
+    assert list(report.KIND_LABELS) == list(memory.KINDS), "the report names every kind the bench measures"
+    for label in report.KIND_LABELS.values():  # every cached kind has its rows and its target
+        assert f"| {label} | 100 | synthesised |" in md and f"| RSS per cached {label} at 100 | ≤ 4,096 B |" in md
     # The work queue target is judged at the operator's default worker count, the 1-worker bound explained.
     dw = workqueue_bench.DEFAULT_WORKERS
     assert f"| work queue, metrics on, asyncio, {dw} workers (the default) |" in md

@@ -13,6 +13,10 @@ went silent past the client's ``watch_idle_timeout`` (SPEC §7: a dead watch is 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import functools
+import gc
 import logging
 import random
 import time
@@ -29,6 +33,9 @@ log = logging.getLogger(__name__)
 Transform = Callable[[dict], dict]
 
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+TRIM_AFTER_ITEMS = 1000
+"""A LIST of at least this many objects ends with :func:`release_freed_memory`."""
 
 
 def strip_bulk(obj: dict) -> dict:
@@ -92,6 +99,33 @@ def keep_only(*fields: str) -> Transform:
 
     transform.__name__ = transform.__qualname__ = f"keep_only({', '.join(map(repr, fields))})"
     return transform
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None elsewhere (musl, macOS)."""
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+def release_freed_memory() -> None:
+    """Give the memory a large LIST freed back to the kernel.
+
+    A LIST's pages (raw bytes, decoded objects, the transform's leftovers) are freed once the
+    store holds its packed copies, but glibc keeps freed heap memory between live allocations
+    for reuse, so the resident set would stay near the LIST's peak. ``malloc_trim(0)`` returns
+    every free page, holes between live allocations included (glibc >= 2.8); it costs
+    milliseconds, once per LIST. A no-op without glibc. Measured at 10,000 cached Deployments:
+    3.6 KiB of RSS per object instead of 4.2 KiB (docs/benchmarks.md, memory).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        gc.collect()
+        trim(0)
 
 
 class EventHandler(Protocol):
@@ -257,6 +291,9 @@ class Informer:
             self._emit_update(old, new)
         if not first:
             self.backoff.reset()
+        if len(items) >= TRIM_AFTER_ITEMS:
+            del items, added, updated, deleted  # the decoded objects: the store keeps them packed
+            release_freed_memory()
 
     async def _watch(self) -> None:
         # None: the client draws it inside its idle window (a longer one would be capped anyway).
