@@ -123,13 +123,18 @@ def build_manager(client: Client, cloud: Cloud, cfg: OperatorConfig) -> Manager:
         .watches(MODELS, dependents_of(mgr.cache, NOTEBOOKS))
         .watches(DATASETS, dependents_of(mgr.cache, NOTEBOOKS)))
 
+    # Every replica counts from its own informers' events, so a standby reports the same numbers
+    # (the dashboard takes the max over replicas) and the counts survive a leader change. Counted
+    # per event, published per interval: never a listing of the whole cache (docs/operations.md).
+    counters = [domain_metrics.ObjectCounts(res.kind) for res in (DATASETS, MODELS, SERVERS, NOTEBOOKS)]
+    for res, counter in zip((DATASETS, MODELS, SERVERS, NOTEBOOKS), counters, strict=True):
+        mgr.cache.informer(res).add_handler(counter)
+
     async def count_objects() -> None:
-        # Every replica counts from its own cache, so a standby reports the same numbers (the
-        # dashboard takes the max over replicas) and the counts survive a leader change.
         await mgr.cache.wait_for_sync()
         while True:
-            for res in (DATASETS, MODELS, SERVERS, NOTEBOOKS):
-                domain_metrics.set_object_counts(res.kind, mgr.cache.list(res))
+            for counter in counters:
+                counter.publish()
             await asyncio.sleep(cfg.object_count_interval)
 
     mgr.add_runnable(count_objects)

@@ -113,3 +113,26 @@ def test_observe_ready_observes_once_per_transition() -> None:
 def test_observe_ready_ignores_objects_of_other_kinds() -> None:
     assert dm.observe_ready(obj(kind="Pod"), {"ready": True}, NOW) is None
     assert dm.observe_ready(obj(), {"ready": True}) is not None  # default clock: now
+
+
+def test_object_counts_follow_informer_events_without_listing() -> None:
+    # The operator counts from its informers' events and publishes periodically: publishing costs
+    # O(namespaces). Before, every refresh listed (and recounted) every cached object of every
+    # kind, a cost per object that grew with the number of objects.
+    counts = dm.ObjectCounts("Model")
+    a, b, c = obj(name="a"), obj(name="b", ready=True), obj(name="c", ns="team-b")
+    for o in (a, b, c):
+        counts.on_add(o)
+    a_ready = obj(name="a", ready=True)
+    counts.on_update(a, a_ready)
+    counts.on_update(b, b)  # a resync: nothing moves
+    assert counts.publish() == dm.count_objects([a_ready, b, c])
+    assert sample("substratus_objects", {"kind": "Model", "namespace": "team-a", "ready": "true"}) == 2
+    assert sample("substratus_objects", {"kind": "Model", "namespace": "team-a", "ready": "false"}) == 0
+    assert sample("substratus_objects", {"kind": "Model", "namespace": "team-b", "ready": "false"}) == 1
+
+    counts.on_delete(c)  # team-b's last object: its series go, as with a full listing
+    assert counts.publish() == dm.count_objects([a_ready, b])
+    assert sample("substratus_objects", {"kind": "Model", "namespace": "team-b", "ready": "false"}) is None
+    with pytest.raises(ValueError):
+        dm.ObjectCounts("Job")

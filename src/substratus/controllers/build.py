@@ -44,6 +44,7 @@ from substratus.controllers.apply import Action
 from substratus.controllers.jobs import job_state
 from substratus.controllers.render import BuildImages
 from substratus.controllers.status import StatusUpdate
+from substratus.runtime.indexer import OWNER_UID_INDEX
 from substratus.runtime.reconcile import Request, Result
 from substratus.runtime.resource import JOBS, PODS
 
@@ -498,10 +499,8 @@ class Builder:
         meta = job.get("metadata") or {}
         uid = meta.get("uid")
         best: BuildOutput | None = None
-        for pod in self.ctx.cache.list(PODS, meta.get("namespace")):
-            refs = (pod.get("metadata") or {}).get("ownerReferences") or []
-            if not any(r.get("uid") == uid for r in refs):
-                continue
+        # By the owner index: a scan of the namespace's Pods would cost O(Pods) per build.
+        for pod in self.ctx.cache.by_index(PODS, OWNER_UID_INDEX, uid) if uid else ():
             out = build_output(pod)
             if out.digest:
                 return out

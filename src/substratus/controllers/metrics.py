@@ -8,10 +8,14 @@ them with everything else.
 The helpers are small and, apart from the two that write the metrics, pure, so reconcilers call
 them without ceremony:
 
-* :func:`set_object_counts` after listing a kind from the cache (e.g. once per reconcile of that
-  kind, or periodically): it sets ``substratus_objects{kind,namespace,ready}`` and removes series
-  of namespaces that no longer have objects, so a deleted namespace does not linger at its last
-  count.
+* :class:`ObjectCounts`, an informer event handler per kind that keeps the counts up to date from
+  the informer's own events (O(1) per event), and its :meth:`~ObjectCounts.publish`, called
+  periodically: it sets ``substratus_objects{kind,namespace,ready}`` and removes series of
+  namespaces that no longer have objects, so a deleted namespace does not linger at its last
+  count. Publishing costs O(namespaces), not O(objects): recounting a listing of every object
+  every few seconds was a cost per object that grew with the number of objects
+  (docs/operations.md, performance).
+* :func:`set_object_counts` does the same from a full listing of a kind.
 * :func:`observe_ready` with the object as read and the status about to be written: it observes
   ``substratus_time_to_ready_seconds{kind}`` on a not-ready → ready transition only, so it counts
   once per transition however often the object is reconciled, and a standby that takes over never
@@ -74,13 +78,66 @@ def set_object_counts(kind: str, objects: Iterable[Mapping[str, Any]]) -> Counte
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     counts = count_objects(objects)
+    _publish(kind, counts)
+    return counts
+
+
+class ObjectCounts:
+    """``substratus_objects`` of one kind, kept from an informer's events (an ``EventHandler``).
+
+    Each add, update and delete moves one object between (namespace, ready) counts: the informer
+    hands every handler the object as last delivered on update and delete (a relist's diff too),
+    so the counts equal a recount of its store without ever listing it, and nothing is kept per
+    object. :meth:`publish` sets the gauge from them. Raises ``ValueError`` for a kind that is not
+    one of ours.
+    """
+
+    def __init__(self, kind: str) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+        self.kind = kind
+        self._counts: Counter[tuple[str, str]] = Counter()
+
+    @staticmethod
+    def _label(obj: Mapping[str, Any]) -> tuple[str, str]:
+        return (obj.get("metadata") or {}).get("namespace") or "", ready_label(obj)
+
+    def on_add(self, obj: dict) -> None:
+        self._counts[self._label(obj)] += 1
+
+    def on_update(self, old: dict, new: dict) -> None:
+        was, now = self._label(old), self._label(new)
+        if was != now:
+            self._counts[was] -= 1
+            self._counts[now] += 1
+
+    def on_delete(self, obj: dict) -> None:
+        self._counts[self._label(obj)] -= 1
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        """What :func:`count_objects` would say of the informer's store: (namespace, ready) →
+        objects, both readiness values for every namespace that has any."""
+        out: Counter[tuple[str, str]] = Counter()
+        for (ns, ready), n in self._counts.items():
+            if n > 0:
+                out[(ns, ready)] += n
+                out[(ns, "true" if ready == "false" else "false")] += 0
+        return out
+
+    def publish(self) -> Counter[tuple[str, str]]:
+        """Set ``substratus_objects`` for this kind from the counts: O(namespaces)."""
+        counts = self.counts()
+        _publish(self.kind, counts)
+        return counts
+
+
+def _publish(kind: str, counts: Counter[tuple[str, str]]) -> None:
     with _lock:
         for ns, ready in _series.get(kind, set()) - set(counts):
             OBJECTS.remove(kind, ns, ready)
         for (ns, ready), n in counts.items():
             OBJECTS.labels(kind, ns, ready).set(n)
         _series[kind] = set(counts)
-    return counts
 
 
 def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:

@@ -7,6 +7,12 @@ Our own writes are remembered for a short while (client-go's integer-resourceVer
 ``MutationCache``): a reconcile that runs between a status write and the watch event carrying it
 — e.g. woken by the ADDED event of the Job it just created — reads the written object instead of
 the stale one, so it neither writes the same status again nor records its transitions twice.
+An entry lives only until the informer holds that version: the cache listens to its own
+informers and drops it on the event carrying it (or a newer one, or the delete), so the map
+holds just the writes whose watch events are still in flight, whether or not the object is read
+again. Entries whose event never comes (a write filtered out of the informer) expire after
+``MUTATION_TTL``, swept from the oldest: O(1) per write however many objects are cached
+(docs/operations.md, performance).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import builtins
 import logging
 import time
+from collections import OrderedDict
 
 import attrs
 
@@ -42,6 +49,26 @@ class _Mutation:
     expires: float
 
 
+class _CaughtUp:
+    """An informer handler that forgets a mutation once the informer holds its version."""
+
+    def __init__(self, cache: Cache, res: Resource) -> None:
+        self._cache = cache
+        self._res = res
+
+    def on_add(self, obj: dict) -> None:
+        if self._cache._mutations:
+            self._cache._caught_up(self._res, obj, deleted=False)
+
+    def on_update(self, old: dict, new: dict) -> None:
+        if self._cache._mutations:
+            self._cache._caught_up(self._res, new, deleted=False)
+
+    def on_delete(self, obj: dict) -> None:
+        if self._cache._mutations:
+            self._cache._caught_up(self._res, obj, deleted=True)
+
+
 class Cache:
     def __init__(self, client: Client, *, namespace: str | None = None, transform: Transform | None = strip_bulk,
                  resync_period: float | None = None, label_selectors: dict[Resource, str] | None = None,
@@ -57,7 +84,9 @@ class Cache:
         self.resync_period = resync_period
         self._informers: dict[Resource, Informer] = {}
         self._started = False
-        self._mutations: dict[tuple[Resource, str], _Mutation] = {}
+        # Oldest write first (a rewrite of the same object moves to the end): expired entries are
+        # always at the front.
+        self._mutations: OrderedDict[tuple[Resource, str], _Mutation] = OrderedDict()
 
     def informer(self, res: Resource) -> Informer:
         """The shared informer for ``res``, created on first use and started if the cache runs."""
@@ -67,6 +96,7 @@ class Cache:
                            label_selector=self.label_selectors.get(res), transform=self.transform_for(res),
                            resync_period=self.resync_period)
             self._informers[res] = inf
+            inf.add_handler(_CaughtUp(self, res))
             if self._started:
                 inf.start()
         return inf
@@ -129,10 +159,32 @@ class Cache:
         if cached is None or cached_rv is None or cached_rv >= rv:
             return
         now = time.monotonic()
-        if len(self._mutations) > 4096:
-            self._mutations = {k: v for k, v in self._mutations.items() if v.expires > now}
+        mutations = self._mutations
+        while mutations and next(iter(mutations.values())).expires <= now:
+            mutations.popitem(last=False)
         transform = self.transform_for(res)
-        self._mutations[(res, key)] = _Mutation(transform(obj) if transform else obj, rv, now + MUTATION_TTL)
+        mutations.pop((res, key), None)  # re-inserted last: the map's order is the order of expiry
+        mutations[(res, key)] = _Mutation(transform(obj) if transform else obj, rv, now + MUTATION_TTL)
+
+    def _caught_up(self, res: Resource, obj: dict, *, deleted: bool) -> None:
+        """The informer now holds ``obj`` (or deleted it): a mutation it supersedes is dropped."""
+        meta = obj.get("metadata") or {}
+        name = meta.get("name")
+        if not name:
+            return
+        ns = meta.get("namespace")
+        k = (res, f"{ns}/{name}" if ns else name)
+        m = self._mutations.get(k)
+        if m is None:
+            return
+        rv = _rv(obj)
+        if deleted or rv is None or rv >= m.rv:
+            del self._mutations[k]
+
+    @property
+    def pending_mutations(self) -> int:
+        """How many written objects are read from the mutation map (their watch event pending)."""
+        return len(self._mutations)
 
     def list(self, res: Resource, namespace: str | None = None) -> builtins.list[dict]:
         return self.informer(res).store.list(namespace)
