@@ -27,7 +27,7 @@ from bench import report
 from bench.common import REPO_ROOT, apiserver_version, loadavg, machine_info
 
 SECTIONS = ("convergence", "scale", "memory", "workqueue", "leader")
-FULL: dict[str, Any] = {"contenders": "ceiling,ceiling-same-writes,substratus,substratus@431d200,substratus-w4,kopf,"
+FULL: dict[str, Any] = {"contenders": "ceiling,ceiling-same-writes,substratus,substratus@431d200,substratus-w16,kopf,"
                                       "kopf-same-job",
                         "sizes": [100, 1000], "repeats": [3, 3], "scale_sizes": [100, 1000, 10000],
                         "memory_counts": [1000, 10000], "memory_parents": 12, "memory_raw": True,
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--contenders",
                    help="convergence contenders (ceiling,ceiling-same-writes,substratus,substratus-wK: K workers,"
                         "substratus@REF: commit REF's operator,kopf,kopf-same-job; default: all of "
-                        f"{FULL['contenders']}; quick: without substratus@431d200 and substratus-w4)")
+                        f"{FULL['contenders']}; quick: without substratus@431d200 and substratus-w16)")
     p.add_argument("--scale-sizes", type=_ints,
                    help="Dataset counts for substratus's scale curve (100,1000,10000; quick: 20,40); sizes "
                         "the convergence section measured reuse its rounds")

@@ -51,7 +51,7 @@ class OperatorConfig:
     health_probe_bind_address: str = attrs.field(default=":8081", metadata={"help": "/healthz and /readyz address; 0 disables."})
     upload_bind_address: str = attrs.field(default=":8082", metadata={"help": "local cloud: signed-URL upload endpoint address."})
     upload_base_url: str = attrs.field(default="", metadata={"help": "local cloud: externally reachable base URL of the upload endpoint."})
-    max_concurrent_reconciles: int = attrs.field(default=16, metadata={"help": "Workers per controller (16: measured, docs/operations.md)."})
+    max_concurrent_reconciles: int = attrs.field(default=64, metadata={"help": "Workers per controller (64: measured, docs/operations.md)."})
     object_count_interval: int = attrs.field(default=15, metadata={"help": "Seconds between refreshes of the substratus_objects metric."})
     log_level: str = attrs.field(default="info", metadata={"help": "debug, info, warning or error.", "choices": ("debug", "info", "warning", "error")})
     log_format: str = attrs.field(default="text", metadata={"help": "text (key=value) or json.", "choices": ("text", "json")})
