@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from statistics import mean, median
 from typing import Any
@@ -84,37 +85,67 @@ def _environment(results: dict[str, Any]) -> list[str]:
     if inv:
         rows = [r for r in rows if r[0] not in ("command", "bench wall time", "load average (1, 5, 15 min)")]
         for i, x in enumerate(inv, 1):
-            rows.append([f"invocation {i}", f"`python -m bench {x['argv']}` ({', '.join(x['sections'])}): started "
-                         f"{x['date']}, {_f(x['total_seconds'], 0)} s, load average {x['loadavg_start']} at the "
-                         f"start, {x['loadavg_end']} at the end"])
+            cmd = f"`python -m bench {x['argv']}`".replace(" `", "`")
+            kept = ", ".join(x["sections"]) or "nothing"
+            later = (f"; its {', '.join(x['superseded'])} superseded by a later invocation"
+                     if x.get("superseded") else "")
+            at = f" at commit {x['commit']}" if x.get("commit") else ""
+            rows.append([f"invocation {i}", f"{cmd}{at}, kept: {kept}{later}; started {x['date']}, "
+                         f"{_f(x['total_seconds'], 0)} s, load average {x['loadavg_start']} at the start, "
+                         f"{x['loadavg_end']} at the end"])
     return ["## Environment", "", *_table(["", ""], rows), ""]
 
 
 SECTION_KEYS = ("convergence", "scale", "memory", "workqueue", "leader")
 
 
+def _started(part: dict[str, Any]) -> datetime | None:
+    try:
+        return datetime.strptime(str(part["machine"].get("date")), "%Y-%m-%d %H:%M UTC")
+    except (KeyError, ValueError):
+        return None
+
+
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One results dict from several invocations that measured different sections at the same
-    time on the same machine (each section keeps its own invocation's numbers; none is mixed)."""
+    """One results dict from several invocations on the same machine: each section is taken
+    from the last invocation that measured it (none is mixed), and every invocation is listed
+    with the sections kept from it. Whether they ran at the same time or one after the other is
+    read off their start times and durations, and said in a note."""
     out: dict[str, Any] = {"machine": dict(parts[0]["machine"]), "notes": [], "invocations": []}
-    for part in parts:
-        sections = [k for k in SECTION_KEYS if part.get(k)]
+    kept = {k: i for i, part in enumerate(parts) for k in SECTION_KEYS if part.get(k)}
+    for i, part in enumerate(parts):
+        sections = [k for k in SECTION_KEYS if kept.get(k) == i]
+        superseded = [k for k in SECTION_KEYS if part.get(k) and kept.get(k) != i]
         for k in sections:
             out[k] = part[k]
         out["notes"] += part.get("notes") or []
         m = part["machine"]
         out["invocations"].append({"argv": (part.get("args") or {}).get("argv", ""), "sections": sections,
+                                   "superseded": superseded,
                                    "date": m.get("date"), "total_seconds": part.get("total_seconds"),
-                                   "loadavg_start": m.get("loadavg_start"), "loadavg_end": m.get("loadavg_end")})
-    out["total_seconds"] = max(p.get("total_seconds") or 0 for p in parts)
+                                   "loadavg_start": m.get("loadavg_start"), "loadavg_end": m.get("loadavg_end"),
+                                   "commit": m.get("commit")})
+    out["total_seconds"] = sum(p.get("total_seconds") or 0 for p in parts)
     out["machine"]["loadavg_end"] = parts[-1]["machine"].get("loadavg_end")
     out["args"] = {"argv": " + ".join(x["argv"] for x in out["invocations"])}
-    out["notes"].append(
-        f"The sections were measured by {len(parts)} invocations of `python -m bench` running at the same "
-        "time (listed under Environment), each with its own local control plane, so that the whole run fit "
-        "the session; each competed with the others for the 2 cores, besides the other jobs on the machine. "
-        "Each table's numbers come from one invocation; the convergence ratios compare contenders measured "
-        "in the same invocation, interleaved.")
+    starts = [_started(p) for p in parts]
+    sequential = all(a is not None and b is not None and (b - a).total_seconds() + 60 >= (p.get("total_seconds") or 0)
+                     for a, b, p in zip(starts, starts[1:], parts, strict=False))
+    if sequential:
+        out["total_seconds"] = sum(p.get("total_seconds") or 0 for p in parts)
+        out["notes"].append(
+            f"The sections were measured by {len(parts)} invocations of `python -m bench`, one after the other "
+            "(listed under Environment, with the sections kept from each), each with its own local control "
+            "plane; nothing else ran meanwhile. Each table's numbers come from one invocation; the "
+            "convergence ratios compare contenders measured in the same invocation, interleaved.")
+    else:
+        out["total_seconds"] = max(p.get("total_seconds") or 0 for p in parts)
+        out["notes"].append(
+            f"The sections were measured by {len(parts)} invocations of `python -m bench` running at the same "
+            "time (listed under Environment), each with its own local control plane, so that the whole run fit "
+            "the session; each competed with the others for the 2 cores, besides the other jobs on the machine. "
+            "Each table's numbers come from one invocation; the convergence ratios compare contenders measured "
+            "in the same invocation, interleaved.")
     return out
 
 
