@@ -22,17 +22,35 @@ LABELS = {"ceiling": "ceiling (bare client)", "ceiling-same-writes": "ceiling, s
 COLORS = {"ceiling": "#9e9e9e", "ceiling-same-writes": "#616161", "substratus": "#1f77b4",
           "substratus-w20": "#6baed6", "substratus-w4": "#9ecae1", "substratus-w16": "#4292c6",
           "substratus@431d200": "#08306b", "kopf": "#ff7f0e", "kopf-same-job": "#d62728"}
-# Condition transitions substratus records per converged Dataset (Built=True, Complete=False/JobRunning).
-EVENTS_PER_DATASET = 2
+# Events substratus records per converged Dataset: one, for Complete=False/JobRunning; the first
+# Built=True/ImageProvided asks nothing of anyone and gets none (SPEC §7). Commits before that rule
+# (the substratus@REF baseline) recorded both.
+EVENTS_PER_DATASET = 1
 
 
-def env_line(results: dict[str, Any]) -> str:
+def events_per_dataset(contender: str) -> int:
+    return 2 if contender.startswith("substratus@") else EVENTS_PER_DATASET
+
+
+def env_line(results: dict[str, Any], section: str | None = None) -> str:
+    """The machine line under a table. With several invocations (``merge``), the date, commit and
+    load of the invocation ``section`` was kept from, named by its number."""
     m = results.get("machine") or {}
     pk = m.get("packages") or {}
-    return (f"<sub>Measured {m.get('date', '?')} on {m.get('nproc', '?')} cores ({m.get('cpu_model', '?')}), "
+    date, commit, load, which = m.get("date", "?"), _commit(m), m.get("loadavg_start", "?"), ""
+    inv = results.get("invocations") or []
+    if inv and section is None:  # a table drawing on several sections: every invocation
+        date = " and ".join(f"{x.get('date', '?')} (invocation {i})" for i, x in enumerate(inv, 1))
+        commit = " and ".join(_commit(x) for x in inv)
+        load = " and ".join(str(x.get("loadavg_start", "?")) for x in inv)
+    for i, x in enumerate(inv, 1):
+        if section in x.get("sections", ()):
+            date, commit, load = x.get("date", "?"), _commit(x), x.get("loadavg_start", "?")
+            which = f" (invocation {i})"
+    return (f"<sub>Measured {date}{which} on {m.get('nproc', '?')} cores ({m.get('cpu_model', '?')}), "
             f"{m.get('memory_gib', '?')} GiB RAM; Python {m.get('python', '?')}, kube-apiserver "
-            f"{m.get('apiserver', '?')}, substratus {pk.get('substratus', '?')} ({_commit(m)}), "
-            f"kopf {pk.get('kopf', '?')}; load average {m.get('loadavg_start', '?')} at the start.</sub>")
+            f"{m.get('apiserver', '?')}, substratus {pk.get('substratus', '?')} ({commit}), "
+            f"kopf {pk.get('kopf', '?')}; load average {load} at the start.</sub>")
 
 
 def _f(x: Any, digits: int = 2) -> str:
@@ -83,7 +101,8 @@ def _environment(results: dict[str, Any]) -> list[str]:
     ]
     inv = results.get("invocations")
     if inv:
-        rows = [r for r in rows if r[0] not in ("command", "bench wall time", "load average (1, 5, 15 min)")]
+        rows = [r for r in rows if r[0] not in ("command", "bench wall time", "load average (1, 5, 15 min)", "commit",
+                                                "date")]
         for i, x in enumerate(inv, 1):
             cmd = f"`python -m bench {x['argv']}`".replace(" `", "`")
             kept = ", ".join(x["sections"]) or "nothing"
@@ -273,7 +292,7 @@ def _convergence(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
                 *_table(["contender", "median s", "min-max s", "objects/s", "vs ceiling", "writes/object",
                          "writes/object by resource", "operator CPU s", "apiserver CPU s",
                          "apiserver + etcd CPU ms/object", "operator peak RSS MiB"], rows),
-                "", env_line(results), ""]
+                "", env_line(results, "convergence"), ""]
     rows = []
     for n in conv["sizes"]:
         rows.append([f"{n:,}", *(_ratio(_med(conv, n, a), _med(conv, n, b)) for a, b in RATIOS)])
@@ -283,7 +302,7 @@ def _convergence(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
             "above 1.00x substratus is faster, below it kopf is. Targets (issue 18): substratus / ceiling, "
             "same writes ≤ 1.15x; kopf, same job / substratus ≥ 1.5x; kopf / substratus ≥ 1.0x.", "",
             *_table(["N", *(f"{LABELS.get(a, a)} / {LABELS.get(b, b).split(' (')[0]}" for a, b in RATIOS)], rows),
-            "", env_line(results), ""]
+            "", env_line(results, "convergence"), ""]
     out += _work_note(conv)
     out += _duplicate_status_note(conv)
     out += _dropped_events_note(conv)
@@ -297,7 +316,7 @@ def _convergence(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
                 "informer LIST/WATCH included) and its reconciles, per round:", "",
                 *_table(["contender", "N", "round", "reconciles", "reconcile errors",
                          "requests by method and code"], rows),
-                "", env_line(results), ""]
+                "", env_line(results, "convergence"), ""]
     if "convergence" in plots:
         out += [f"![convergence]({plots['convergence']})", ""]
     return out
@@ -340,17 +359,18 @@ def _dropped_events_note(conv: dict[str, Any]) -> list[str]:
     short = []
     for r in conv["runs"]:
         if is_substratus(r["contender"]) and r["converged"]:
-            missing = EVENTS_PER_DATASET * r["n"] - r["writes"].get("events", 0)
-            if missing > 0.02 * EVENTS_PER_DATASET * r["n"]:
+            want = events_per_dataset(r["contender"]) * r["n"]
+            missing = want - r["writes"].get("events", 0)
+            if missing > 0.02 * want:
                 short.append((r, missing))
     if not short:
         return []
     worst, missing = max(short, key=lambda x: x[1] / x[0]["n"])
     return [f"**Dropped Events.** In {len(short)} substratus round(s) fewer Events reached the API server than "
-            f"the {EVENTS_PER_DATASET} condition transitions each Dataset goes through (worst: "
-            f"{LABELS.get(worst['contender'], worst['contender'])}, N={worst['n']:,}: {missing:,} of "
-            f"{EVENTS_PER_DATASET * worst['n']:,} missing). `EventRecorder` (src/substratus/runtime/events.py) "
-            "queues Events in bounded per-writer queues (1,000 in all, 4 writers, an object's Events always on "
+            f"the {events_per_dataset(worst['contender'])} Event(s) each Dataset's condition transitions call for "
+            f"(worst: {LABELS.get(worst['contender'], worst['contender'])}, N={worst['n']:,}: {missing:,} of "
+            f"{events_per_dataset(worst['contender']) * worst['n']:,} missing). `EventRecorder` (src/substratus/runtime/events.py) "
+            "queues Events in bounded per-writer queues (4,096 in all, 16 writers, an object's Events always on "
             "the same one) and drops what does not fit, by design so that recording never blocks a reconcile "
             "(client-go drops the same way); with many workers converging many objects at once, transitions "
             "are produced faster than the writers post them. Each drop is counted in `events_dropped_total` "
@@ -458,7 +478,7 @@ def _steady(results: dict[str, Any]) -> list[str]:
     out += _table(["objects", "restart reconciles", "restart writes", "… seen by API server", "restart GETs",
                    "informers", "GETs not LIST/WATCH", "restart s", "resync reconciles", "resync writes",
                    "… seen by API server", "resync GETs", "GETs per reconcile", "resync s"], rows)
-    out += ["", env_line(results), ""]
+    out += ["", env_line(results, "convergence"), ""]
     return out
 
 
@@ -514,7 +534,7 @@ def _memory(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
     out += _table(["kind", "objects", "source", "RSS B/obj raw", "RSS B/obj stripped", "stripped / raw",
                    "peak RSS raw", "peak RSS stripped", "tracemalloc B/obj raw", "tracemalloc stripped",
                    "JSON B/obj raw", "managedFields JSON B/obj", "JSON B/obj stripped"], rows)
-    out += ["", env_line(results), ""]
+    out += ["", env_line(results, "memory"), ""]
     if "memory" in plots:
         out += [f"![memory]({plots['memory']})", ""]
     return out
@@ -683,7 +703,7 @@ def _scale(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
                 "each watch is ended by the server after 22-36 s (`ClientOptions.watch_idle_timeout`, the dead-"
                 "connection check), and a phase this long sees some; a converged reconcile reads only the cache.",
                 ""]
-    out += [env_line(results), ""]
+    out += [env_line(results, "scale"), ""]
     if "scale" in plots:
         out += [f"![scale curve]({plots['scale']})", ""]
     return out
@@ -754,7 +774,7 @@ def _workqueue(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
                      _ratio(rate, off.get((r.get("loop", "asyncio"), r["workers"]))) if r["metrics"] else ""])
     out += _table(["loop", "workers", "metrics", "cycles per run", "runs", "cycles per CPU second (median)",
                    "min-max", "CPU µs/cycle", "cycles per wall second", "vs 1 worker", "metrics on / off"], rows)
-    out += ["", env_line(results), ""]
+    out += ["", env_line(results, "workqueue"), ""]
     if "workqueue" in plots:
         out += [f"![work queue]({plots['workqueue']})", ""]
     return out
@@ -788,7 +808,7 @@ def _leader(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
         out += ["", f"Mean first reconcile: SIGKILL {mean(kill):.2f} s, SIGTERM {mean(term):.2f} s; "
                     f"SIGKILL / SIGTERM = {mean(kill) / mean(term):.1f}x; SIGKILL / lease duration = "
                     f"{mean(kill) / ld['lease_duration']:.2f}."]
-    out += ["", env_line(results), ""]
+    out += ["", env_line(results, "leader"), ""]
     if "leader" in plots:
         out += [f"![leader takeover]({plots['leader']})", ""]
     return out

@@ -77,7 +77,7 @@ class _Seen:
 
 class EventRecorder:
     def __init__(self, client: Client, component: str = "substratus", *, burst: int = 25,
-                 refill_seconds: float = 300.0, queue_size: int = 1000, writers: int = 4) -> None:
+                 refill_seconds: float = 300.0, queue_size: int = 4096, writers: int = 16) -> None:
         self.client = client
         self.component = component
         self.host = socket.gethostname()
@@ -138,7 +138,10 @@ class EventRecorder:
 
     def start(self) -> None:
         # Several writers: one request at a time cannot keep up with many workers converging
-        # many objects at once (each transition is one POST).
+        # many objects at once (each transition is one POST). 16 writers and 4,096 queued: with
+        # 64 workers per controller, 4 writers and 1,000 queued dropped 68% of the Events of a
+        # burst of 10,000 new Datasets (docs/benchmarks.md, scale; 10% with 16 workers); client-go
+        # queues 1,000 per broadcaster and drops the same way past it.
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._run(q), name=f"event-recorder-{i}")
                            for i, q in enumerate(self._queues)]
