@@ -327,8 +327,8 @@ class Client:
         session (connector: CA, client certificate, ``tls-server-name``; the resolved proxy), its
         default headers (User-Agent) and cookie, and the bearer token taken from the
         Configuration for every request through ``auth_settings()``, so a rotating token (the
-        in-cluster token file's ``refresh_api_key_hook``, a kubeconfig exec plugin's refresh)
-        applies to the next request. Bodies are encoded by ``dumps``; a ``bytes`` body is sent as
+        in-cluster token file's ``refresh_api_key_hook``) applies to the next request. (A kubeconfig
+        exec plugin's token is read once: kubernetes-asyncio installs no refresh hook for it.) Bodies are encoded by ``dumps``; a ``bytes`` body is sent as
         is. Raises ``NotLeader`` (write fence), ``TimeoutError`` and ``aiohttp.ClientError``.
         """
         # A paused replica woken past its renew deadline must not send anything: the fence is
