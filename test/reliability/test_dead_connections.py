@@ -28,18 +28,33 @@ BOUND = 60.0
 """SPEC §7: a dead watch connection is noticed within 60 s."""
 
 
+async def _every_informer_watching(proxy, op) -> set[str]:
+    """The paths the operator's informers watch, once each has a watch open through ``proxy``."""
+    paths = {inf.resource.path(inf.namespace) for inf in op.manager.cache.informers}
+    await eventually(lambda: paths <= {r.path for r in proxy.records if r.watch and r.status == 200},
+                     timeout=30, message="every informer watching")
+    return paths
+
+
+async def _replaced_after(proxy, paths: set[str], t0: float, message: str) -> dict[str, float]:
+    """Seconds after ``t0`` each watched path's watch was opened again (by resource name), once
+    every one has been: each watch has its own deadline (its server timeout + slack)."""
+    await eventually(lambda: paths <= {r.path for r in proxy.records if r.watch and r.started > t0},
+                     timeout=max(1.0, BOUND + 5 - (time.monotonic() - t0)), message=message)
+    rewatch: dict[str, float] = defaultdict(lambda: float("inf"))
+    for r in proxy.records:
+        if r.watch and r.started > t0 and r.path in paths:
+            rewatch[r.path] = min(rewatch[r.path], r.started - t0)
+    return {p.rsplit("/", 1)[-1]: round(rewatch[p], 1) for p in sorted(paths)}
+
+
 async def test_frozen_connections_are_noticed_and_work_created_meanwhile_converges(
         start_operator, make_proxy, sim, admin, namespace, tmp_path) -> None:
     proxy = await make_proxy("op")
     options = ClientOptions()  # the shipped watch idle timeout
     op = await start_operator(kubeconfig_path=proxy.write_kubeconfig(tmp_path / "kubeconfig"),
                               client_options=options)
-    paths = {inf.resource.path(inf.namespace) for inf in op.manager.cache.informers}
-
-    def watched_paths() -> set[str]:
-        return {r.path for r in proxy.records if r.watch and r.status == 200}
-
-    await eventually(lambda: paths <= watched_paths(), timeout=30, message="every informer watching")
+    paths = await _every_informer_watching(proxy, op)
     frozen = proxy.freeze()
     t_freeze = proxy.frozen_at
     assert t_freeze is not None
@@ -49,18 +64,7 @@ async def test_frozen_connections_are_noticed_and_work_created_meanwhile_converg
     await wait_ready(admin, DATASETS, namespace, ["created-while-frozen"], timeout=BOUND + 60)
     ready_s = time.monotonic() - t_freeze
 
-    def rewatched() -> set[str]:
-        return {r.path for r in proxy.records if r.watch and r.started > t_freeze}
-
-    # Each watch has its own deadline (its server timeout + slack): wait for every replacement.
-    await eventually(lambda: paths <= rewatched(), timeout=max(1.0, BOUND + 5 - (time.monotonic() - t_freeze)),
-                     message="every frozen watch replaced")
-
-    rewatch: dict[str, float] = defaultdict(lambda: float("inf"))
-    for r in proxy.records:
-        if r.watch and r.started > t_freeze and r.path in paths:
-            rewatch[r.path] = min(rewatch[r.path], r.started - t_freeze)
-    noticed = {p.rsplit("/", 1)[-1]: round(rewatch[p], 1) for p in sorted(paths)}
+    noticed = await _replaced_after(proxy, paths, t_freeze, "every frozen watch replaced")
     late = {k: v for k, v in noticed.items() if v > BOUND}
     assert not late, f"watches replaced later than {BOUND}s after the freeze: {late}"
     assert ready_s <= BOUND, f"the Dataset created while frozen was ready {ready_s:.1f}s after the freeze"
@@ -79,12 +83,7 @@ async def test_watches_that_trickle_bytes_but_carry_nothing_are_noticed(
     options = ClientOptions()  # the shipped watch idle timeout
     op = await start_operator(kubeconfig_path=proxy.write_kubeconfig(tmp_path / "kubeconfig"),
                               client_options=options)
-    paths = {inf.resource.path(inf.namespace) for inf in op.manager.cache.informers}
-
-    def watched_paths() -> set[str]:
-        return {r.path for r in proxy.records if r.watch and r.status == 200}
-
-    await eventually(lambda: paths <= watched_paths(), timeout=30, message="every informer watching")
+    paths = await _every_informer_watching(proxy, op)
     trickling = proxy.trickle(interval=5.0)
     t0 = proxy.trickled_at
     assert t0 is not None
@@ -94,18 +93,7 @@ async def test_watches_that_trickle_bytes_but_carry_nothing_are_noticed(
     await wait_ready(admin, DATASETS, namespace, ["created-while-trickling"], timeout=BOUND + 20)
     ready_s = time.monotonic() - t0
 
-    def rewatched() -> set[str]:
-        return {r.path for r in proxy.records if r.watch and r.started > t0}
-
-    # The other informers' watches started at other times: wait for each one's replacement.
-    await eventually(lambda: paths <= rewatched(), timeout=max(1.0, BOUND + 5 - (time.monotonic() - t0)),
-                     message="every trickling watch replaced")
-
-    rewatch: dict[str, float] = defaultdict(lambda: float("inf"))
-    for r in proxy.records:
-        if r.watch and r.started > t0 and r.path in paths:
-            rewatch[r.path] = min(rewatch[r.path], r.started - t0)
-    noticed = {p.rsplit("/", 1)[-1]: round(rewatch[p], 1) for p in sorted(paths)}
+    noticed = await _replaced_after(proxy, paths, t0, "every trickling watch replaced")
     late = {k: v for k, v in noticed.items() if v > BOUND}
     assert not late, f"trickling watches replaced later than {BOUND}s: {late}"
     assert ready_s <= BOUND, f"the Dataset created meanwhile was ready {ready_s:.1f}s after the trickle began"
