@@ -144,7 +144,6 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
                                    "date": m.get("date"), "total_seconds": part.get("total_seconds"),
                                    "loadavg_start": m.get("loadavg_start"), "loadavg_end": m.get("loadavg_end"),
                                    "commit": m.get("commit")})
-    out["total_seconds"] = sum(p.get("total_seconds") or 0 for p in parts)
     out["machine"]["loadavg_end"] = parts[-1]["machine"].get("loadavg_end")
     out["args"] = {"argv": " + ".join(x["argv"] for x in out["invocations"])}
     starts = [_started(p) for p in parts]
