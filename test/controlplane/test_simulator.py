@@ -351,7 +351,13 @@ async def test_job_gets_a_pod_that_ends_with_it(simulator: ClusterSimulator, api
     assert [(r.kind, r.name, r.controller) for r in pod.metadata.owner_references] == [("Job", "j", True)]
     term = pod.status.container_statuses[0].state.terminated
     assert (term.exit_code, term.reason) == (0, "Completed")
-    assert _conditions(await batch.read_namespaced_job_status("j", namespace))["Complete"].status == "True"
+
+    # The Job's status follows its Pod's, as the Job controller writes it after seeing the Pod end.
+    async def complete() -> Any:
+        c = _conditions(await batch.read_namespaced_job_status("j", namespace)).get("Complete")
+        return c if c is not None and c.status == "True" else None
+
+    assert (await eventually(complete)).status == "True"
 
 
 async def test_missing_secret_keeps_the_job_pod_waiting_until_it_exists(
